@@ -1,0 +1,143 @@
+"""Generate the built-in tiny Qwen3-architecture model locally (no model hub needed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BUILTIN_PREFIX = "builtin:"
+TINY_QWEN3 = "tiny-qwen3"
+# Bump when the recipe changes, so a stale cached copy is never reused.
+_RECIPE_VERSION = 1
+
+# A fixed corpus: the tokenizer is trained on it and the workload builds prompts from it, so
+# prompt lengths in tokens are stable across machines.
+WORDS: tuple[str, ...] = tuple(
+    """
+    the of and to in is that for it as with was on be by this are from or an at which not have
+    server model token cache batch request latency memory throughput queue engine worker kernel
+    prompt output input sequence prefill decode attention layer head block page tensor weight
+    scheduler sampling stream chunk metric profile search trial study budget objective score
+    fast slow small large first last next each every many few more less time rate load user
+    system machine device node core thread process signal port health ready start stop wait
+    value number count total mean median percentile peak limit range choice default fixed
+    tune measure compare record report write read file path name field type error result
+    river mountain forest ocean cloud stone garden window table letter music story paper
+    north south east west morning evening summer winter bright quiet simple gentle steady
+    """.split()
+)
+
+
+def is_builtin(model: str) -> bool:
+    return model.startswith(BUILTIN_PREFIX)
+
+
+def cache_root() -> Path:
+    env = os.environ.get("AUTOTUNE_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "autotune"
+
+
+def builtin_model_dir(name: str) -> Path:
+    return cache_root() / "models" / f"{name}-v{_RECIPE_VERSION}"
+
+
+def corpus_text(n_sentences: int = 4000, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_sentences):
+        n = rng.randint(6, 18)
+        lines.append(" ".join(rng.choice(WORDS) for _ in range(n)) + ".")
+    return "\n".join(lines)
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def ensure_builtin_model(name: str) -> Path:
+    """Return the directory of built-in model `name`, generating it once if needed.
+
+    Generation is atomic (temporary directory, then rename), so concurrent workers and
+    interrupted runs never see a half-written model.
+    """
+    if name != TINY_QWEN3:
+        from autotune.errors import UserError
+
+        raise UserError(f"--model: unknown built-in model {name!r} (known: {TINY_QWEN3})")
+    target = builtin_model_dir(name)
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        _write_tiny_qwen3(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            # Another worker won the race; its copy is identical.
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("generated built-in model %s at %s", name, target)
+    return target
+
+
+def _write_tiny_qwen3(out: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus_text().splitlines(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(str(out))
+
+    config = Qwen3Config(
+        vocab_size=1024,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=fast.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=fast.convert_tokens_to_ids("<|im_end|>"),
+    )
+    config.architectures = ["Qwen3ForCausalLM"]
+    config.save_pretrained(str(out))
+    # vLLM resolves a model without `architectures` as a pooling model: make sure it is there.
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["architectures"] = ["Qwen3ForCausalLM"]
+    cfg.setdefault("torch_dtype", "bfloat16")
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))

@@ -1,0 +1,203 @@
+"""The command line: parse flags, call the tuner, own the terminal (progress, tables, errors)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autotune import __version__
+from autotune.errors import AutotuneError, UserError
+
+USAGE_ERROR = 2
+RUN_FAILED = 1
+
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '30m', '2h', '1h30m' -> seconds."""
+    m = _DURATION.match(text.strip())
+    if not text.strip() or not m or not any(m.groups()):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 30m, 2h)")
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    total = h * 3600 + mi * 60 + s
+    if total <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
+    return total
+
+
+def parse_devices(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of GPU indices: {text!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2
+        self.exit(USAGE_ERROR, f"autotune: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="autotune", description="Tune vLLM serving settings against a workload.")
+    p.add_argument("--version", action="version", version=f"autotune {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run (or continue) a study and write the best profile")
+    r.add_argument("--gpu", required=True, help="target hardware: cpu, a10g, l4, a100-80gb, h100…")
+    r.add_argument("--model", required=True,
+                   help="hub id, local model directory, or builtin:tiny-qwen3")
+    r.add_argument("--space", type=Path, help="search-space YAML (default: search_spaces/"
+                   "cpu.yaml for --gpu cpu, search_spaces/default.yaml otherwise)")
+    r.add_argument("--workload", type=Path, help="workload YAML, replacing the space's own")
+    r.add_argument("--trials", type=int, default=10,
+                   help="finished trials the study should hold in total (default 10)")
+    r.add_argument("--timeout", type=parse_duration, help="stop starting trials after this "
+                   "long, e.g. 45m or 2h")
+    r.add_argument("--storage", default="sqlite:///autotune.db",
+                   help="Optuna storage URL (default sqlite:///autotune.db)")
+    r.add_argument("--study", help="study name (default TARGET.MODEL.SPACE)")
+    r.add_argument("--profiles-dir", type=Path, default=Path("profiles"))
+    r.add_argument("--runs-dir", type=Path, default=Path("autotune-runs"),
+                   help="where server logs and per-trial results go")
+    r.add_argument("--devices", type=parse_devices, default=(),
+                   help="GPU indices for the server, e.g. 0 or 0,1 (default: the first GPU)")
+    r.add_argument("--launcher", help="command that starts the server, before its options "
+                   "(default: 'vllm serve' if it works, else python -m "
+                   "vllm.entrypoints.openai.api_server)")
+    r.add_argument("--no-verify-options", action="store_true",
+                   help="skip checking options against vLLM's own parser")
+
+    v = sub.add_parser("validate", help="check search spaces, workloads and profiles")
+    v.add_argument("files", nargs="+", type=Path)
+    return p
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def summary_rows(study: Any, metric: str) -> tuple[list[str], list[list[str]]]:
+    header = ["trial", "status", metric, "p95 ttft ms", "median tpot ms", "peak mem GiB",
+              "params / reason"]
+    rows = []
+    for t in study.trials:
+        m = t.user_attrs.get("metrics") or {}
+        status = t.user_attrs.get("status") or t.state.name.lower()
+        reason = t.user_attrs.get("reason")
+        params = " ".join(f"{k}={_fmt(v, 3)}" for k, v in t.params.items())
+        mem = m.get("peak_memory_bytes")
+        rows.append([
+            str(t.number), status, _fmt(m.get(metric)), _fmt(m.get("p95_ttft_ms")),
+            _fmt(m.get("median_tpot_ms"), 2), _fmt(mem / 2**30 if mem else None, 2),
+            f"{reason}: {t.user_attrs.get('detail', '')}" if reason else params,
+        ])
+    return header, rows
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    from autotune.app import RunConfig, run
+    from autotune.tuner import TrialReport
+
+    cfg = RunConfig(
+        target=ns.gpu, model=ns.model, space_path=ns.space, workload_path=ns.workload,
+        trials=ns.trials, timeout_s=ns.timeout, storage=ns.storage, study=ns.study,
+        profiles_dir=ns.profiles_dir, runs_dir=ns.runs_dir, devices=ns.devices,
+        launcher=tuple(shlex.split(ns.launcher)) if ns.launcher else None,
+        verify_options=not ns.no_verify_options,
+    )
+
+    def on_trial(rep: TrialReport) -> None:
+        r = rep.result
+        if r.status == "ok":
+            m = r.metrics
+            print(f"trial {rep.number}: {_fmt(m.get('output_throughput'))} tok/s, "
+                  f"p95 TTFT {_fmt(m.get('p95_ttft_ms'))} ms, startup "
+                  f"{_fmt(m.get('startup_s'))} s, score {rep.value:.4g}"
+                  f"{'' if rep.feasible else ' (misses a constraint)'}", flush=True)
+        else:
+            print(f"trial {rep.number}: FAILED {r.reason.value if r.reason else ''}: {r.detail}",
+                  flush=True)
+
+    outcome = run(cfg, on_trial=on_trial, on_ready=lambda s: print(s, flush=True))
+    metric = outcome.study.user_attrs.get("metric") or _objective_metric(cfg)
+    header, rows = summary_rows(outcome.study, metric)
+    print()
+    print(table(rows, header))
+    print()
+    if outcome.best is None:
+        print(f"autotune: {outcome.note}", file=sys.stderr)
+        return RUN_FAILED
+    print(f"best: trial {outcome.best.number}, {metric} = {outcome.best.value:.4g}")
+    if outcome.profile_written:
+        print(f"profile: {outcome.profile_path}")
+    if outcome.note:
+        print(outcome.note)
+    return 0
+
+
+def _objective_metric(cfg: Any) -> str:
+    from autotune.app import default_space_path
+    from autotune.space import load_space
+
+    try:
+        return load_space(cfg.space_path or default_space_path(cfg.target)).objective.metric
+    except AutotuneError:
+        return "output_throughput"
+
+
+def cmd_validate(ns: argparse.Namespace) -> int:
+    from autotune.validate import validate_file
+
+    for path in ns.files:
+        print(f"{path}: ok ({validate_file(path)})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if ns.debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # SIGTERM takes the same path as Ctrl-C, so `with` blocks stop their servers.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        if ns.command == "run":
+            return cmd_run(ns)
+        return cmd_validate(ns)
+    except UserError as exc:
+        if ns.debug:
+            raise
+        print(f"autotune: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("autotune: interrupted; finished trials are saved, run again to continue",
+              file=sys.stderr)
+        return 130
+    except AutotuneError as exc:
+        if ns.debug:
+            raise
+        print(f"autotune: {exc}", file=sys.stderr)
+        return RUN_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

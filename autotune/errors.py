@@ -1,0 +1,58 @@
+"""The exception tree: user errors stop the run, trial failures are results.
+
+    AutotuneError
+    ├── UserError            bad input; the CLI prints one line and exits 2, no server started
+    │   └── ConfigError      a file (search space, workload, profile) failed validation
+    ├── EnvironmentFailure   the machine is not fit to measure on (port busy, memory not back)
+    └── TrialFailure         a candidate configuration failed; recorded on its trial, never raised
+                             out of the tuner
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class AutotuneError(Exception):
+    """Root of every error autotune raises on purpose."""
+
+
+class UserError(AutotuneError):
+    """Input the user must fix. Stops the run before any server starts."""
+
+
+class ConfigError(UserError):
+    """A file failed validation. The message names the file and the field."""
+
+    def __init__(self, path: str, field: str | None, message: str) -> None:
+        self.path = path
+        self.field = field
+        where = f"{path}: {field}" if field else path
+        super().__init__(f"{where}: {message}")
+
+
+class EnvironmentFailure(AutotuneError):
+    """The machine cannot give a clean measurement (busy port, memory not released)."""
+
+
+class FailureReason(str, Enum):
+    """Why a trial failed. Values are stable: they are stored on Optuna trials."""
+
+    INVALID_ARGS = "invalid_args"
+    OOM_AT_STARTUP = "oom_at_startup"
+    STARTUP_CRASH = "startup_crash"
+    STARTUP_TIMEOUT = "startup_timeout"
+    DIED_DURING_BENCHMARK = "died_during_benchmark"
+    OOM_UNDER_LOAD = "oom_under_load"
+    TOO_MANY_ERRORS = "too_many_errors"
+    ENVIRONMENT = "environment"
+
+
+class TrialFailure(AutotuneError):
+    """A candidate configuration did not produce a valid measurement."""
+
+    def __init__(self, reason: FailureReason, detail: str, log_tail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        self.log_tail = log_tail
+        super().__init__(f"{reason.value}: {detail}")

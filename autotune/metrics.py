@@ -1,0 +1,156 @@
+"""Pure: per-request samples -> latency percentiles, throughput and error rate.
+
+Field names follow `vllm bench serve` (mean_ttft_ms, p99_tpot_ms, output_throughput, ...) so
+numbers can be compared side by side with vLLM's own client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
+LATENCIES: tuple[str, ...] = ("ttft", "tpot", "itl", "e2el")
+
+
+@dataclass(frozen=True)
+class RequestSample:
+    """One request as the client saw it. Times are seconds on the monotonic clock."""
+
+    start: float
+    end: float
+    ok: bool
+    ttft: float | None = None
+    itl: tuple[float, ...] = ()
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def e2el(self) -> float:
+        return self.end - self.start
+
+    @property
+    def tpot(self) -> float | None:
+        """Time per output token after the first (vLLM's definition)."""
+        if self.ttft is None or self.output_tokens < 2:
+            return None
+        return (self.e2el - self.ttft) / (self.output_tokens - 1)
+
+
+class LatencyStats(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mean: float
+    median: float
+    p90: float
+    p95: float
+    p99: float
+
+    @classmethod
+    def of_seconds(cls, values: Sequence[float]) -> LatencyStats:
+        if not values:
+            nan = float("nan")
+            return cls(mean=nan, median=nan, p90=nan, p95=nan, p99=nan)
+        ms = np.asarray(values, dtype=float) * 1000.0
+        p = np.percentile(ms, PERCENTILES)
+        return cls(mean=float(ms.mean()), median=float(p[0]), p90=float(p[1]),
+                   p95=float(p[2]), p99=float(p[3]))
+
+
+class LoadMetrics(BaseModel):
+    """What one load level measured."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    completed: int
+    failed: int
+    duration_s: float
+    total_input_tokens: int
+    total_output_tokens: int
+    request_throughput: float
+    output_throughput: float
+    total_token_throughput: float
+    error_rate: float
+    ttft_ms: LatencyStats
+    tpot_ms: LatencyStats
+    itl_ms: LatencyStats
+    e2el_ms: LatencyStats
+    errors: dict[str, int]
+
+    def flat(self) -> dict[str, float]:
+        """vLLM-bench-style flat names: mean_ttft_ms, median_tpot_ms, p99_e2el_ms, ..."""
+        out: dict[str, float] = {
+            "completed": float(self.completed),
+            "failed": float(self.failed),
+            "duration_s": self.duration_s,
+            "total_input_tokens": float(self.total_input_tokens),
+            "total_output_tokens": float(self.total_output_tokens),
+            "request_throughput": self.request_throughput,
+            "output_throughput": self.output_throughput,
+            "total_token_throughput": self.total_token_throughput,
+            "error_rate": self.error_rate,
+        }
+        for name in LATENCIES:
+            stats: LatencyStats = getattr(self, f"{name}_ms")
+            for stat, value in stats.model_dump().items():
+                out[f"{stat}_{name}_ms"] = value
+        return out
+
+
+def summarize(samples: Sequence[RequestSample]) -> LoadMetrics:
+    ok = [s for s in samples if s.ok]
+    failed = [s for s in samples if not s.ok]
+    if samples:
+        duration = max(s.end for s in samples) - min(s.start for s in samples)
+    else:
+        duration = 0.0
+    duration = max(duration, 1e-9)
+    inp = sum(s.prompt_tokens for s in ok)
+    out = sum(s.output_tokens for s in ok)
+    errors: dict[str, int] = {}
+    for s in failed:
+        key = s.error or "unknown"
+        errors[key] = errors.get(key, 0) + 1
+    return LoadMetrics(
+        completed=len(ok),
+        failed=len(failed),
+        duration_s=duration,
+        total_input_tokens=inp,
+        total_output_tokens=out,
+        request_throughput=len(ok) / duration,
+        output_throughput=out / duration,
+        total_token_throughput=(inp + out) / duration,
+        error_rate=len(failed) / len(samples) if samples else 0.0,
+        ttft_ms=LatencyStats.of_seconds([s.ttft for s in ok if s.ttft is not None]),
+        tpot_ms=LatencyStats.of_seconds([t for s in ok if (t := s.tpot) is not None]),
+        itl_ms=LatencyStats.of_seconds([x for s in ok for x in s.itl]),
+        e2el_ms=LatencyStats.of_seconds([s.e2el for s in ok]),
+        errors=errors,
+    )
+
+
+# Metrics a trial records beyond the load level: names the objective may use.
+TRIAL_EXTRAS: tuple[str, ...] = (
+    "startup_s",
+    "peak_memory_bytes",
+    "peak_rss_bytes",
+    "peak_gpu_memory_bytes",
+    "kv_cache_tokens",
+    "num_preemptions",
+)
+
+
+def metric_names() -> tuple[str, ...]:
+    """Every metric name an objective or constraint may refer to."""
+    base = [
+        "completed", "failed", "duration_s", "total_input_tokens", "total_output_tokens",
+        "request_throughput", "output_throughput", "total_token_throughput", "error_rate",
+    ]
+    for name in LATENCIES:
+        for stat in ("mean", "median", "p90", "p95", "p99"):
+            base.append(f"{stat}_{name}_ms")
+    return (*base, *TRIAL_EXTRAS)

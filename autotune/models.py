@@ -1,0 +1,70 @@
+"""Resolve `--model` to what vLLM loads, failing early (one line) when it cannot exist."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autotune.builtin_model import BUILTIN_PREFIX, ensure_builtin_model, is_builtin
+from autotune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str  # as the user gave it; names the profile
+    path: str  # what vLLM's --model gets
+    args: dict[str, Any] = field(default_factory=dict)  # options the model needs
+
+
+def _looks_local(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or os.path.exists(model)
+
+
+def resolve_model(model: str) -> ResolvedModel:
+    if is_builtin(model):
+        path = ensure_builtin_model(model[len(BUILTIN_PREFIX):])
+        # Random weights: nothing to download, and the shape is all the engine needs.
+        return ResolvedModel(model, str(path), {"load-format": "dummy"})
+    if _looks_local(model):
+        p = Path(model).expanduser()
+        if not (p / "config.json").is_file():
+            raise UserError(f"--model: {model!r} is not a model directory (no config.json)")
+        return ResolvedModel(model, str(p.resolve()))
+    _check_hub(model)
+    return ResolvedModel(model, model)
+
+
+def _check_hub(repo: str) -> None:
+    """A hub id must be cached or exist on the hub; an unreachable hub is only a warning."""
+    try:
+        import huggingface_hub as hf
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            HFValidationError,
+            HfHubHTTPError,
+            RepositoryNotFoundError,
+        )
+    except ImportError:
+        return
+    try:
+        cached = hf.try_to_load_from_cache(repo, "config.json")
+    except HFValidationError as exc:
+        raise UserError(f"--model: {repo!r} is neither a model directory nor a hub id") from exc
+    if isinstance(cached, str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise UserError(f"--model: {repo!r} is not in the local cache and HF_HUB_OFFLINE=1")
+    try:
+        hf.model_info(repo, timeout=10)
+    except (RepositoryNotFoundError, GatedRepoError) as exc:
+        raise UserError(f"--model: {repo!r}: {type(exc).__name__} on the model hub") from exc
+    except Exception as exc:  # offline, proxy, DNS: the hub's word is not available
+        if isinstance(exc, HfHubHTTPError) and getattr(exc.response, "status_code", 0) == 404:
+            raise UserError(f"--model: {repo!r} not found on the model hub") from exc
+        log.warning("could not check %r on the model hub (%s); trying anyway", repo,
+                    type(exc).__name__)

@@ -1,0 +1,316 @@
+"""The search-space model: which vLLM options and server env vars to tune, fix, and score."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from autotune.config import load_model, parse_model
+from autotune.metrics import metric_names
+from autotune.workload import Workload
+
+Scalar = Union[StrictBool, StrictInt, StrictFloat, str]
+FixedValue = Union[Scalar, list[Scalar]]
+
+# Options autotune owns for every server it starts; a space may not set them.
+RESERVED_ARGS = frozenset({"model", "host", "port", "api-key", "config", "uds", "headless"})
+ENV_PREFIX = "env:"
+_OPTION_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class IntParam(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["int"]
+    low: StrictInt
+    high: StrictInt
+    step: StrictInt = Field(1, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("log scale needs low > 0")
+        if self.log and self.step != 1:
+            raise ValueError("log scale and step cannot be combined")
+        return self
+
+    def contains(self, v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and self.low <= v <= self.high
+
+
+class FloatParam(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["float"]
+    low: float
+    high: float
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("log scale needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log scale and step cannot be combined")
+        return self
+
+    def contains(self, v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and (
+            self.low <= v <= self.high)
+
+
+class CategoricalParam(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["categorical"]
+    choices: list[Scalar] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _unique(cls, v: list[Scalar]) -> list[Scalar]:
+        if len({json.dumps(c) for c in v}) != len(v):
+            raise ValueError("choices must be unique")
+        return v
+
+    def contains(self, v: Any) -> bool:
+        return v in self.choices
+
+
+Tuned = Union[IntParam, FloatParam, CategoricalParam]
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, dict):
+        t = v.get("type")
+        return t if t in ("int", "float", "categorical") else "bad-type"
+    if isinstance(v, BaseModel):
+        return str(getattr(v, "type", "fixed"))
+    return "fixed"
+
+
+class _BadType(BaseModel):
+    """Catches a mapping without a valid `type`, to say so in one line."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fail(cls, v: Any) -> Any:
+        t = v.get("type") if isinstance(v, dict) else None
+        if t is None:
+            raise ValueError("a tuned parameter needs type: int, float or categorical")
+        raise ValueError(f"type must be int, float or categorical, not {t!r}")
+
+
+ParamSpec = Annotated[
+    Union[
+        Annotated[IntParam, Tag("int")],
+        Annotated[FloatParam, Tag("float")],
+        Annotated[CategoricalParam, Tag("categorical")],
+        Annotated[_BadType, Tag("bad-type")],
+        Annotated[FixedValue, Tag("fixed")],
+    ],
+    Discriminator(_kind),
+]
+
+
+class Bound(BaseModel):
+    """A constraint on one metric: feasible when min <= value <= max."""
+
+    model_config = ConfigDict(extra="forbid")
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Bound:
+        if self.max is None and self.min is None:
+            raise ValueError("give max or min")
+        return self
+
+
+class Objective(BaseModel):
+    """What a trial's score is. Kept to one metric plus bounds; richer objectives plug in here."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric: str = "output_throughput"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    constraints: dict[str, Bound] = Field(default_factory=dict)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        if v not in metric_names():
+            raise ValueError(f"unknown metric {v!r}")
+        return v
+
+    @field_validator("constraints")
+    @classmethod
+    def _known_constraints(cls, v: dict[str, Bound]) -> dict[str, Bound]:
+        for name in v:
+            if name not in metric_names():
+                raise ValueError(f"unknown metric {name!r}")
+        return v
+
+
+class SamplerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # TPE's default of 10 random start-up trials is most of a typical 10-20 trial budget.
+    n_startup_trials: int = Field(4, ge=0)
+    seed: int | None = 0
+
+
+class EngineSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    startup_timeout_s: float = Field(600.0, gt=0)
+    stop_timeout_s: float = Field(30.0, gt=0)
+
+
+class SearchSpace(BaseModel):
+    """A search-space file. Plain values are fixed; mappings with `type` are tuned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    args: dict[str, ParamSpec] = Field(default_factory=dict)
+    env: dict[str, ParamSpec] = Field(default_factory=dict)
+    objective: Objective = Field(default_factory=Objective)
+    workload: Workload = Field(default_factory=Workload)
+    sampler: SamplerSettings = Field(default_factory=SamplerSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    enqueue: list[dict[str, Scalar]] = Field(
+        default_factory=list, description="first candidates to try, e.g. vLLM's defaults")
+
+    @field_validator("args", mode="before")
+    @classmethod
+    def _normalize_args(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        out = {}
+        for k, spec in v.items():
+            key = str(k).removeprefix("--").replace("_", "-")
+            if not _OPTION_RE.match(key):
+                raise ValueError(f"{k!r} is not a vLLM long option name")
+            if key in RESERVED_ARGS:
+                raise ValueError(f"{key!r} is set by autotune, not by a search space")
+            out[key] = spec
+        return out
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _check_env(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for k in v:
+                if not _ENV_RE.match(str(k)):
+                    raise ValueError(f"{k!r} is not an environment variable name")
+        return v
+
+    @model_validator(mode="after")
+    def _check_enqueue(self) -> SearchSpace:
+        tuned = self.tuned()
+        for i, cand in enumerate(self.enqueue):
+            for k, v in cand.items():
+                spec = tuned.get(k)
+                if spec is None:
+                    raise ValueError(f"enqueue[{i}]: {k!r} is not a tuned parameter")
+                if not spec.contains(v):
+                    raise ValueError(f"enqueue[{i}]: {k}={v!r} is outside its range")
+        return self
+
+    def tuned(self) -> dict[str, Tuned]:
+        """Tuned parameters by Optuna name: vLLM options as is, env vars as `env:NAME`."""
+        out: dict[str, Tuned] = {}
+        for k, spec in self.args.items():
+            if isinstance(spec, (IntParam, FloatParam, CategoricalParam)):
+                out[k] = spec
+        for k, spec in self.env.items():
+            if isinstance(spec, (IntParam, FloatParam, CategoricalParam)):
+                out[ENV_PREFIX + k] = spec
+        return out
+
+    def fingerprint(self) -> str:
+        """Identifies what a study measures; a study is never continued with another space."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"description"}), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def load_space(path: str | Path, workload_override: Workload | None = None) -> SearchSpace:
+    space = load_model(SearchSpace, path)
+    if workload_override is not None:
+        space = space.model_copy(update={"workload": workload_override})
+    return space
+
+
+def parse_space(data: dict[str, Any], source: str = "<space>") -> SearchSpace:
+    return parse_model(SearchSpace, data, source)
+
+
+@dataclass(frozen=True)
+class TrialParams:
+    """One candidate: vLLM options and server environment, fixed and tuned merged."""
+
+    args: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Suggester(Protocol):
+    """The slice of `optuna.Trial` that sampling needs (so this module stays Optuna-free)."""
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1,
+                    log: bool = False) -> int: ...
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float: ...
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+def env_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    return str(v)
+
+
+def suggest(space: SearchSpace, trial: Suggester) -> TrialParams:
+    values: dict[str, Any] = {}
+    for name, spec in space.tuned().items():
+        if isinstance(spec, IntParam):
+            values[name] = trial.suggest_int(name, spec.low, spec.high, step=spec.step,
+                                             log=spec.log)
+        elif isinstance(spec, FloatParam):
+            values[name] = trial.suggest_float(name, spec.low, spec.high, step=spec.step,
+                                               log=spec.log)
+        else:
+            values[name] = trial.suggest_categorical(name, spec.choices)
+    return resolve(space, values)
+
+
+def resolve(space: SearchSpace, values: dict[str, Any]) -> TrialParams:
+    """Fixed settings plus the given tuned values (by Optuna name) as one candidate."""
+    args: dict[str, Any] = {}
+    env: dict[str, str] = {}
+    for k, spec in space.args.items():
+        args[k] = values[k] if k in space.tuned() else spec
+    for k, spec in space.env.items():
+        key = ENV_PREFIX + k
+        env[k] = env_value(values[key] if key in space.tuned() else spec)
+    return TrialParams(args=args, env=env)

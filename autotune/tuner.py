@@ -1,0 +1,169 @@
+"""The Optuna study: storage, sampler, first candidates, total budget, resume, best choice."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.errors import UserError
+from autotune.objective import OK_CONSTRAINT, TrialResult, score
+from autotune.space import SearchSpace, TrialParams, suggest
+
+log = logging.getLogger(__name__)
+
+TrialRunner = Callable[[TrialParams, int], TrialResult]
+
+
+@dataclass(frozen=True)
+class TrialReport:
+    """What the CLI shows as each trial ends."""
+
+    number: int
+    params: dict[str, Any]
+    value: float
+    feasible: bool
+    result: TrialResult
+
+
+TrialCallback = Callable[[TrialReport], None]
+
+# Trials that used up budget. A trial interrupted by a dying tuner becomes FAIL and is re-run.
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    storage: str
+    name: str
+    n_trials: int
+    timeout_s: float | None = None
+    heartbeat_s: int = 30
+    # A trial whose heartbeat is older than this is treated as dead: long enough to survive a
+    # slow server start, short enough that a resumed run does not wait long.
+    grace_s: int = 120
+
+
+def make_storage(url: str, heartbeat_s: int, grace_s: int) -> optuna.storages.BaseStorage:
+    if "://" not in url:
+        raise UserError(f"--storage: {url!r} is not a storage URL (e.g. sqlite:///autotune.db)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                heartbeat_interval=heartbeat_s,
+                grace_period=grace_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite")
+                else None,
+            )
+    except Exception as exc:  # sqlalchemy raises many kinds for a bad URL
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--storage: cannot open {url!r}: {first}") from exc
+
+
+def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(cfg.storage, cfg.heartbeat_s, cfg.grace_s)
+    n_existing = 0
+    try:
+        existing = optuna.load_study(study_name=cfg.name, storage=storage)
+        n_existing = len(existing.trials)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        old = existing.user_attrs.get("space_fingerprint")
+        if old is not None and old != space.fingerprint():
+            raise UserError(
+                f"--study {cfg.name}: this study was run with a different search space or "
+                f"workload (fingerprint {old}, now {space.fingerprint()}); pass a new --study")
+    seed = None if space.sampler.seed is None else space.sampler.seed + n_existing
+    sampler = optuna.samplers.TPESampler(
+        n_startup_trials=space.sampler.n_startup_trials, seed=seed, multivariate=True,
+        constant_liar=True)
+    study = optuna.create_study(study_name=cfg.name, storage=storage, sampler=sampler,
+                                direction=space.objective.direction, load_if_exists=True)
+    if existing is None:
+        for k, v in {**attrs, "space_fingerprint": space.fingerprint()}.items():
+            study.set_user_attr(k, v)
+        for cand in space.enqueue:
+            study.enqueue_trial(cand, skip_if_exists=True)
+    return study
+
+
+def counted_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+def record(trial: optuna.Trial, result: TrialResult, constraints: dict[str, float]) -> None:
+    trial.set_user_attr("status", result.status)
+    trial.set_user_attr("reason", result.reason.value if result.reason else None)
+    trial.set_user_attr("detail", result.detail)
+    trial.set_user_attr("command", result.command)
+    trial.set_user_attr("env", result.env)
+    trial.set_user_attr("metrics", {k: (None if math.isnan(v) else v)
+                                    for k, v in result.metrics.items()})
+    if result.log_tail:
+        trial.set_user_attr("log_tail", result.log_tail[-2000:])
+    for key, value in constraints.items():
+        trial.set_constraint(key, value)
+
+
+def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[str, Any],
+         on_trial: TrialCallback | None = None) -> optuna.Study:
+    """Run trials until the study holds `cfg.n_trials` finished ones (in total, across runs)."""
+    study = open_study(space, cfg, attrs)
+    remaining = cfg.n_trials - counted_trials(study)
+    if remaining <= 0:
+        log.info("study %s already has %d finished trials", cfg.name, counted_trials(study))
+        return study
+
+    def objective(trial: optuna.Trial) -> float:
+        try:
+            params = suggest(space, trial)
+            result = runner(params, trial.number)
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM, a bug): Optuna records FAIL, which no sampler
+            # learns from. Queue the same candidate so the next run measures it after all.
+            # (A SIGKILLed tuner leaves a RUNNING trial; the heartbeat callback re-queues it.)
+            trial.set_user_attr("interrupted", True)
+            study.enqueue_trial(dict(trial.params))
+            raise
+        s = score(space.objective, result)
+        record(trial, result, s.constraints)
+        if on_trial is not None:
+            on_trial(TrialReport(trial.number, dict(trial.params), s.value, s.feasible, result))
+        return s.value
+
+    study.optimize(objective, n_trials=remaining, timeout=cfg.timeout_s,
+                   callbacks=[MaxTrialsCallback(cfg.n_trials, states=COUNTED)],
+                   gc_after_trial=True)
+    return study
+
+
+def feasible(t: FrozenTrial) -> bool:
+    if t.user_attrs.get("status") != "ok":
+        return False
+    return all(v <= 0 for v in t.constraints.values())
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best feasible finished trial, or None when no trial met every constraint."""
+    ok = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+          if feasible(t) and t.value is not None]
+    if not ok:
+        return None
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return (max if maximize else min)(ok, key=lambda t: t.value if t.value is not None else 0.0)
+
+
+__all__ = ["OK_CONSTRAINT", "StudyConfig", "TrialReport", "best_trial", "counted_trials", "tune"]

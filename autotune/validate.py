@@ -1,0 +1,23 @@
+"""`autotune validate`: check a file as a search space, workload or profile; start nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autotune.config import read_yaml
+from autotune.profile import META_BEGIN, read_profile
+from autotune.space import load_space
+from autotune.workload import load_workload
+
+
+def validate_file(path: Path) -> str:
+    """Return what the file is; raise ConfigError (file and field) when it is not valid."""
+    data = read_yaml(path)
+    if path.exists() and META_BEGIN in path.read_text():
+        read_profile(path)
+        return "profile"
+    if isinstance(data, dict) and "name" in data:
+        load_space(path)
+        return "search space"
+    load_workload(path)
+    return "workload"

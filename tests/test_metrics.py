@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from autotune.metrics import RequestSample, metric_names, summarize
+
+
+def req(start: float, ttft: float, gaps: list[float], out: int, prompt: int = 10
+        ) -> RequestSample:
+    end = start + ttft + sum(gaps)
+    return RequestSample(start=start, end=end, ok=True, ttft=ttft, itl=tuple(gaps),
+                         prompt_tokens=prompt, output_tokens=out)
+
+
+def test_known_samples() -> None:
+    a = req(0.0, 0.1, [0.02] * 4, out=5)  # e2e 0.18, tpot 0.02
+    b = req(0.05, 0.3, [0.05] * 4, out=5)  # e2e 0.5 ends 0.55, tpot 0.05
+    bad = RequestSample(start=0.1, end=0.2, ok=False, error="http_500")
+    m = summarize([a, b, bad])
+    assert m.completed == 2 and m.failed == 1
+    assert m.errors == {"http_500": 1}
+    assert m.error_rate == pytest.approx(1 / 3)
+    assert m.duration_s == pytest.approx(0.55)
+    assert m.total_output_tokens == 10 and m.total_input_tokens == 20
+    assert m.output_throughput == pytest.approx(10 / 0.55)
+    assert m.request_throughput == pytest.approx(2 / 0.55)
+    assert m.ttft_ms.mean == pytest.approx(200.0)
+    assert m.ttft_ms.median == pytest.approx(200.0)
+    assert m.ttft_ms.p99 == pytest.approx(100 + 0.99 * 200)
+    assert m.tpot_ms.mean == pytest.approx(35.0)
+    assert m.itl_ms.median == pytest.approx(35.0)
+    assert m.e2el_ms.p95 == pytest.approx(180 + 0.95 * 320)
+
+
+def test_tpot_follows_vllm_definition() -> None:
+    s = req(0.0, 0.5, [0.1, 0.1, 0.1], out=4)
+    assert s.tpot == pytest.approx(0.1)
+    assert req(0.0, 0.5, [], out=1).tpot is None
+
+
+def test_flat_names_match_vllm_bench_and_are_known_to_objectives() -> None:
+    flat = summarize([req(0, 0.1, [0.01], out=2)]).flat()
+    for name in ("mean_ttft_ms", "median_tpot_ms", "p99_itl_ms", "p95_e2el_ms",
+                 "output_throughput", "request_throughput", "total_token_throughput"):
+        assert name in flat
+    assert set(flat) <= set(metric_names())
+
+
+def test_no_successes_gives_nan_latencies_not_zero() -> None:
+    m = summarize([RequestSample(start=0, end=1, ok=False, error="timeout")])
+    assert math.isnan(m.ttft_ms.p95)
+    assert m.output_throughput == 0
+    assert m.error_rate == 1.0

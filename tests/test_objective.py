@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autotune.errors import FailureReason
+from autotune.objective import (
+    OK_CONSTRAINT,
+    TrialResult,
+    TrialSetup,
+    prometheus_sum,
+    run_trial,
+    score,
+)
+from autotune.space import EngineSettings, Objective, TrialParams
+from autotune.testing.fake_probe import FakeProbe
+from autotune.workload import Workload
+from tests.conftest import FAKE_LAUNCHER
+
+
+def ok(**metrics: float) -> TrialResult:
+    return TrialResult(status="ok", command=["x"], env={}, metrics=metrics)
+
+
+def test_score_value_and_normalized_constraints() -> None:
+    obj = Objective.model_validate({"metric": "output_throughput", "constraints": {
+        "p95_ttft_ms": {"max": 1000}, "error_rate": {"max": 0.0},
+        "request_throughput": {"min": 2}}})
+    s = score(obj, ok(output_throughput=500.0, p95_ttft_ms=1500.0, error_rate=0.0,
+                      request_throughput=4.0))
+    assert s.value == 500.0
+    assert s.constraints[OK_CONSTRAINT] == 0.0
+    assert s.constraints["p95_ttft_ms_max"] == pytest.approx(0.5)
+    assert s.constraints["error_rate_max"] == 0.0
+    assert s.constraints["request_throughput_min"] == pytest.approx(-1.0)
+    assert not s.feasible
+    assert score(obj, ok(output_throughput=1.0, p95_ttft_ms=10.0, error_rate=0.0,
+                         request_throughput=3.0)).feasible
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_failure_scores_as_worst_and_infeasible(direction: str) -> None:
+    obj = Objective.model_validate({"metric": "p95_e2el_ms", "direction": direction,
+                                    "constraints": {"p95_ttft_ms": {"max": 1}}})
+    failed = TrialResult(status="failed", reason=FailureReason.OOM_AT_STARTUP, command=[],
+                         env={})
+    s = score(obj, failed)
+    good = score(obj, ok(p95_e2el_ms=100.0, p95_ttft_ms=0.5))
+    assert not s.feasible and good.feasible
+    assert set(s.constraints) == set(good.constraints), "same keys for every trial"
+    assert (s.value <= good.value) if direction == "maximize" else (s.value >= good.value)
+
+
+def test_missing_metric_is_infeasible() -> None:
+    s = score(Objective(), ok(p95_ttft_ms=3.0))
+    assert not s.feasible
+
+
+def test_prometheus_sum() -> None:
+    text = ('# HELP x\nvllm:num_preemptions_total{engine="0"} 3.0\n'
+            'vllm:num_preemptions_total{engine="1"} 2\nvllm:other 9\n')
+    assert prometheus_sum(text, "vllm:num_preemptions_total") == 5.0
+    assert prometheus_sum(text, "vllm:absent") is None
+
+
+def setup(tmp_path: Path, **workload: object) -> TrialSetup:
+    w = Workload.model_validate({"num_requests": 8, "concurrency": 2, "input_tokens": 8,
+                                 "output_tokens": 5, "warmup_requests": 1, **workload})
+    return TrialSetup(model="fake-model", launcher=FAKE_LAUNCHER, workload=w,
+                      engine=EngineSettings(startup_timeout_s=15, stop_timeout_s=5),
+                      probe=FakeProbe(), out_dir=tmp_path, api_key="k")
+
+
+def test_run_trial_against_stand_in(tmp_path: Path) -> None:
+    r = run_trial(TrialParams(args={"max-num-seqs": 2}), setup(tmp_path), tmp_path / "t0")
+    assert r.status == "ok", r
+    m = r.metrics
+    assert m["completed"] == 8 and m["failed"] == 0
+    assert m["total_output_tokens"] == 8 * 5
+    assert m["total_input_tokens"] == 8 * 8
+    assert 0 < m["median_ttft_ms"] < m["median_e2el_ms"]
+    assert m["output_throughput"] > 0
+    assert m["peak_rss_bytes"] > 0 and m["peak_memory_bytes"] == m["peak_rss_bytes"]
+    assert m["kv_cache_tokens"] > 0
+    assert m["num_preemptions"] == 0
+    assert "--api-key" in r.command and "k" not in r.command
+
+
+def test_run_trial_records_startup_failure(tmp_path: Path) -> None:
+    r = run_trial(TrialParams(args={"fake-crash": True}), setup(tmp_path), tmp_path / "t1")
+    assert r.status == "failed"
+    assert r.reason is FailureReason.STARTUP_CRASH
+    assert "initialization failed" in r.log_tail
+
+
+def test_run_trial_fails_on_error_rate(tmp_path: Path) -> None:
+    # prompts longer than the context are rejected by the server with HTTP 400
+    r = run_trial(TrialParams(args={"max-model-len": 10}), setup(tmp_path), tmp_path / "t2")
+    assert r.status == "failed"
+    assert r.reason is FailureReason.TOO_MANY_ERRORS
+    assert r.load is not None and r.load.errors == {"http_400": 8}
+
+
+def test_gpu_memory_comes_from_the_probe_when_gpus_are_used(tmp_path: Path) -> None:
+    s = setup(tmp_path)
+    s = TrialSetup(**{**s.__dict__, "gpu_indices": (0,),
+                      "probe": FakeProbe(gpu_used=lambda idx: 7 * 2**30)})
+    r = run_trial(TrialParams(), s, tmp_path / "t3")
+    assert r.status == "ok"
+    assert r.metrics["peak_gpu_memory_bytes"] == 7 * 2**30
+    assert r.metrics["peak_memory_bytes"] == 7 * 2**30

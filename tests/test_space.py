@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autotune.errors import ConfigError
+from autotune.space import (
+    CategoricalParam,
+    IntParam,
+    load_space,
+    parse_space,
+    resolve,
+    suggest,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def space(**kw: object) -> dict[str, object]:
+    return {"name": "t", **kw}
+
+
+def test_plain_values_are_fixed_and_mappings_are_tuned() -> None:
+    s = parse_space(space(
+        args={"enforce_eager": True, "max-num-seqs": {"type": "int", "low": 1, "high": 8},
+              "dtype": {"type": "categorical", "choices": ["bfloat16", "float32"]}},
+        env={"VLLM_CPU_KVCACHE_SPACE": {"type": "int", "low": 1, "high": 3},
+             "VLLM_CPU_OMP_THREADS_BIND": "auto"}))
+    assert set(s.tuned()) == {"max-num-seqs", "dtype", "env:VLLM_CPU_KVCACHE_SPACE"}
+    # underscores are normalized to vLLM's dashed long names
+    assert s.args["enforce-eager"] is True
+    p = resolve(s, {"max-num-seqs": 4, "dtype": "float32", "env:VLLM_CPU_KVCACHE_SPACE": 2})
+    assert p.args == {"enforce-eager": True, "max-num-seqs": 4, "dtype": "float32"}
+    assert p.env == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "auto"}
+
+
+def test_suggest_uses_optuna_distributions() -> None:
+    s = parse_space(space(args={"max-num-seqs": {"type": "int", "low": 2, "high": 64, "log": True},
+                                "gpu-memory-utilization": {"type": "float", "low": 0.5,
+                                                           "high": 0.9, "step": 0.1}}))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = set()
+    for _ in range(20):
+        t = study.ask()
+        p = suggest(s, t)
+        assert 2 <= p.args["max-num-seqs"] <= 64
+        assert 0.5 <= p.args["gpu-memory-utilization"] <= 0.9 + 1e-9
+        seen.add(p.args["max-num-seqs"])
+        study.tell(t, 0.0)
+    assert len(seen) > 3
+    assert isinstance(study.trials[0].distributions["max-num-seqs"],
+                      optuna.distributions.IntDistribution)
+    assert study.trials[0].distributions["max-num-seqs"].log
+
+
+@pytest.mark.parametrize(("data", "field", "words"), [
+    (space(args={"max-num-seqs": {"type": "int", "low": 9, "high": 8}}),
+     "args.max-num-seqs", "above high"),
+    (space(args={"dtype": {"type": "categorical", "choices": []}}),
+     "args.dtype.choices", "at least 1"),
+    (space(args={"max-num-seqs": {"type": "integer", "low": 1, "high": 8}}),
+     "args.max-num-seqs", "type must be int, float or categorical"),
+    (space(args={"max-num-seqs": {"low": 1, "high": 8}}),
+     "args.max-num-seqs", "needs type"),
+    (space(args={"max-num-seqs": {"type": "int", "low": "one", "high": 8}}),
+     "args.max-num-seqs.low", "valid integer"),
+    (space(args={"max-num-seqs": {"type": "int", "low": 1, "high": 8, "stepp": 2}}),
+     "args.max-num-seqs.stepp", "unknown key"),
+    (space(args={"port": 8000}), "args", "set by autotune"),
+    (space(env={"not a name": 1}), "env", "not an environment variable"),
+    (space(objective={"metric": "tokens_per_banana"}), "objective.metric", "unknown metric"),
+    (space(objective={"constraints": {"p95_ttft_ms": {}}}),
+     "objective.constraints.p95_ttft_ms", "give max or min"),
+    (space(workload={"concurrency": 0}), "workload.concurrency", "greater than 0"),
+    (space(colour="blue"), "colour", "unknown key"),
+    ({"args": {}}, "name", "required"),
+    (space(args={"max-num-seqs": {"type": "int", "low": 1, "high": 8}},
+           enqueue=[{"max-num-seqs": 99}]), "(top level)", "outside its range"),
+    (space(args={"max-num-seqs": {"type": "float", "low": 0, "high": 1, "log": True}}),
+     "args.max-num-seqs", "log scale needs low > 0"),
+])
+def test_bad_spaces_name_the_field(data: dict[str, object], field: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_space(data, "s.yaml")
+    msg = str(e.value)
+    assert msg.startswith(f"s.yaml: {field}: "), msg
+    assert words in msg
+    assert "\n" not in msg
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("name: x\nargs:\n  max-num-seqs: {type: int, low: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_space(f)
+    assert str(e.value).startswith(f"{f}: malformed YAML: line ")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_space(tmp_path / "nope.yaml")
+
+
+def test_fingerprint_changes_with_what_is_measured() -> None:
+    a = parse_space(space(args={"max-num-seqs": {"type": "int", "low": 1, "high": 8}}))
+    b = parse_space(space(args={"max-num-seqs": {"type": "int", "low": 1, "high": 9}}))
+    c = parse_space(space(args={"max-num-seqs": {"type": "int", "low": 1, "high": 8}},
+                          description="same thing, other words"))
+    d = parse_space(space(args={"max-num-seqs": {"type": "int", "low": 1, "high": 8}},
+                          workload={"concurrency": 3}))
+    assert a.fingerprint() == c.fingerprint()
+    assert len({a.fingerprint(), b.fingerprint(), d.fingerprint()}) == 3
+
+
+@pytest.mark.parametrize("name", ["cpu.yaml", "default.yaml"])
+def test_shipped_spaces_load(name: str) -> None:
+    s = load_space(ROOT / "search_spaces" / name)
+    assert s.tuned()
+    assert s.enqueue, "shipped spaces start from vLLM's defaults"
+    spec = s.tuned()["max-num-seqs"]
+    assert isinstance(spec, IntParam)
+
+
+def test_cpu_space_tunes_server_environment() -> None:
+    s = load_space(ROOT / "search_spaces" / "cpu.yaml")
+    assert isinstance(s.tuned()["env:VLLM_CPU_OMP_THREADS_BIND"], CategoricalParam)
+    assert "env:VLLM_CPU_KVCACHE_SPACE" in s.tuned()
