@@ -20,8 +20,14 @@ from autotune.errors import ConfigError
 from autotune.models import resolve_model
 from autotune.objective import TrialResult, TrialSetup, run_trial
 from autotune.probes import Probe, SystemProbe, detect_hardware
-from autotune.profile import Profile, ProfileMeta, model_slug, profile_path, read_profile, \
-    write_profile
+from autotune.profile import (
+    Profile,
+    ProfileMeta,
+    model_slug,
+    profile_path,
+    read_profile,
+    write_profile,
+)
 from autotune.space import (
     CategoricalParam,
     FloatParam,
@@ -126,8 +132,8 @@ def run(cfg: RunConfig, probe: Probe | None = None,
     run_dir = cfg.runs_dir / name
     setup = TrialSetup(model=model.path, launcher=launcher, workload=space.workload,
                        engine=space.engine, probe=probe, out_dir=run_dir,
-                       base_args=dict(model.args), gpu_indices=tuple(g.index for g in hardware.gpus),
-                       api_key=api_key)
+                       base_args=dict(model.args),
+                       gpu_indices=tuple(g.index for g in hardware.gpus), api_key=api_key)
     results: dict[int, TrialResult] = {}
 
     def runner(params: TrialParams, number: int) -> TrialResult:

@@ -112,7 +112,7 @@ def _write_tiny_qwen3(out: Path) -> None:
         show_progress=False,
     )
     tok.train_from_iterator(corpus_text().splitlines(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
@@ -131,8 +131,8 @@ def _write_tiny_qwen3(out: Path) -> None:
         head_dim=64,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
-        bos_token_id=fast.convert_tokens_to_ids("<|endoftext|>"),
-        eos_token_id=fast.convert_tokens_to_ids("<|im_end|>"),
+        bos_token_id=int(fast.convert_tokens_to_ids("<|endoftext|>")),  # type: ignore[arg-type]
+        eos_token_id=int(fast.convert_tokens_to_ids("<|im_end|>")),  # type: ignore[arg-type]
     )
     config.architectures = ["Qwen3ForCausalLM"]
     config.save_pretrained(str(out))

@@ -1,4 +1,4 @@
-"""Load YAML files into pydantic models, turning every problem into one line naming file and field."""
+"""Load YAML into pydantic models; every problem becomes one line naming file and field."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def vllm_version() -> str:
 class ServerSpec:
     """Everything needed to start one server. Printable, comparable, free of side effects."""
 
-    model: str
+    model: str | None  # None: the model comes from a `config` file in args
     args: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
@@ -82,10 +82,8 @@ def option_argv(name: str, value: Any) -> list[str]:
 
 def build_command(spec: ServerSpec) -> list[str]:
     argv = list(spec.launcher)
-    if argv[-1] == "serve":
-        argv.append(spec.model)
-    else:
-        argv += ["--model", spec.model]
+    if spec.model is not None:
+        argv += [spec.model] if argv[-1] == "serve" else ["--model", spec.model]
     for name, value in spec.args.items():
         argv += option_argv(name, value)
     argv += ["--host", spec.host, "--port", str(spec.port)]
@@ -165,7 +163,7 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child before exe
 
 
 class VllmServer:
-    """Owns one server process group: `with VllmServer(...) as s:` and nothing outlives the block."""
+    """Owns one server process group: nothing it started outlives its `with` block."""
 
     def __init__(self, spec: ServerSpec, log_path: Path, *, startup_timeout_s: float = 600.0,
                  stop_timeout_s: float = 30.0, poll_interval_s: float = 0.5) -> None:
@@ -203,14 +201,14 @@ class VllmServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log.info("starting server: %s", " ".join(redact(self.argv)))
         with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
+            self.proc = subprocess.Popen(
                 self.argv,
                 env=build_env(self.spec, os.environ),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_set_pdeathsig if sys.platform == "linux" else None,  # noqa: PLW1509
+                preexec_fn=_set_pdeathsig if sys.platform == "linux" else None,
             )
         self._t0 = time.monotonic()
 

@@ -45,8 +45,8 @@ def _check_hub(repo: str) -> None:
         import huggingface_hub as hf
         from huggingface_hub.errors import (
             GatedRepoError,
-            HFValidationError,
             HfHubHTTPError,
+            HFValidationError,
             RepositoryNotFoundError,
         )
     except ImportError:

@@ -195,10 +195,10 @@ class SearchSpace(BaseModel):
     description: str = ""
     args: dict[str, ParamSpec] = Field(default_factory=dict)
     env: dict[str, ParamSpec] = Field(default_factory=dict)
-    objective: Objective = Field(default_factory=Objective)
-    workload: Workload = Field(default_factory=Workload)
-    sampler: SamplerSettings = Field(default_factory=SamplerSettings)
-    engine: EngineSettings = Field(default_factory=EngineSettings)
+    objective: Objective = Field(default_factory=lambda: Objective())
+    workload: Workload = Field(default_factory=lambda: Workload())
+    sampler: SamplerSettings = Field(default_factory=lambda: SamplerSettings())
+    engine: EngineSettings = Field(default_factory=lambda: EngineSettings())
     enqueue: list[dict[str, Scalar]] = Field(
         default_factory=list, description="first candidates to try, e.g. vLLM's defaults")
 

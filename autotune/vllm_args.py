@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    parser: argparse.ArgumentParser = make_arg_parser(FlexibleArgumentParser())
+    parser: argparse.ArgumentParser = make_arg_parser(
+        FlexibleArgumentParser())  # type: ignore[no-untyped-call]
     return parser
 
 
@@ -68,7 +69,7 @@ def check_options(options: Mapping[str, Sequence[Any]], source: str,
     """Raise ConfigError naming `source` and `args.<option>` for the first bad option."""
     payload = json.dumps({k: list(v) for k, v in options.items()})
     try:
-        proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        proc = subprocess.run(
             [python, "-m", "autotune.vllm_args"], input=payload, capture_output=True,
             text=True, timeout=timeout_s, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:

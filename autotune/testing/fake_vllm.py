@@ -8,6 +8,7 @@ models a batching engine: at most `--max-num-seqs` requests decode at once, each
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import threading
@@ -182,10 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     server = ThreadingHTTPServer((args.host, args.port), make_handler(args, engine))
     server.daemon_threads = True
     print(f"Starting vLLM server on http://{args.host}:{args.port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -1,0 +1,98 @@
+"""One suite, two servers: the stand-in must behave like real vLLM wherever autotune looks.
+
+The real server is the CPU engine with the built-in tiny model, started once for the module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from autotune.client import Target, run_load, scrape_metrics, served_model
+from autotune.engine import ServerSpec, VllmServer, kv_cache_tokens
+from autotune.metrics import summarize
+from autotune.objective import free_port, prometheus_sum
+from autotune.probes import MemorySampler, SystemProbe
+from autotune.workload import Workload, plan_requests
+from tests.conftest import FAKE_LAUNCHER, REAL_LAUNCHER
+
+KEY = "contract-key"
+MAX_LEN = 512
+
+
+@pytest.fixture(scope="module", params=["fake", pytest.param("real", marks=pytest.mark.engine)])
+def server(request: pytest.FixtureRequest, tiny_model: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    common = {"max-model-len": MAX_LEN, "max-num-seqs": 8}
+    if request.param == "real":
+        spec = ServerSpec(model=str(tiny_model), launcher=REAL_LAUNCHER, port=free_port(),
+                          api_key=KEY, env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+                          args={**common, "load-format": "dummy", "enforce-eager": True,
+                                "gpu-memory-utilization": 0.3})
+    else:
+        spec = ServerSpec(model=str(tiny_model), launcher=FAKE_LAUNCHER, port=free_port(),
+                          api_key=KEY, args=common)
+    log = tmp_path_factory.mktemp(request.param) / "server.log"
+    with VllmServer(spec, log, startup_timeout_s=300) as s:
+        yield s
+
+
+def workload(**kw: object) -> Workload:
+    return Workload.model_validate({"num_requests": 6, "concurrency": 3, "input_tokens": 20,
+                                    "output_tokens": 12, "warmup_requests": 1, **kw})
+
+
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_streamed_requests_are_measured(server: VllmServer, endpoint: str) -> None:
+    w = workload(endpoint=endpoint)
+    samples = run_load(Target(server.base_url, KEY), endpoint, plan_requests(w), w.concurrency,
+                       60)
+    assert len(samples) == w.num_requests, "warm-up requests are not recorded"
+    assert all(s.ok for s in samples), [s.error for s in samples]
+    for s in samples:
+        assert s.output_tokens == w.output_tokens, "ignore_eos: exactly what was asked"
+        assert s.prompt_tokens >= w.input_tokens
+        assert s.ttft is not None and 0 < s.ttft < s.e2el
+        assert len(s.itl) >= 1
+    m = summarize(samples)
+    assert m.output_throughput > 0
+    assert m.ttft_ms.median < m.e2el_ms.median
+
+
+def test_api_key_is_enforced(server: VllmServer) -> None:
+    assert httpx.get(f"{server.base_url}/health", timeout=5).status_code == 200
+    r = httpx.post(f"{server.base_url}/v1/completions", timeout=5,
+                   json={"model": "x", "prompt": "hi", "max_tokens": 1})
+    assert r.status_code == 401
+    assert served_model(server.base_url, KEY)
+
+
+def test_requests_over_the_context_are_classified_errors(server: VllmServer) -> None:
+    w = workload(input_tokens=MAX_LEN + 50, num_requests=2, warmup_requests=0)
+    samples = run_load(Target(server.base_url, KEY), "completions", plan_requests(w), 2, 60)
+    assert [s.ok for s in samples] == [False, False]
+    assert {s.error for s in samples} == {"http_400"}
+    assert server.alive()
+
+
+def test_metrics_and_startup_log(server: VllmServer) -> None:
+    text = scrape_metrics(server.base_url, KEY)
+    assert prometheus_sum(text, "vllm:num_preemptions_total") == 0
+    before = prometheus_sum(text, "vllm:generation_tokens_total") or 0
+    w = workload(num_requests=2, warmup_requests=0, output_tokens=7)
+    run_load(Target(server.base_url, KEY), "completions", plan_requests(w), 2, 60)
+    after = prometheus_sum(scrape_metrics(server.base_url, KEY),
+                           "vllm:generation_tokens_total")
+    assert after == before + 14
+    kv = kv_cache_tokens(server.log_path.read_text())
+    assert kv is not None and kv > MAX_LEN
+
+
+def test_memory_of_the_process_tree(server: VllmServer) -> None:
+    assert server.pid is not None
+    with MemorySampler(SystemProbe(), server.pid, interval_s=0.05) as m:
+        pass
+    assert m.peaks.rss_bytes > 10 * 2**20
