@@ -19,7 +19,7 @@ from autotune.engine import default_launcher, vllm_version
 from autotune.errors import ConfigError
 from autotune.models import resolve_model
 from autotune.objective import TrialResult, TrialSetup, run_trial
-from autotune.probes import Probe, SystemProbe, detect_hardware
+from autotune.probes import MemoryBaseline, Probe, SystemProbe, detect_hardware
 from autotune.profile import (
     Profile,
     ProfileMeta,
@@ -133,14 +133,18 @@ def run(cfg: RunConfig, probe: Probe | None = None,
     setup = TrialSetup(model=model.path, launcher=launcher, workload=space.workload,
                        engine=space.engine, probe=probe, out_dir=run_dir,
                        base_args=dict(model.args),
-                       gpu_indices=tuple(g.index for g in hardware.gpus), api_key=api_key)
+                       gpu_indices=tuple(g.index for g in hardware.gpus), api_key=api_key,
+                       objective_level=space.objective.level,
+                       baseline=MemoryBaseline.take(probe, [g.index for g in hardware.gpus]))
     results: dict[int, TrialResult] = {}
 
     def runner(params: TrialParams, number: int) -> TrialResult:
         trial_dir = run_dir / f"trial-{number:04d}"
         result = run_trial(params, setup, trial_dir)
         (trial_dir / "result.json").write_text(json.dumps(
-            {"trial": number, "args": params.args, **result.model_dump(mode="json")}, indent=2))
+            {"trial": number, "study": name, "model": cfg.model, "target": cfg.target,
+             "args": params.args, "workload": space.workload.model_dump(mode="json"),
+             **result.model_dump(mode="json")}, indent=2))
         results[number] = result
         return result
 

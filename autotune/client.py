@@ -1,18 +1,24 @@
-"""Streaming OpenAI-API load generator -> per-request samples. The only HTTP client code."""
+"""Streaming OpenAI-API load generator -> per-request samples. The only HTTP client code.
+
+The load runs on aiohttp, like vLLM's own benchmark client, so both pay the same per-request
+cost; a few small synchronous calls (model name, /metrics) use httpx.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
 
 from autotune.metrics import RequestSample
-from autotune.workload import PlannedRequest
+from autotune.workload import LevelPlan, Plan, PlannedSession, Workload, request_body
 
 ENDPOINT_PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
@@ -28,115 +34,304 @@ class Target:
 
 
 def served_model(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> str:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    r = httpx.get(f"{base_url}/v1/models", headers=headers, timeout=timeout_s)
+    r = httpx.get(f"{base_url}/v1/models", headers=Target(base_url, api_key).headers(),
+                  timeout=timeout_s)
     r.raise_for_status()
     return str(r.json()["data"][0]["id"])
 
 
 def scrape_metrics(base_url: str, api_key: str | None = None, timeout_s: float = 5.0) -> str:
     """The server's Prometheus text (`/metrics`), or '' when it cannot be read."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        r = httpx.get(f"{base_url}/metrics", headers=headers, timeout=timeout_s)
+        r = httpx.get(f"{base_url}/metrics", headers=Target(base_url, api_key).headers(),
+                      timeout=timeout_s)
         return r.text if r.status_code == 200 else ""
     except httpx.HTTPError:
         return ""
 
 
-async def _one(http: httpx.AsyncClient, url: str, body: dict[str, Any],
-               chat: bool) -> RequestSample:
+def prometheus_values(text: str, names: Sequence[str]) -> dict[str, float]:
+    """Sum of each named metric over its label sets; absent names are left out."""
+    wanted = set(names)
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        name_end = min((i for i in (line.find("{"), line.find(" ")) if i >= 0), default=-1)
+        if name_end < 0:
+            continue
+        name = line[:name_end]
+        if name not in wanted:
+            continue
+        try:
+            value = float(line.rsplit(" ", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        out[name] = out.get(name, 0.0) + value
+    return out
+
+
+class ServerGone(Exception):
+    """The server process exited while the workload ran."""
+
+
+@dataclass
+class ServerStats:
+    """What the server's /metrics said while a level ran."""
+
+    peak_kv_cache_usage: float | None = None
+    peak_requests_waiting: float | None = None
+    peak_requests_running: float | None = None
+    preemptions: float | None = None
+    samples: int = 0
+
+
+@dataclass
+class LevelRun:
+    plan: LevelPlan
+    samples: list[RequestSample]
+    server: ServerStats = field(default_factory=ServerStats)
+
+
+async def _request(http: aiohttp.ClientSession, url: str, body: dict[str, Any],
+                   chat: bool, keep_text: bool) -> tuple[RequestSample, str]:
     start = time.perf_counter()
     ttft: float | None = None
     last = start
     itl: list[float] = []
     usage: dict[str, Any] | None = None
+    text: list[str] = []
+    buf = b""
+
+    def fail(error: str) -> tuple[RequestSample, str]:
+        return RequestSample(start, time.perf_counter(), ok=False, error=error), ""
+
     try:
-        async with http.stream("POST", url, json=body) as r:
-            if r.status_code != 200:
-                await r.aread()
-                return RequestSample(start, time.perf_counter(), ok=False,
-                                     error=f"http_{r.status_code}")
-            async for line in r.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+        async with http.post(url, json=body) as r:
+            if r.status != 200:
+                await r.read()
+                return fail(f"http_{r.status}")
+            done = False
+            async for data in r.content.iter_any():
+                buf += data
+                # one read may hold several events, or part of one
+                *events, buf = buf.split(b"\n\n")
+                for raw in events:
+                    line = raw.strip()
+                    if not line.startswith(b"data:"):
+                        continue  # SSE comments and keep-alives
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        done = True
+                        break
+                    chunk = json.loads(payload)
+                    if chunk.get("error"):
+                        return fail("stream_error")
+                    if choices := chunk.get("choices"):
+                        # like vLLM's client: every chunk with choices is a step of the stream
+                        now = time.perf_counter()
+                        if ttft is None:
+                            ttft = now - start
+                        else:
+                            itl.append(now - last)
+                        last = now
+                        if keep_text:
+                            c = choices[0]
+                            piece = (c.get("delta") or {}).get("content") if chat else c.get(
+                                "text")
+                            text.append(piece or "")
+                    elif chunk.get("usage"):
+                        usage = chunk["usage"]
+                if done:
                     break
-                chunk = json.loads(data)
-                if chunk.get("error"):
-                    return RequestSample(start, time.perf_counter(), ok=False,
-                                         error="stream_error")
-                now = time.perf_counter()
-                # Like vLLM's client: every chunk with choices is a step of the stream.
-                if chunk.get("choices"):
-                    if ttft is None:
-                        ttft = now - start
-                    else:
-                        itl.append(now - last)
-                    last = now
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-    except httpx.TimeoutException:
-        return RequestSample(start, time.perf_counter(), ok=False, error="timeout")
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-        return RequestSample(start, time.perf_counter(), ok=False, error="disconnect")
-    except httpx.ConnectError:
-        return RequestSample(start, time.perf_counter(), ok=False, error="connect")
-    except (httpx.HTTPError, json.JSONDecodeError, ValueError) as exc:
-        return RequestSample(start, time.perf_counter(), ok=False,
-                             error=f"protocol:{type(exc).__name__}")
+    except asyncio.TimeoutError:
+        return fail("timeout")
+    except aiohttp.ClientConnectorError:
+        return fail("connect")
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError,
+            aiohttp.ClientOSError):
+        return fail("disconnect")
+    except (aiohttp.ClientError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return fail(f"protocol:{type(exc).__name__}")
     end = time.perf_counter()
-    if usage is None or ttft is None:
-        return RequestSample(start, end, ok=False, error="no_usage" if ttft else "empty_stream")
+    if ttft is None:
+        return RequestSample(start, end, ok=False, error="empty_stream"), ""
+    if usage is None:
+        return RequestSample(start, end, ok=False, error="no_usage"), ""
     return RequestSample(
         start, end, ok=True, ttft=ttft, itl=tuple(itl),
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         output_tokens=int(usage.get("completion_tokens") or 0),
-    )
+    ), "".join(text)
 
 
-async def _drive(target: Target, endpoint: str, plan: Sequence[PlannedRequest],
-                 concurrency: int, timeout_s: float) -> list[RequestSample]:
-    url = target.base_url + ENDPOINT_PATHS[endpoint]
-    chat = endpoint == "chat"
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    timeout = httpx.Timeout(timeout_s, connect=10.0)
-    model = target.model
-    async with httpx.AsyncClient(limits=limits, timeout=timeout,
-                                 headers=target.headers()) as http:
-        if model is None:
-            r = await http.get(target.base_url + "/v1/models")
-            r.raise_for_status()
-            model = str(r.json()["data"][0]["id"])
-        warm = [p for p in plan if p.warmup]
-        measured = [p for p in plan if not p.warmup]
+class _Driver:
+    def __init__(self, target: Target, w: Workload, http: aiohttp.ClientSession,
+                 model: str) -> None:
+        self.w = w
+        self.http = http
+        self.model = model
+        self.url = target.base_url + ENDPOINT_PATHS[w.endpoint]
+        self.chat = w.endpoint == "chat"
+        self.multi_turn = bool(w.dataset and w.dataset.multi_turn)
 
-        async def run(batch: Sequence[PlannedRequest]) -> list[RequestSample]:
-            queue: asyncio.Queue[tuple[int, PlannedRequest]] = asyncio.Queue()
-            for item in enumerate(batch):
-                queue.put_nowait(item)
-            results: list[RequestSample | None] = [None] * len(batch)
+    async def session(self, s: PlannedSession) -> list[RequestSample]:
+        """A session's turns in order; each chat turn resends the history with the replies."""
+        out: list[RequestSample] = []
+        history: list[dict[str, str]] = []
+        for i, turn in enumerate(s.turns):
+            body = {"model": self.model, **request_body(self.w, turn, history)}
+            sample, reply = await _request(self.http, self.url, body, self.chat,
+                                           self.multi_turn)
+            out.append(sample)
+            if not sample.ok:
+                # the rest of a broken conversation cannot be sent; count it, don't drop it
+                now = time.perf_counter()
+                out += [RequestSample(now, now, ok=False, error="session_aborted")
+                        for _ in s.turns[i + 1:]]
+                break
+            if self.multi_turn:
+                history += [{"role": "user", "content": turn.text},
+                            {"role": "assistant", "content": reply}]
+        return out
+
+    async def level(self, sessions: Sequence[PlannedSession], concurrency: int | None,
+                    rate_limit: int | None) -> list[RequestSample]:
+        results: list[list[RequestSample]] = [[] for _ in sessions]
+        deadline = (time.perf_counter() + self.w.duration_s) if self.w.duration_s else None
+        if concurrency is not None:
+            queue: asyncio.Queue[int] = asyncio.Queue()
+            for i in range(len(sessions)):
+                queue.put_nowait(i)
 
             async def worker() -> None:
-                while True:
-                    try:
-                        i, req = queue.get_nowait()
-                    except asyncio.QueueEmpty:
+                while not queue.empty():
+                    if deadline is not None and time.perf_counter() >= deadline:
                         return
-                    results[i] = await _one(http, url, {"model": model, **req.body}, chat)
+                    i = queue.get_nowait()
+                    results[i] = await self.session(sessions[i])
 
-            await asyncio.gather(*(worker() for _ in range(min(concurrency, len(batch)))))
-            return [r for r in results if r is not None]
+            await asyncio.gather(*(worker() for _ in range(min(concurrency, len(sessions)))))
+        else:
+            limit = asyncio.Semaphore(rate_limit) if rate_limit else None
+            t0 = time.perf_counter()
 
-        await run(warm)
-        return await run(measured)
+            async def launch(i: int) -> None:
+                if limit is None:
+                    results[i] = await self.session(sessions[i])
+                    return
+                async with limit:
+                    results[i] = await self.session(sessions[i])
+
+            tasks = []
+            for i, s in enumerate(sessions):
+                delay = t0 + s.start_s - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if deadline is not None and time.perf_counter() >= deadline:
+                    break
+                tasks.append(asyncio.create_task(launch(i)))
+            await asyncio.gather(*tasks)
+        return [x for r in results for x in r]
 
 
-def run_load(target: Target, endpoint: str, plan: Sequence[PlannedRequest], concurrency: int,
-             timeout_s: float) -> list[RequestSample]:
-    """Send the planned requests, `concurrency` at a time; warm-up ones first and unrecorded.
+async def _watch(http: aiohttp.ClientSession, base_url: str, stop: asyncio.Event,
+                 interval_s: float) -> ServerStats:
+    stats = ServerStats()
+    first: float | None = None
+    last: float | None = None
+    names = ("vllm:kv_cache_usage_perc", "vllm:num_requests_waiting",
+             "vllm:num_requests_running", "vllm:num_preemptions_total")
 
-    Every measured request comes back as a sample, success or classified error.
+    def peak(old: float | None, new: float | None) -> float | None:
+        if new is None:
+            return old
+        return new if old is None else max(old, new)
+
+    while True:
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+            async with http.get(base_url + "/metrics") as r:
+                if r.status == 200:
+                    v = prometheus_values(await r.text(), names)
+                    stats.samples += 1
+                    stats.peak_kv_cache_usage = peak(stats.peak_kv_cache_usage,
+                                                     v.get("vllm:kv_cache_usage_perc"))
+                    stats.peak_requests_waiting = peak(stats.peak_requests_waiting,
+                                                       v.get("vllm:num_requests_waiting"))
+                    stats.peak_requests_running = peak(stats.peak_requests_running,
+                                                       v.get("vllm:num_requests_running"))
+                    p = v.get("vllm:num_preemptions_total")
+                    if p is not None:
+                        first = p if first is None else first
+                        last = p
+        if stop.is_set():
+            break
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+    if first is not None and last is not None:
+        stats.preemptions = last - first
+    return stats
+
+
+async def _unless_dead(work: Coroutine[Any, Any, list[RequestSample]],
+                       alive: Callable[[], bool] | None) -> list[RequestSample]:
+    """Run `work`, but stop at once (ServerGone) if the server process dies meanwhile."""
+    task = asyncio.ensure_future(work)
+    if alive is None:
+        return await task
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.25)
+        if done:
+            return task.result()
+        if not alive():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            raise ServerGone("the server exited while the workload ran")
+
+
+async def _run(target: Target, w: Workload, p: Plan, watch_s: float | None,
+               alive: Callable[[], bool] | None) -> list[LevelRun]:
+    levels = w.load_levels()
+    biggest = max((lv.concurrency or lv.max_concurrency or 0) for lv in levels)
+    connector = aiohttp.TCPConnector(limit=biggest or 0, limit_per_host=biggest or 0,
+                                     ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(total=w.request_timeout_s, connect=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                     headers=target.headers()) as http:
+        model = target.model
+        if model is None:
+            async with http.get(target.base_url + "/v1/models") as r:
+                r.raise_for_status()
+                model = str((await r.json())["data"][0]["id"])
+        d = _Driver(target, w, http, model)
+        first = levels[0]
+        await _unless_dead(
+            d.level(p.warmup, first.concurrency or first.max_concurrency or 1, None), alive)
+        runs = []
+        async with aiohttp.ClientSession(headers=target.headers(),
+                                         timeout=aiohttp.ClientTimeout(total=5)) as side:
+            for lp in p.levels:
+                stop = asyncio.Event()
+                watcher = (asyncio.create_task(_watch(side, target.base_url, stop, watch_s))
+                           if watch_s else None)
+                try:
+                    samples = await _unless_dead(
+                        d.level(lp.sessions, lp.level.concurrency, lp.level.max_concurrency),
+                        alive)
+                finally:
+                    stop.set()
+                    stats = await watcher if watcher else ServerStats()
+                runs.append(LevelRun(lp, samples, stats))
+        return runs
+
+
+def run_workload(target: Target, w: Workload, p: Plan, watch_metrics_s: float | None = 0.5,
+                 alive: Callable[[], bool] | None = None) -> list[LevelRun]:
+    """Drive a planned workload: warm-up first (unrecorded), then every level and repeat.
+
+    Every measured request comes back as a sample, success or classified error. While a level
+    runs, the server's /metrics is read every `watch_metrics_s` seconds (None: never). If
+    `alive` turns false the load stops at once with ServerGone.
     """
-    return asyncio.run(_drive(target, endpoint, plan, concurrency, timeout_s))
+    return asyncio.run(_run(target, w, p, watch_metrics_s, alive))

@@ -13,7 +13,8 @@ from autotune.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 # Union branch tags used by our discriminated unions; never shown to the user.
-_UNION_TAGS = frozenset({"int", "float", "categorical", "fixed", "bad-type"})
+_UNION_TAGS = frozenset({"int", "float", "categorical", "fixed", "bad-type", "dist", "uniform",
+                         "normal", "lognormal"})
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:

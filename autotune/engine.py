@@ -174,6 +174,7 @@ class VllmServer:
         self.poll_interval_s = poll_interval_s
         self.argv = build_command(spec)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.watchdog: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
 
     @property
@@ -211,6 +212,11 @@ class VllmServer:
                 preexec_fn=_set_pdeathsig if sys.platform == "linux" else None,
             )
         self._t0 = time.monotonic()
+        self.watchdog = subprocess.Popen(
+            [sys.executable, "-m", "autotune.watchdog", str(os.getpid()),
+             repr(psutil.Process().create_time()), str(self.proc.pid)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
 
     def log_tail(self, max_bytes: int = 4000) -> str:
         return tail(self.log_path, max_bytes)
@@ -274,3 +280,7 @@ class VllmServer:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=1)
         self.proc = None
+        if self.watchdog is not None:
+            self.watchdog.kill()
+            self.watchdog.wait()
+            self.watchdog = None

@@ -6,8 +6,10 @@ numbers can be compared side by side with vLLM's own client.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -31,6 +33,10 @@ class RequestSample:
 
     @property
     def e2el(self) -> float:
+        """To the last token, as vLLM's client counts it (not to the end of the stream, whose
+        usage report and [DONE] can trail the last token under load)."""
+        if self.ttft is not None:
+            return self.ttft + sum(self.itl)
         return self.end - self.start
 
     @property
@@ -39,6 +45,17 @@ class RequestSample:
         if self.ttft is None or self.output_tokens < 2:
             return None
         return (self.e2el - self.ttft) / (self.output_tokens - 1)
+
+    def meets(self, slo: Mapping[str, float]) -> bool:
+        """Whether a successful request stayed within every per-request bound (ms)."""
+        if not self.ok:
+            return False
+        got = {"ttft_ms": self.ttft, "tpot_ms": self.tpot, "e2el_ms": self.e2el}
+        for name, bound in slo.items():
+            v = got[name]
+            if v is not None and v * 1000.0 > bound:
+                return False
+        return True
 
 
 class LatencyStats(BaseModel):
@@ -72,6 +89,7 @@ class LoadMetrics(BaseModel):
     total_input_tokens: int
     total_output_tokens: int
     request_throughput: float
+    request_goodput: float
     output_throughput: float
     total_token_throughput: float
     error_rate: float
@@ -90,6 +108,7 @@ class LoadMetrics(BaseModel):
             "total_input_tokens": float(self.total_input_tokens),
             "total_output_tokens": float(self.total_output_tokens),
             "request_throughput": self.request_throughput,
+            "request_goodput": self.request_goodput,
             "output_throughput": self.output_throughput,
             "total_token_throughput": self.total_token_throughput,
             "error_rate": self.error_rate,
@@ -101,7 +120,9 @@ class LoadMetrics(BaseModel):
         return out
 
 
-def summarize(samples: Sequence[RequestSample]) -> LoadMetrics:
+def summarize(samples: Sequence[RequestSample], slo: Mapping[str, float] | None = None
+              ) -> LoadMetrics:
+    """Goodput counts requests within every `slo` bound (all successes when there is none)."""
     ok = [s for s in samples if s.ok]
     failed = [s for s in samples if not s.ok]
     if samples:
@@ -122,6 +143,7 @@ def summarize(samples: Sequence[RequestSample]) -> LoadMetrics:
         total_input_tokens=inp,
         total_output_tokens=out,
         request_throughput=len(ok) / duration,
+        request_goodput=sum(1 for s in ok if s.meets(slo or {})) / duration,
         output_throughput=out / duration,
         total_token_throughput=(inp + out) / duration,
         error_rate=len(failed) / len(samples) if samples else 0.0,
@@ -133,6 +155,63 @@ def summarize(samples: Sequence[RequestSample]) -> LoadMetrics:
     )
 
 
+# Two-sided 95% Student t quantiles by degrees of freedom (repeats - 1).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 29: 2.045}
+
+
+def t95(dof: int) -> float:
+    for k in sorted(_T95, reverse=True):
+        if dof >= k:
+            return _T95[k] if dof < 30 else 1.96
+    return float("nan")
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval (nan for a single value)."""
+    arr = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    if arr.size == 1:
+        return float(arr[0]), float("nan")
+    half = t95(arr.size - 1) * float(arr.std(ddof=1)) / math.sqrt(arr.size)
+    return float(arr.mean()), half
+
+
+class LevelResult(BaseModel):
+    """One load level of a trial: each repeat, their mean, and 95% CI half-widths."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str
+    level: dict[str, Any]
+    metrics: dict[str, float]
+    ci95: dict[str, float]
+    server: dict[str, float]
+    repeats: list[LoadMetrics]
+
+
+SERVER_STATS = ("peak_kv_cache_usage", "peak_requests_waiting", "peak_requests_running",
+                "num_preemptions")
+
+
+def aggregate(label: str, level: dict[str, Any], runs: Sequence[LoadMetrics],
+              servers: Sequence[Mapping[str, float | None]]) -> LevelResult:
+    flats = [r.flat() for r in runs]
+    metrics: dict[str, float] = {}
+    ci: dict[str, float] = {}
+    for name in flats[0]:
+        metrics[name], ci[name] = mean_ci95([f[name] for f in flats])
+    server: dict[str, float] = {}
+    for name in SERVER_STATS:
+        vals = [float(v) for s in servers if (v := s.get(name)) is not None]
+        if vals:
+            # peaks are the worst seen; preemptions add up over repeats
+            server[name] = sum(vals) if name == "num_preemptions" else max(vals)
+    return LevelResult(label=label, level=level, metrics=metrics, ci95=ci, server=server,
+                       repeats=list(runs))
+
+
 # Metrics a trial records beyond the load level: names the objective may use.
 TRIAL_EXTRAS: tuple[str, ...] = (
     "startup_s",
@@ -140,7 +219,7 @@ TRIAL_EXTRAS: tuple[str, ...] = (
     "peak_rss_bytes",
     "peak_gpu_memory_bytes",
     "kv_cache_tokens",
-    "num_preemptions",
+    *SERVER_STATS,
 )
 
 
@@ -148,7 +227,8 @@ def metric_names() -> tuple[str, ...]:
     """Every metric name an objective or constraint may refer to."""
     base = [
         "completed", "failed", "duration_s", "total_input_tokens", "total_output_tokens",
-        "request_throughput", "output_throughput", "total_token_throughput", "error_rate",
+        "request_throughput", "request_goodput", "output_throughput",
+        "total_token_throughput", "error_rate",
     ]
     for name in LATENCIES:
         for stat in ("mean", "median", "p90", "p95", "p99"):

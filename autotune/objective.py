@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,13 +11,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from autotune.client import Target, run_load, scrape_metrics
-from autotune.engine import ServerSpec, VllmServer, build_command, kv_cache_tokens, redact
-from autotune.errors import FailureReason, TrialFailure
-from autotune.metrics import LoadMetrics, summarize
-from autotune.probes import MemorySampler, Probe
+from autotune.client import LevelRun, ServerGone, Target, run_workload
+from autotune.engine import (
+    ServerSpec,
+    VllmServer,
+    build_command,
+    classify_startup_failure,
+    kv_cache_tokens,
+    redact,
+)
+from autotune.errors import EnvironmentFailure, FailureReason, TrialFailure
+from autotune.metrics import LevelResult, aggregate, summarize
+from autotune.probes import MemoryBaseline, MemorySampler, Probe, wait_for_memory
 from autotune.space import EngineSettings, Objective, TrialParams
-from autotune.workload import Workload, plan_requests
+from autotune.workload import Workload, plan
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,7 @@ class TrialResult(BaseModel):
     command: list[str]
     env: dict[str, str]
     metrics: dict[str, float] = {}
-    load: LoadMetrics | None = None
+    levels: list[LevelResult] = []
     log_tail: str = ""
 
 
@@ -53,6 +59,10 @@ class TrialSetup:
     gpu_indices: tuple[int, ...] = ()
     api_key: str | None = None
     host: str = "127.0.0.1"
+    # which load level's metrics the objective reads (a sweep's last, heaviest, by default)
+    objective_level: int = -1
+    # memory as it was before the first server; None: do not check between trials
+    baseline: MemoryBaseline | None = None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -70,51 +80,67 @@ def server_spec(params: TrialParams, setup: TrialSetup, port: int) -> ServerSpec
                       launcher=setup.launcher)
 
 
-_PROM_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-
-
-def prometheus_sum(text: str, name: str) -> float | None:
-    """Sum of a metric over all its label sets in Prometheus text, None when absent."""
-    total, seen = 0.0, False
-    for line in text.splitlines():
-        m = _PROM_LINE.match(line)
-        if m and m.group(1) == name:
-            try:
-                total += float(m.group(3))
-                seen = True
-            except ValueError:
-                continue
-    return total if seen else None
+def level_results(w: Workload, runs: list[LevelRun]) -> list[LevelResult]:
+    """Group repeats by level and aggregate them (pure)."""
+    out: list[LevelResult] = []
+    for level in w.load_levels():
+        mine = [r for r in runs if r.plan.level == level]
+        out.append(aggregate(
+            level.label, level.model_dump(mode="json", exclude_none=True),
+            [summarize(r.samples, {str(k): v for k, v in w.slo.items()}) for r in mine],
+            [{"peak_kv_cache_usage": r.server.peak_kv_cache_usage,
+              "peak_requests_waiting": r.server.peak_requests_waiting,
+              "peak_requests_running": r.server.peak_requests_running,
+              "num_preemptions": r.server.preemptions} for r in mine]))
+    return out
 
 
 def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path) -> TrialResult:
-    """Start a server with `params`, drive the workload, stop it. Never raises TrialFailure."""
+    """Start a server with `params`, drive the workload, stop it. Never raises TrialFailure.
+
+    Raises EnvironmentFailure, before starting anything, when the memory of an earlier server
+    has not come back: that would measure a polluted machine, not this candidate.
+    """
+    if setup.baseline is not None:
+        why = wait_for_memory(setup.probe, setup.baseline, setup.gpu_indices,
+                              setup.engine.settle_timeout_s)
+        if why:
+            raise EnvironmentFailure(f"machine not back to its baseline: {why}")
     trial_dir.mkdir(parents=True, exist_ok=True)
     spec = server_spec(params, setup, free_port(setup.host))
     command = redact(build_command(spec))
     w = setup.workload
+    the_plan = plan(w)
     server = VllmServer(spec, trial_dir / "server.log",
                         startup_timeout_s=setup.engine.startup_timeout_s,
                         stop_timeout_s=setup.engine.stop_timeout_s)
     try:
         with server:
             assert server.pid is not None
-            with MemorySampler(setup.probe, server.pid, setup.gpu_indices) as mem:
-                samples = run_load(Target(server.base_url, setup.api_key), w.endpoint,
-                                   plan_requests(w), w.concurrency, w.request_timeout_s)
-            if not server.alive():
-                raise TrialFailure(FailureReason.DIED_DURING_BENCHMARK,
-                                   "server exited while the workload ran", server.log_tail())
-            prom = scrape_metrics(server.base_url, setup.api_key)
-            log_text = server.log_tail(200_000)
+            try:
+                with MemorySampler(setup.probe, server.pid, setup.gpu_indices) as mem:
+                    runs = run_workload(Target(server.base_url, setup.api_key), w, the_plan,
+                                        alive=server.alive)
+            except ServerGone:
+                runs = None
+            if runs is None or not server.alive():
+                text = server.log_tail()
+                oom = classify_startup_failure(text) is FailureReason.OOM_AT_STARTUP
+                raise TrialFailure(
+                    FailureReason.OOM_UNDER_LOAD if oom else FailureReason.DIED_DURING_BENCHMARK,
+                    "server exited while the workload ran"
+                    + (" (out of memory)" if oom else ""), text)
+            log_text = server.log_tail(2_000_000)
             startup_s = server.startup_s or 0.0
     except TrialFailure as f:
         log.info("trial failed: %s", f)
         return TrialResult(status="failed", reason=f.reason, detail=f.detail, command=command,
                            env=dict(params.env), log_tail=f.log_tail[-4000:])
 
-    load = summarize(samples)
-    metrics = load.flat()
+    levels = level_results(w, runs)
+    chosen = levels[setup.objective_level]
+    metrics = dict(chosen.metrics)
+    metrics.update(chosen.server)
     metrics["startup_s"] = startup_s
     metrics["peak_rss_bytes"] = float(mem.peaks.rss_bytes)
     metrics["peak_gpu_memory_bytes"] = float(mem.peaks.gpu_bytes)
@@ -123,16 +149,29 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path) -> TrialR
     kv = kv_cache_tokens(log_text)
     if kv is not None:
         metrics["kv_cache_tokens"] = float(kv)
-    preempt = prometheus_sum(prom, "vllm:num_preemptions_total")
-    if preempt is not None:
-        metrics["num_preemptions"] = preempt
-    if load.error_rate > w.max_error_rate:
+    for lv in levels:
+        completed = max(1.0, lv.metrics["completed"] * len(lv.repeats))
+        storm = lv.server.get("num_preemptions", 0.0) / completed
+        if storm > w.max_preemptions_per_request:
+            return TrialResult(status="failed", reason=FailureReason.OOM_UNDER_LOAD,
+                               detail=f"preemption storm at {lv.label}: {storm:.1f} "
+                                      "preemptions per request (KV cache too small)",
+                               command=command, env=dict(params.env), metrics=metrics,
+                               levels=levels)
+    worst = max(levels, key=lambda lv: lv.metrics["error_rate"])
+    if worst.metrics["error_rate"] > w.max_error_rate:
+        errors: dict[str, int] = {}
+        for rep in worst.repeats:
+            for k, v in rep.errors.items():
+                errors[k] = errors.get(k, 0) + v
+        failed = sum(r.failed for r in worst.repeats)
+        total = failed + sum(r.completed for r in worst.repeats)
         return TrialResult(status="failed", reason=FailureReason.TOO_MANY_ERRORS,
-                           detail=f"{load.failed}/{load.failed + load.completed} requests failed "
-                                  f"({load.errors})",
-                           command=command, env=dict(params.env), metrics=metrics, load=load)
+                           detail=f"{failed}/{total} requests failed at {worst.label} {errors}",
+                           command=command, env=dict(params.env), metrics=metrics,
+                           levels=levels)
     return TrialResult(status="ok", command=command, env=dict(params.env), metrics=metrics,
-                       load=load)
+                       levels=levels)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import platform
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -65,6 +66,7 @@ class Probe(Protocol):
     def gpus(self) -> tuple[DeviceInfo, ...]: ...
     def gpu_memory_used(self, indices: Sequence[int]) -> int: ...
     def process_tree_rss(self, pid: int) -> int: ...
+    def host_memory_available(self) -> int: ...
 
 
 def _cpu_name() -> str:
@@ -124,6 +126,49 @@ class SystemProbe:
 
     def process_tree_rss(self, pid: int) -> int:
         return process_tree_rss(pid)
+
+    def host_memory_available(self) -> int:
+        return int(psutil.virtual_memory().available)
+
+
+@dataclass(frozen=True)
+class MemoryBaseline:
+    """The machine's memory before the first server: what must come back between trials."""
+
+    gpu_used: int
+    host_available: int
+    gpu_tolerance: int
+    host_tolerance: int
+
+    @classmethod
+    def take(cls, probe: Probe, gpu_indices: Sequence[int]) -> MemoryBaseline:
+        host_total = psutil.virtual_memory().total
+        gpu_total = sum(g.memory_total_bytes for g in probe.gpus() if g.index in gpu_indices)
+        return cls(gpu_used=probe.gpu_memory_used(gpu_indices) if gpu_indices else 0,
+                   host_available=probe.host_memory_available(),
+                   gpu_tolerance=max(512 * 2**20, gpu_total // 50),
+                   host_tolerance=max(2**30, host_total // 20))
+
+
+def wait_for_memory(probe: Probe, baseline: MemoryBaseline, gpu_indices: Sequence[int],
+                    timeout_s: float, poll_s: float = 0.5) -> str | None:
+    """Wait until memory is back to the baseline; return why not at the deadline, else None."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        gpu = probe.gpu_memory_used(gpu_indices) if gpu_indices else 0
+        host = probe.host_memory_available()
+        problems = []
+        if gpu > baseline.gpu_used + baseline.gpu_tolerance:
+            problems.append(f"GPU memory in use is {(gpu - baseline.gpu_used) / 2**30:.1f} GiB "
+                            "above the baseline")
+        if host < baseline.host_available - baseline.host_tolerance:
+            short = (baseline.host_available - host) / 2**30
+            problems.append(f"host memory available is {short:.1f} GiB below the baseline")
+        if not problems:
+            return None
+        if time.monotonic() >= deadline:
+            return "; ".join(problems) + f" after waiting {timeout_s:.0f} s"
+        time.sleep(poll_s)
 
 
 def detect_hardware(target: str, probe: Probe, devices: Sequence[int] | None = None

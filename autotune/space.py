@@ -24,7 +24,7 @@ from pydantic import (
 
 from autotune.config import load_model, parse_model
 from autotune.metrics import metric_names
-from autotune.workload import Workload
+from autotune.workload import Workload, read_dataset
 
 Scalar = Union[StrictBool, StrictInt, StrictFloat, str]
 FixedValue = Union[Scalar, list[Scalar]]
@@ -156,6 +156,7 @@ class Objective(BaseModel):
     metric: str = "output_throughput"
     direction: Literal["maximize", "minimize"] = "maximize"
     constraints: dict[str, Bound] = Field(default_factory=dict)
+    level: int = Field(-1, description="which load level of a sweep is scored (index)")
 
     @field_validator("metric")
     @classmethod
@@ -184,6 +185,8 @@ class EngineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     startup_timeout_s: float = Field(600.0, gt=0)
     stop_timeout_s: float = Field(30.0, gt=0)
+    settle_timeout_s: float = Field(60.0, ge=0, description="wait for the last trial's memory "
+                                                            "to come back before the next")
 
 
 class SearchSpace(BaseModel):
@@ -227,6 +230,14 @@ class SearchSpace(BaseModel):
         return v
 
     @model_validator(mode="after")
+    def _check_level(self) -> SearchSpace:
+        n = len(self.workload.load_levels())
+        if not -n <= self.objective.level < n:
+            raise ValueError(f"objective.level {self.objective.level} is outside the "
+                             f"workload's {n} load level(s)")
+        return self
+
+    @model_validator(mode="after")
     def _check_enqueue(self) -> SearchSpace:
         tuned = self.tuned()
         for i, cand in enumerate(self.enqueue):
@@ -258,8 +269,13 @@ class SearchSpace(BaseModel):
 def load_space(path: str | Path, workload_override: Workload | None = None) -> SearchSpace:
     space = load_model(SearchSpace, path)
     if workload_override is not None:
-        space = space.model_copy(update={"workload": workload_override})
-    return space
+        data = space.model_dump()
+        data["workload"] = workload_override.model_dump()
+        return parse_model(SearchSpace, data, str(path))
+    w = space.workload.with_base_dir(Path(path).resolve().parent)
+    if w.dataset is not None:
+        read_dataset(w)
+    return space.model_copy(update={"workload": w})
 
 
 def parse_space(data: dict[str, Any], source: str = "<space>") -> SearchSpace:

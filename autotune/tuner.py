@@ -14,7 +14,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.errors import UserError
+from autotune.errors import AutotuneError, EnvironmentFailure, FailureReason, UserError
 from autotune.objective import OK_CONSTRAINT, TrialResult, score
 from autotune.space import SearchSpace, TrialParams, suggest
 
@@ -36,6 +36,8 @@ class TrialReport:
 
 TrialCallback = Callable[[TrialReport], None]
 
+MAX_ENVIRONMENT_FAILURES = 3
+
 # Trials that used up budget. A trial interrupted by a dying tuner becomes FAIL and is re-run.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -46,10 +48,12 @@ class StudyConfig:
     name: str
     n_trials: int
     timeout_s: float | None = None
-    heartbeat_s: int = 30
-    # A trial whose heartbeat is older than this is treated as dead: long enough to survive a
-    # slow server start, short enough that a resumed run does not wait long.
-    grace_s: int = 120
+    # Optuna writes a heartbeat from a thread while a trial runs (a server start blocks nothing
+    # but our own thread), so a short grace period still never fails a live trial.
+    heartbeat_s: int = 5
+    # A RUNNING trial whose heartbeat is older than this belongs to a dead tuner: it is marked
+    # FAIL and re-queued (RetryHeartbeatStaleTrialCallback) before the next trial starts.
+    grace_s: int = 20
 
 
 def make_storage(url: str, heartbeat_s: int, grace_s: int) -> optuna.storages.BaseStorage:
@@ -127,10 +131,25 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
         log.info("study %s already has %d finished trials", cfg.name, counted_trials(study))
         return study
 
+    env_failures = 0
+
     def objective(trial: optuna.Trial) -> float:
+        nonlocal env_failures
         try:
             params = suggest(space, trial)
             result = runner(params, trial.number)
+        except EnvironmentFailure as exc:
+            # Not the candidate's fault: FAIL (no sampler learns from it), queue it again, and
+            # give up on a machine that stays dirty.
+            env_failures += 1
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("reason", FailureReason.ENVIRONMENT.value)
+            trial.set_user_attr("detail", str(exc))
+            study.enqueue_trial(dict(trial.params))
+            if env_failures >= MAX_ENVIRONMENT_FAILURES:
+                raise AutotuneError(f"stopping: {env_failures} trials in a row found the "
+                                    f"machine unfit to measure ({exc})") from exc
+            raise
         except BaseException:
             # Interrupted (Ctrl-C, SIGTERM, a bug): Optuna records FAIL, which no sampler
             # learns from. Queue the same candidate so the next run measures it after all.
@@ -139,6 +158,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
             study.enqueue_trial(dict(trial.params))
             raise
         s = score(space.objective, result)
+        env_failures = 0
         record(trial, result, s.constraints)
         if on_trial is not None:
             on_trial(TrialReport(trial.number, dict(trial.params), s.value, s.feasible, result))
@@ -146,7 +166,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
 
     study.optimize(objective, n_trials=remaining, timeout=cfg.timeout_s,
                    callbacks=[MaxTrialsCallback(cfg.n_trials, states=COUNTED)],
-                   gc_after_trial=True)
+                   catch=(EnvironmentFailure,), gc_after_trial=True)
     return study
 
 

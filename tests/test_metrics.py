@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from autotune.metrics import RequestSample, metric_names, summarize
+from autotune.metrics import RequestSample, aggregate, mean_ci95, metric_names, summarize
 
 
 def req(start: float, ttft: float, gaps: list[float], out: int, prompt: int = 10
@@ -26,6 +26,11 @@ def test_known_samples() -> None:
     assert m.total_output_tokens == 10 and m.total_input_tokens == 20
     assert m.output_throughput == pytest.approx(10 / 0.55)
     assert m.request_throughput == pytest.approx(2 / 0.55)
+    assert m.request_goodput == m.request_throughput  # no SLO: every success counts
+    slo = summarize([a, b, bad], {"ttft_ms": 150})
+    assert slo.request_goodput == pytest.approx(1 / 0.55)
+    assert summarize([a, b], {"tpot_ms": 30, "e2el_ms": 1000}).request_goodput == \
+        pytest.approx(1 / 0.55)
     assert m.ttft_ms.mean == pytest.approx(200.0)
     assert m.ttft_ms.median == pytest.approx(200.0)
     assert m.ttft_ms.p99 == pytest.approx(100 + 0.99 * 200)
@@ -53,3 +58,23 @@ def test_no_successes_gives_nan_latencies_not_zero() -> None:
     assert math.isnan(m.ttft_ms.p95)
     assert m.output_throughput == 0
     assert m.error_rate == 1.0
+
+
+def test_mean_ci95_uses_student_t() -> None:
+    mean, half = mean_ci95([10.0, 12.0, 14.0])
+    assert mean == 12.0
+    assert half == pytest.approx(4.303 * 2.0 / math.sqrt(3), rel=1e-3)
+    assert math.isnan(mean_ci95([5.0])[1])
+    assert mean_ci95([1.0] * 40)[1] == 0.0
+
+
+def test_aggregate_repeats_and_server_stats() -> None:
+    runs = [summarize([req(0, 0.1, [0.01], out=2)]), summarize([req(0, 0.3, [0.01], out=2)])]
+    lv = aggregate("concurrency=1", {"concurrency": 1}, runs,
+                   [{"peak_kv_cache_usage": 0.2, "num_preemptions": 1},
+                    {"peak_kv_cache_usage": 0.5, "num_preemptions": 2,
+                     "peak_requests_waiting": None}])
+    assert lv.metrics["mean_ttft_ms"] == pytest.approx(200.0)
+    # values 100 and 300 ms: s = 141.4, half-width = t(1) * s / sqrt(2) = 12.706 * 100
+    assert lv.ci95["mean_ttft_ms"] == pytest.approx(1270.6, rel=1e-3)
+    assert lv.server == {"peak_kv_cache_usage": 0.5, "num_preemptions": 3.0}

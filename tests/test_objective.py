@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from autotune.client import prometheus_values
 from autotune.errors import FailureReason
 from autotune.objective import (
     OK_CONSTRAINT,
     TrialResult,
     TrialSetup,
-    prometheus_sum,
     run_trial,
     score,
 )
@@ -57,11 +57,13 @@ def test_missing_metric_is_infeasible() -> None:
     assert not s.feasible
 
 
-def test_prometheus_sum() -> None:
+def test_prometheus_values() -> None:
     text = ('# HELP x\nvllm:num_preemptions_total{engine="0"} 3.0\n'
-            'vllm:num_preemptions_total{engine="1"} 2\nvllm:other 9\n')
-    assert prometheus_sum(text, "vllm:num_preemptions_total") == 5.0
-    assert prometheus_sum(text, "vllm:absent") is None
+            'vllm:num_preemptions_total{engine="1"} 2\nvllm:other 9\n'
+            'vllm:kv_cache_usage_perc{engine="0",model_name="a b"} 0.25\n')
+    v = prometheus_values(text, ["vllm:num_preemptions_total", "vllm:kv_cache_usage_perc",
+                                 "vllm:absent"])
+    assert v == {"vllm:num_preemptions_total": 5.0, "vllm:kv_cache_usage_perc": 0.25}
 
 
 def setup(tmp_path: Path, **workload: object) -> TrialSetup:
@@ -84,6 +86,7 @@ def test_run_trial_against_stand_in(tmp_path: Path) -> None:
     assert m["peak_rss_bytes"] > 0 and m["peak_memory_bytes"] == m["peak_rss_bytes"]
     assert m["kv_cache_tokens"] > 0
     assert m["num_preemptions"] == 0
+    assert m["peak_requests_running"] >= 1
     assert "--api-key" in r.command and "k" not in r.command
 
 
@@ -99,7 +102,29 @@ def test_run_trial_fails_on_error_rate(tmp_path: Path) -> None:
     r = run_trial(TrialParams(args={"max-model-len": 10}), setup(tmp_path), tmp_path / "t2")
     assert r.status == "failed"
     assert r.reason is FailureReason.TOO_MANY_ERRORS
-    assert r.load is not None and r.load.errors == {"http_400": 8}
+    assert r.levels[0].repeats[0].errors == {"http_400": 8}
+    assert "8/8 requests failed" in r.detail
+
+
+def test_sweep_with_repeats_scores_the_chosen_level(tmp_path: Path) -> None:
+    s = setup(tmp_path, levels=[{"concurrency": 1}, {"concurrency": 4}], repeats=3,
+              num_requests=8)
+    r = run_trial(TrialParams(args={"max-num-seqs": 4, "fake-tpot-ms": 5}), s, tmp_path / "t4")
+    assert r.status == "ok", r
+    assert [lv.label for lv in r.levels] == ["concurrency=1", "concurrency=4"]
+    low, high = r.levels
+    assert len(low.repeats) == len(high.repeats) == 3
+    # a batching engine: four in flight deliver more than one at a time
+    assert high.metrics["output_throughput"] > 2 * low.metrics["output_throughput"]
+    assert r.metrics["output_throughput"] == high.metrics["output_throughput"]
+    ci = high.ci95["output_throughput"]
+    assert 0 < ci < high.metrics["output_throughput"]
+    values = [rep.output_throughput for rep in high.repeats]
+    assert min(values) <= high.metrics["output_throughput"] <= max(values)
+    s1 = TrialSetup(**{**s.__dict__, "objective_level": 0})
+    r1 = run_trial(TrialParams(args={"max-num-seqs": 4, "fake-tpot-ms": 5}), s1,
+                   tmp_path / "t5")
+    assert r1.metrics["output_throughput"] < r.metrics["output_throughput"]
 
 
 def test_gpu_memory_comes_from_the_probe_when_gpus_are_used(tmp_path: Path) -> None:

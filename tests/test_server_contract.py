@@ -5,18 +5,19 @@ The real server is the CPU engine with the built-in tiny model, started once for
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from autotune.client import Target, run_load, scrape_metrics, served_model
+from autotune.client import Target, prometheus_values, run_workload, scrape_metrics, served_model
 from autotune.engine import ServerSpec, VllmServer, kv_cache_tokens
-from autotune.metrics import summarize
-from autotune.objective import free_port, prometheus_sum
+from autotune.metrics import RequestSample, summarize
+from autotune.objective import free_port
 from autotune.probes import MemorySampler, SystemProbe
-from autotune.workload import Workload, plan_requests
+from autotune.workload import Workload, plan
 from tests.conftest import FAKE_LAUNCHER, REAL_LAUNCHER
 
 KEY = "contract-key"
@@ -45,11 +46,19 @@ def workload(**kw: object) -> Workload:
                                     "output_tokens": 12, "warmup_requests": 1, **kw})
 
 
+def drive(server: VllmServer, w: Workload) -> list[RequestSample]:
+    runs = run_workload(Target(server.base_url, KEY), w, plan(w), watch_metrics_s=None)
+    return [s for r in runs for s in r.samples]
+
+
+def prom(server: VllmServer, name: str) -> float | None:
+    return prometheus_values(scrape_metrics(server.base_url, KEY), [name]).get(name)
+
+
 @pytest.mark.parametrize("endpoint", ["completions", "chat"])
 def test_streamed_requests_are_measured(server: VllmServer, endpoint: str) -> None:
     w = workload(endpoint=endpoint)
-    samples = run_load(Target(server.base_url, KEY), endpoint, plan_requests(w), w.concurrency,
-                       60)
+    samples = drive(server, w)
     assert len(samples) == w.num_requests, "warm-up requests are not recorded"
     assert all(s.ok for s in samples), [s.error for s in samples]
     for s in samples:
@@ -72,23 +81,52 @@ def test_api_key_is_enforced(server: VllmServer) -> None:
 
 def test_requests_over_the_context_are_classified_errors(server: VllmServer) -> None:
     w = workload(input_tokens=MAX_LEN + 50, num_requests=2, warmup_requests=0)
-    samples = run_load(Target(server.base_url, KEY), "completions", plan_requests(w), 2, 60)
+    samples = drive(server, w)
     assert [s.ok for s in samples] == [False, False]
     assert {s.error for s in samples} == {"http_400"}
     assert server.alive()
 
 
 def test_metrics_and_startup_log(server: VllmServer) -> None:
-    text = scrape_metrics(server.base_url, KEY)
-    assert prometheus_sum(text, "vllm:num_preemptions_total") == 0
-    before = prometheus_sum(text, "vllm:generation_tokens_total") or 0
+    assert prom(server, "vllm:num_preemptions_total") == 0
+    before = prom(server, "vllm:generation_tokens_total") or 0
     w = workload(num_requests=2, warmup_requests=0, output_tokens=7)
-    run_load(Target(server.base_url, KEY), "completions", plan_requests(w), 2, 60)
-    after = prometheus_sum(scrape_metrics(server.base_url, KEY),
-                           "vllm:generation_tokens_total")
-    assert after == before + 14
+    drive(server, w)
+    assert prom(server, "vllm:generation_tokens_total") == before + 14
     kv = kv_cache_tokens(server.log_path.read_text())
     assert kv is not None and kv > MAX_LEN
+
+
+def test_multi_turn_resends_history(server: VllmServer, tmp_path: Path) -> None:
+    data = tmp_path / "chats.json"
+    data.write_text(json.dumps([{"conversations": [
+        {"from": "human", "value": "the server model token"},
+        {"from": "gpt", "value": "cache batch"},
+        {"from": "human", "value": "request latency memory"},
+        {"from": "gpt", "value": "queue"},
+        {"from": "human", "value": "engine worker"}]}]))
+    w = Workload.model_validate({
+        "endpoint": "chat", "dataset": {"path": str(data), "format": "sharegpt",
+                                        "multi_turn": True},
+        "output_tokens": 5, "num_requests": 2, "concurrency": 2, "warmup_requests": 0})
+    samples = drive(server, w)
+    assert len(samples) == 6 and all(s.ok for s in samples), samples
+    for conv in (samples[:3], samples[3:]):
+        # each turn carries the previous turns and the replies: its prompt grows by more
+        # than the new user message alone
+        assert conv[0].prompt_tokens < conv[1].prompt_tokens < conv[2].prompt_tokens
+        assert conv[1].prompt_tokens - conv[0].prompt_tokens >= 3 + 2  # new message + reply
+        # the dataset's reply lengths set max_tokens: 2 words, then 1
+        assert [s.output_tokens for s in conv] == [2, 1, 5]
+
+
+def test_server_metrics_are_watched_during_load(server: VllmServer) -> None:
+    w = workload(num_requests=16, concurrency=4, output_tokens=200, warmup_requests=0)
+    (run,) = run_workload(Target(server.base_url, KEY), w, plan(w), watch_metrics_s=0.05)
+    assert run.server.samples >= 2
+    assert run.server.peak_requests_running is not None and run.server.peak_requests_running >= 1
+    assert run.server.preemptions == 0
+    assert run.server.peak_kv_cache_usage is not None and run.server.peak_kv_cache_usage > 0
 
 
 def test_memory_of_the_process_tree(server: VllmServer) -> None:

@@ -15,6 +15,7 @@ class FakeProbe:
     devices: tuple[DeviceInfo, ...] = ()
     gpu_used: Callable[[Sequence[int]], int] = field(default=lambda idx: 0)
     rss: Callable[[int], int] = field(default=process_tree_rss)
+    host_available: Callable[[], int] = field(default=lambda: 16 * 2**30)
 
     def gpus(self) -> tuple[DeviceInfo, ...]:
         return self.devices
@@ -24,3 +25,6 @@ class FakeProbe:
 
     def process_tree_rss(self, pid: int) -> int:
         return self.rss(pid)
+
+    def host_memory_available(self) -> int:
+        return self.host_available()

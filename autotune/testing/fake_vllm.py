@@ -8,13 +8,13 @@ models a batching engine: at most `--max-num-seqs` requests decode at once, each
 from __future__ import annotations
 
 import argparse
-import contextlib
+import asyncio
 import json
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from aiohttp import web
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -39,126 +39,95 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 class Engine:
+    """Batching model: `max_num_seqs` requests decode at once, each token takes `tpot_s`."""
+
     def __init__(self, max_num_seqs: int, tpot_s: float) -> None:
-        self.slots = threading.Semaphore(max_num_seqs)
+        self.slots = asyncio.Semaphore(max_num_seqs)
         self.tpot_s = tpot_s
-        self.lock = threading.Lock()
         self.running = 0
         self.waiting = 0
         self.prompt_tokens = 0
         self.generation_tokens = 0
 
 
-def make_handler(args: argparse.Namespace, engine: Engine) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
+    def authorized(request: web.Request) -> bool:
+        return not args.api_key or request.headers.get("Authorization") == (
+            f"Bearer {args.api_key}")
 
-        def log_message(self, fmt: str, *a: Any) -> None:
-            pass
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(status=200)
 
-        def _auth(self) -> bool:
-            if args.api_key and self.headers.get("Authorization") != f"Bearer {args.api_key}":
-                self._json(401, {"error": "Unauthorized"})
-                return False
-            return True
+    async def models(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return web.json_response({"object": "list", "data": [{"id": args.model}]})
 
-        def _json(self, code: int, obj: Any) -> None:
-            body = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    async def metrics(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        text = (
+            f'vllm:num_requests_running{{engine="0"}} {engine.running}\n'
+            f'vllm:num_requests_waiting{{engine="0"}} {engine.waiting}\n'
+            'vllm:num_preemptions_total{engine="0"} 0.0\n'
+            f'vllm:kv_cache_usage_perc{{engine="0"}} {min(1.0, engine.running / 100):.3f}\n'
+            f'vllm:prompt_tokens_total{{engine="0"}} {engine.prompt_tokens}\n'
+            f'vllm:generation_tokens_total{{engine="0"}} {engine.generation_tokens}\n'
+        )
+        return web.Response(text=text)
 
-        def do_GET(self) -> None:
-            if self.path == "/health":
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            if not self._auth():
-                return
-            if self.path == "/v1/models":
-                self._json(200, {"object": "list", "data": [{"id": args.model}]})
-            elif self.path == "/metrics":
-                with engine.lock:
-                    text = (
-                        f'vllm:num_requests_running{{engine="0"}} {engine.running}\n'
-                        f'vllm:num_requests_waiting{{engine="0"}} {engine.waiting}\n'
-                        'vllm:num_preemptions_total{engine="0"} 0.0\n'
-                        'vllm:kv_cache_usage_perc{engine="0"} 0.0\n'
-                        f'vllm:prompt_tokens_total{{engine="0"}} {engine.prompt_tokens}\n'
-                        f'vllm:generation_tokens_total{{engine="0"}} {engine.generation_tokens}\n'
-                    )
-                body = text.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            else:
-                self._json(404, {"error": "not found"})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            req = json.loads(self.rfile.read(length) or b"{}")
-            if not self._auth():
-                return
-            chat = self.path == "/v1/chat/completions"
-            if self.path not in ("/v1/completions", "/v1/chat/completions"):
-                self._json(404, {"error": "not found"})
-                return
-            text = (req["messages"][-1]["content"] if chat else req.get("prompt", "")) or ""
-            n_prompt = len(str(text).split())
-            n_out = int(req.get("max_tokens") or 16)
-            if n_prompt + n_out > args.max_model_len:
-                self._json(400, {"error": "prompt too long"})
-                return
-            with engine.lock:
-                engine.waiting += 1
-            engine.slots.acquire()
-            with engine.lock:
-                engine.waiting -= 1
-                engine.running += 1
+    async def generate(request: web.Request) -> web.StreamResponse:
+        if not authorized(request):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        chat = request.path.endswith("/chat/completions")
+        req = await request.json()
+        if chat:
+            text = " ".join(str(m.get("content", "")) for m in req.get("messages", []))
+        else:
+            text = str(req.get("prompt", ""))
+        n_prompt = len(text.split())
+        n_out = int(req.get("max_tokens") or 16)
+        if n_prompt + n_out > args.max_model_len:
+            return web.json_response({"error": "prompt too long"}, status=400)
+        engine.waiting += 1
+        async with engine.slots:
+            engine.waiting -= 1
+            engine.running += 1
             try:
-                self._stream(req, chat, n_prompt, n_out)
-            finally:
-                engine.slots.release()
-                with engine.lock:
-                    engine.running -= 1
-
-        def _stream(self, req: dict[str, Any], chat: bool, n_prompt: int, n_out: int) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.close_connection = True
-
-            def send(obj: Any) -> None:
-                self.wfile.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
-                self.wfile.flush()
-
-            for i in range(n_out):
-                time.sleep(engine.tpot_s)
-                choice: dict[str, Any] = {"index": 0, "finish_reason":
-                                          "length" if i == n_out - 1 else None}
-                if chat:
-                    choice["delta"] = {"content": f" w{i}"}
-                else:
-                    choice["text"] = f" w{i}"
-                send({"object": "chat.completion.chunk" if chat else "text_completion",
-                      "choices": [choice]})
-            with engine.lock:
+                resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+                await resp.prepare(request)
+                kind = "chat.completion.chunk" if chat else "text_completion"
+                for i in range(n_out):
+                    if engine.tpot_s:
+                        await asyncio.sleep(engine.tpot_s)
+                    choice: dict[str, Any] = {"index": 0, "finish_reason":
+                                              "length" if i == n_out - 1 else None}
+                    if chat:
+                        choice["delta"] = {"content": f" w{i}"}
+                    else:
+                        choice["text"] = f" w{i}"
+                    await resp.write(b"data: " + json.dumps(
+                        {"object": kind, "choices": [choice]}).encode() + b"\n\n")
                 engine.prompt_tokens += n_prompt
                 engine.generation_tokens += n_out
-            if (req.get("stream_options") or {}).get("include_usage"):
-                send({"choices": [], "usage": {"prompt_tokens": n_prompt,
-                                               "completion_tokens": n_out,
-                                               "total_tokens": n_prompt + n_out}})
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
+                if (req.get("stream_options") or {}).get("include_usage"):
+                    usage = {"prompt_tokens": n_prompt, "completion_tokens": n_out,
+                             "total_tokens": n_prompt + n_out}
+                    await resp.write(b"data: " + json.dumps(
+                        {"choices": [], "usage": usage}).encode() + b"\n\n")
+                await resp.write(b"data: [DONE]\n\n")
+                await resp.write_eof()
+                return resp
+            finally:
+                engine.running -= 1
 
-    return Handler
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/v1/completions", generate)
+    app.router.add_post("/v1/chat/completions", generate)
+    return app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,12 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU KV cache size: {kv_tokens:,} tokens, Maximum concurrency for "
           f"{args.max_model_len} tokens per request: {kv_tokens / args.max_model_len:.2f}x",
           flush=True)
-    engine = Engine(args.max_num_seqs, args.fake_tpot_ms / 1000.0)
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(args, engine))
-    server.daemon_threads = True
     print(f"Starting vLLM server on http://{args.host}:{args.port}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
+    engine = Engine(args.max_num_seqs, args.fake_tpot_ms / 1000.0)
+    web.run_app(make_app(args, engine), host=args.host, port=args.port, print=None,
+                access_log=None)
     return 0
 
 
