@@ -236,7 +236,7 @@ class _Driver:
 
 
 async def _watch(http: aiohttp.ClientSession, base_url: str, stop: asyncio.Event,
-                 interval_s: float) -> ServerStats:
+                 interval_s: float, ready: asyncio.Event) -> ServerStats:
     stats = ServerStats()
     first: float | None = None
     last: float | None = None
@@ -264,6 +264,7 @@ async def _watch(http: aiohttp.ClientSession, base_url: str, stop: asyncio.Event
                     if p is not None:
                         first = p if first is None else first
                         last = p
+        ready.set()  # the counters' starting values are read: the level may begin
         if stop.is_set():
             break
         with contextlib.suppress(asyncio.TimeoutError):
@@ -312,9 +313,11 @@ async def _run(target: Target, w: Workload, p: Plan, watch_s: float | None,
         async with aiohttp.ClientSession(headers=target.headers(),
                                          timeout=aiohttp.ClientTimeout(total=5)) as side:
             for lp in p.levels:
-                stop = asyncio.Event()
-                watcher = (asyncio.create_task(_watch(side, target.base_url, stop, watch_s))
-                           if watch_s else None)
+                stop, ready = asyncio.Event(), asyncio.Event()
+                watcher = (asyncio.create_task(_watch(side, target.base_url, stop, watch_s,
+                                                      ready)) if watch_s else None)
+                if watcher:
+                    await ready.wait()
                 try:
                     samples = await _unless_dead(
                         d.level(lp.sessions, lp.level.concurrency, lp.level.max_concurrency),

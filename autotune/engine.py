@@ -186,8 +186,10 @@ class VllmServer:
         return self.proc.pid if self.proc else None
 
     def __enter__(self) -> VllmServer:
-        self.start()
         try:
+            # start() too: an interrupt between spawning the server and returning must not
+            # leave it running
+            self.start()
             self.wait_ready()
         except BaseException:
             self.stop()
@@ -253,6 +255,22 @@ class VllmServer:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def healthy(self, wait_s: float = 5.0) -> bool:
+        """Alive and answering /health. A server whose engine died may linger a few seconds
+        refusing work before it exits: wait up to `wait_s` for either to settle."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            if not self.alive():
+                return False
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=2.0).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.25)
 
     def stop(self) -> None:
         """SIGTERM the whole group, then SIGKILL what is left, including strays outside it."""

@@ -123,7 +123,8 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path) -> TrialR
                                         alive=server.alive)
             except ServerGone:
                 runs = None
-            if runs is None or not server.alive():
+            any_failed = runs is not None and any(not s.ok for r in runs for s in r.samples)
+            if runs is None or not server.alive() or (any_failed and not server.healthy()):
                 text = server.log_tail()
                 oom = classify_startup_failure(text) is FailureReason.OOM_AT_STARTUP
                 raise TrialFailure(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,9 +165,19 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
             on_trial(TrialReport(trial.number, dict(trial.params), s.value, s.feasible, result))
         return s.value
 
-    study.optimize(objective, n_trials=remaining, timeout=cfg.timeout_s,
-                   callbacks=[MaxTrialsCallback(cfg.n_trials, states=COUNTED)],
-                   catch=(EnvironmentFailure,), gc_after_trial=True)
+    deadline = None if cfg.timeout_s is None else time.monotonic() + cfg.timeout_s
+    while remaining > 0:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        # FAIL trials (environment failures) use up optimize's n_trials but not the budget:
+        # go round again until the study holds n_trials finished ones.
+        study.optimize(objective, n_trials=remaining, timeout=left,
+                       callbacks=[MaxTrialsCallback(cfg.n_trials, states=COUNTED)],
+                       catch=(EnvironmentFailure,), gc_after_trial=True)
+        before, remaining = remaining, cfg.n_trials - counted_trials(study)
+        if remaining == before:
+            break  # nothing finished (timeout, or other workers took the budget)
     return study
 
 

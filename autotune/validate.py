@@ -10,14 +10,22 @@ from autotune.space import load_space
 from autotune.workload import load_workload
 
 
-def validate_file(path: Path) -> str:
-    """Return what the file is; raise ConfigError (file and field) when it is not valid."""
+def validate_file(path: Path, verify_options: bool = True) -> str:
+    """Return what the file is; raise ConfigError (file and field) when it is not valid.
+
+    A search space's vLLM options are also checked against the installed vLLM's parser, as
+    `autotune run` does before it starts anything."""
     data = read_yaml(path)
     if path.exists() and META_BEGIN in path.read_text():
         read_profile(path)
         return "profile"
     if isinstance(data, dict) and "name" in data:
-        load_space(path)
+        space = load_space(path)
+        if verify_options:
+            from autotune.app import option_values
+            from autotune.vllm_args import check_options
+
+            check_options(option_values(space, {}), str(path))
         return "search space"
     load_workload(path)
     return "workload"

@@ -153,6 +153,12 @@ def test_validate_command(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> N
     bad = write(in_tmp / "bad.yaml", {"name": "x", "args": {"dtype": {"type": "categorical"}}})
     assert main(["validate", str(bad)]) == 2
     assert "args.dtype.choices: required field is missing" in capsys.readouterr().err
+    typo = write(in_tmp / "typo.yaml", {"name": "x", "args": {"max-num-seqz": 4}})
+    assert main(["validate", str(typo)]) == 2
+    assert "typo.yaml: args.max-num-seqz: unknown vLLM option" in capsys.readouterr().err
+    wl = write(in_tmp / "w.yaml", {"concurrency": 4, "levels": [{"rate": 2}]})
+    assert main(["validate", str(wl)]) == 0
+    assert "ok (workload)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("30m", 1800),
@@ -166,3 +172,14 @@ def test_bad_duration_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         main([*fake_run(), "--timeout", "soon"])
     assert e.value.code == 2
     assert "not a duration" in capsys.readouterr().err
+
+
+def test_validate_reads_back_a_written_profile(in_tmp: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(fake_run("--trials", "1")) == 0
+    prof = in_tmp / "profiles" / "cpu" / "builtin-tiny-qwen3.yaml"
+    assert main(["validate", str(prof)]) == 0
+    assert "ok (profile)" in capsys.readouterr().out
+    prof.write_text(prof.read_text().replace("# trial: ", "# trial: lots # "))
+    assert main(["validate", str(prof)]) == 2
+    assert f"{prof}: meta.trial: " in capsys.readouterr().err

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from autotune.client import prometheus_values
-from autotune.errors import FailureReason
+from autotune.errors import EnvironmentFailure, FailureReason
 from autotune.objective import (
     OK_CONSTRAINT,
     TrialResult,
@@ -13,6 +14,7 @@ from autotune.objective import (
     run_trial,
     score,
 )
+from autotune.probes import MemoryBaseline
 from autotune.space import EngineSettings, Objective, TrialParams
 from autotune.testing.fake_probe import FakeProbe
 from autotune.workload import Workload
@@ -75,7 +77,9 @@ def setup(tmp_path: Path, **workload: object) -> TrialSetup:
 
 
 def test_run_trial_against_stand_in(tmp_path: Path) -> None:
-    r = run_trial(TrialParams(args={"max-num-seqs": 2}), setup(tmp_path), tmp_path / "t0")
+    # slow enough (1 s) for the /metrics watcher (every 0.5 s) to see it running
+    r = run_trial(TrialParams(args={"max-num-seqs": 2, "fake-tpot-ms": 50}), setup(tmp_path),
+                  tmp_path / "t0")
     assert r.status == "ok", r
     m = r.metrics
     assert m["completed"] == 8 and m["failed"] == 0
@@ -135,3 +139,41 @@ def test_gpu_memory_comes_from_the_probe_when_gpus_are_used(tmp_path: Path) -> N
     assert r.status == "ok"
     assert r.metrics["peak_gpu_memory_bytes"] == 7 * 2**30
     assert r.metrics["peak_memory_bytes"] == 7 * 2**30
+
+
+def test_server_death_mid_benchmark_is_detected_at_once(tmp_path: Path) -> None:
+    s = setup(tmp_path, num_requests=200, concurrency=2, output_tokens=50)
+    t0 = time.monotonic()
+    r = run_trial(TrialParams(args={"fake-die-after": 5, "fake-tpot-ms": 20}), s,
+                  tmp_path / "t6")
+    assert r.status == "failed"
+    assert r.reason is FailureReason.DIED_DURING_BENCHMARK
+    assert "fatal error" in r.log_tail
+    # 200 requests x 50 tokens x 20 ms would take minutes: the death stopped the load
+    assert time.monotonic() - t0 < 15
+
+
+def test_preemption_storm_is_oom_under_load(tmp_path: Path) -> None:
+    r = run_trial(TrialParams(args={"fake-preemptions-per-request": 3}), setup(tmp_path),
+                  tmp_path / "t7")
+    assert r.status == "failed"
+    assert r.reason is FailureReason.OOM_UNDER_LOAD
+    assert "preemption storm" in r.detail
+    assert r.metrics["num_preemptions"] >= 8 * 3
+
+
+def test_memory_not_back_is_an_environment_failure(tmp_path: Path) -> None:
+    s = setup(tmp_path)
+    baseline = MemoryBaseline(gpu_used=0, host_available=16 * 2**30, gpu_tolerance=0,
+                              host_tolerance=2**30)
+    leaky = FakeProbe(host_available=lambda: 10 * 2**30)  # 6 GiB still held by someone
+    dirty = TrialSetup(**{**s.__dict__, "probe": leaky, "baseline": baseline,
+                          "engine": EngineSettings(settle_timeout_s=0.3)})
+    with pytest.raises(EnvironmentFailure, match=r"6\.0 GiB below the baseline"):
+        run_trial(TrialParams(), dirty, tmp_path / "t8")
+    assert not (tmp_path / "t8").exists(), "nothing was started"
+    readings = iter([10 * 2**30, 12 * 2**30] + [16 * 2**30] * 1000)
+    settling = FakeProbe(host_available=lambda: next(readings))
+    ok = TrialSetup(**{**dirty.__dict__, "probe": settling,
+                       "engine": EngineSettings(settle_timeout_s=5)})
+    assert run_trial(TrialParams(), ok, tmp_path / "t9").status == "ok"

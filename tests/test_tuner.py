@@ -5,7 +5,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.errors import FailureReason, UserError
+from autotune.errors import AutotuneError, EnvironmentFailure, FailureReason, UserError
 from autotune.objective import TrialResult
 from autotune.space import TrialParams, parse_space
 from autotune.tuner import StudyConfig, TrialReport, best_trial, counted_trials, tune
@@ -113,3 +113,27 @@ def test_no_feasible_trial_gives_no_best(tmp_path: Path) -> None:
 
     study = tune(SPACE, cfg(tmp_path, 3), all_fail, {})
     assert best_trial(study) is None
+
+
+def test_environment_failures_are_retried_not_learned_and_stop_a_dirty_machine(
+        tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def flaky(params: TrialParams, number: int) -> TrialResult:
+        calls.append(number)
+        if number == 1:
+            raise EnvironmentFailure("machine not back to its baseline")
+        return runner(params, number)
+
+    study = tune(SPACE, cfg(tmp_path, 3), flaky, {})
+    states = [(t.state.name, t.user_attrs.get("reason")) for t in study.trials]
+    assert states[1] == ("FAIL", "environment")
+    assert counted_trials(study) == 3
+    # the candidate the machine could not measure was measured on the next trial
+    assert study.trials[2].params == study.trials[1].params
+
+    def dirty(params: TrialParams, number: int) -> TrialResult:
+        raise EnvironmentFailure("6 GiB still in use")
+
+    with pytest.raises(AutotuneError, match="3 trials in a row"):
+        tune(SPACE, cfg(tmp_path, 3, name="dirty"), dirty, {})

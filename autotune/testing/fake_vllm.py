@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -35,6 +36,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fake-max-memory-utilization", type=float, default=0.9)
     p.add_argument("--fake-crash", action="store_true", help="exit 1 during start-up")
     p.add_argument("--fake-hang", action="store_true", help="never become healthy")
+    p.add_argument("--fake-die-after", type=int, default=0,
+                   help="exit abruptly when this many requests have started (0: never)")
+    p.add_argument("--fake-preemptions-per-request", type=float, default=0.0)
     return p.parse_args(argv)
 
 
@@ -48,6 +52,8 @@ class Engine:
         self.waiting = 0
         self.prompt_tokens = 0
         self.generation_tokens = 0
+        self.started = 0
+        self.preemptions = 0.0
 
 
 def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
@@ -69,7 +75,7 @@ def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
         text = (
             f'vllm:num_requests_running{{engine="0"}} {engine.running}\n'
             f'vllm:num_requests_waiting{{engine="0"}} {engine.waiting}\n'
-            'vllm:num_preemptions_total{engine="0"} 0.0\n'
+            f'vllm:num_preemptions_total{{engine="0"}} {engine.preemptions}\n'
             f'vllm:kv_cache_usage_perc{{engine="0"}} {min(1.0, engine.running / 100):.3f}\n'
             f'vllm:prompt_tokens_total{{engine="0"}} {engine.prompt_tokens}\n'
             f'vllm:generation_tokens_total{{engine="0"}} {engine.generation_tokens}\n'
@@ -89,6 +95,11 @@ def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
         n_out = int(req.get("max_tokens") or 16)
         if n_prompt + n_out > args.max_model_len:
             return web.json_response({"error": "prompt too long"}, status=400)
+        engine.started += 1
+        if args.fake_die_after and engine.started >= args.fake_die_after:
+            print("RuntimeError: EngineCore encountered a fatal error.", flush=True)
+            os._exit(1)
+        engine.preemptions += args.fake_preemptions_per_request
         engine.waiting += 1
         async with engine.slots:
             engine.waiting -= 1

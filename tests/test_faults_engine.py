@@ -1,0 +1,127 @@
+"""Faults injected into the real vLLM CPU engine: each ends as a classified, recorded failure,
+fast, and leaves no process behind."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from autotune.errors import FailureReason
+from autotune.objective import TrialSetup, run_trial
+from autotune.space import EngineSettings, TrialParams
+from autotune.testing.fake_probe import FakeProbe
+from autotune.workload import Workload
+from tests.conftest import DATA, REAL_LAUNCHER
+
+pytestmark = pytest.mark.engine
+
+BASE = {"load-format": "dummy", "enforce-eager": True, "max-model-len": 512}
+
+
+def vllm_descendants() -> list[psutil.Process]:
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.name().startswith("VLLM::") or "vllm.entrypoints" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
+
+
+def setup(tiny_model: Path, tmp_path: Path, **workload: object) -> TrialSetup:
+    w = Workload.model_validate({"num_requests": 8, "concurrency": 2, "input_tokens": 16,
+                                 "output_tokens": 8, "warmup_requests": 0, **workload})
+    return TrialSetup(model=str(tiny_model), launcher=REAL_LAUNCHER, workload=w,
+                      engine=EngineSettings(startup_timeout_s=300, stop_timeout_s=20),
+                      probe=FakeProbe(), out_dir=tmp_path, base_args=dict(BASE), api_key="k")
+
+
+def test_bad_flag_fails_as_invalid_args(tiny_model: Path, tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    r = run_trial(TrialParams(args={"max-num-seqz": 4}), setup(tiny_model, tmp_path),
+                  tmp_path / "t")
+    assert r.status == "failed" and r.reason is FailureReason.INVALID_ARGS
+    assert "unrecognized arguments: --max-num-seqz" in r.log_tail
+    assert time.monotonic() - t0 < 60
+    assert vllm_descendants() == []
+
+
+def test_memory_the_machine_cannot_give_fails_like_an_oom(tiny_model: Path, tmp_path: Path
+                                                          ) -> None:
+    # On CPU this fraction of the NUMA node's memory cannot be reserved, like a GPU OOM.
+    t0 = time.monotonic()
+    r = run_trial(TrialParams(args={"gpu-memory-utilization": 0.99}),
+                  setup(tiny_model, tmp_path), tmp_path / "t")
+    assert r.status == "failed" and r.reason is FailureReason.OOM_AT_STARTUP, r.detail
+    assert "memory" in r.log_tail
+    assert time.monotonic() - t0 < 120
+    assert vllm_descendants() == []
+
+
+def test_engine_killed_mid_benchmark(tiny_model: Path, tmp_path: Path) -> None:
+    s = setup(tiny_model, tmp_path, num_requests=400, output_tokens=200, concurrency=4)
+    log = tmp_path / "t" / "server.log"
+    killed: list[float] = []
+
+    def kill_engine_once_serving() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if log.exists() and "POST /v1/completions" in log.read_text(errors="replace"):
+                for p in vllm_descendants():
+                    if p.name() == "VLLM::EngineCore":
+                        time.sleep(1.0)
+                        p.send_signal(signal.SIGKILL)
+                        killed.append(time.monotonic())
+                        return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_engine_once_serving)
+    killer.start()
+    r = run_trial(TrialParams(args={"gpu-memory-utilization": 0.3, "max-num-seqs": 4}), s,
+                  tmp_path / "t")
+    done = time.monotonic()
+    killer.join()
+    assert killed, "the engine was never seen serving"
+    assert r.status == "failed"
+    assert r.reason is FailureReason.DIED_DURING_BENCHMARK, (r.reason, r.detail)
+    # 400 requests x 200 tokens would take minutes: the death ended the trial at once
+    assert done - killed[0] < 30
+    assert vllm_descendants() == []
+
+
+def test_sigkilled_tuner_leaves_no_vllm_process(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autotune.cli", "run", "--gpu", "cpu", "--model",
+         "builtin:tiny-qwen3", "--space", str(DATA / "engine_space.yaml"), "--trials", "1",
+         "--no-verify-options"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    family: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            family = psutil.Process(proc.pid).children(recursive=True)
+            if any(p.name() == "VLLM::Worker" for p in family if p.is_running()):
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the server never started its worker")
+        family = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _, alive = psutil.wait_procs(family, timeout=30)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    leftovers = [p for p in psutil.process_iter(["name", "cmdline"])
+                 if (p.info["name"] or "").startswith("VLLM::")
+                 or "vllm.entrypoints" in " ".join(p.info["cmdline"] or [])]
+    assert leftovers == []
