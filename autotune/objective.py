@@ -145,6 +145,8 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path) -> TrialR
     metrics["startup_s"] = startup_s
     metrics["peak_rss_bytes"] = float(mem.peaks.rss_bytes)
     metrics["peak_gpu_memory_bytes"] = float(mem.peaks.gpu_bytes)
+    for i, used in sorted(mem.peaks.per_gpu.items()):
+        metrics[f"peak_gpu{i}_memory_bytes"] = float(used)
     metrics["peak_memory_bytes"] = float(mem.peaks.gpu_bytes if setup.gpu_indices
                                          else mem.peaks.rss_bytes)
     kv = kv_cache_tokens(log_text)

@@ -8,7 +8,7 @@ import platform
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psutil
@@ -199,7 +199,8 @@ def detect_hardware(target: str, probe: Probe, devices: Sequence[int] | None = N
 @dataclass
 class MemoryPeaks:
     rss_bytes: int = 0
-    gpu_bytes: int = 0
+    gpu_bytes: int = 0  # peak of the sum over the watched GPUs
+    per_gpu: dict[int, int] = field(default_factory=dict)  # peak of each GPU on its own
     samples: int = 0
 
 
@@ -218,7 +219,10 @@ class MemorySampler:
 
     def sample(self) -> None:
         rss = self.probe.process_tree_rss(self.pid)
-        gpu = self.probe.gpu_memory_used(self.gpu_indices) if self.gpu_indices else 0
+        each = {i: self.probe.gpu_memory_used([i]) for i in self.gpu_indices}
+        gpu = sum(each.values())
+        for i, used in each.items():
+            self.peaks.per_gpu[i] = max(self.peaks.per_gpu.get(i, 0), used)
         self.peaks.rss_bytes = max(self.peaks.rss_bytes, rss)
         self.peaks.gpu_bytes = max(self.peaks.gpu_bytes, gpu)
         self.peaks.samples += 1

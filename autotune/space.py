@@ -261,8 +261,12 @@ class SearchSpace(BaseModel):
         return out
 
     def fingerprint(self) -> str:
-        """Identifies what a study measures; a study is never continued with another space."""
-        blob = json.dumps(self.model_dump(mode="json", exclude={"description"}), sort_keys=True)
+        """Identifies what a study measures; a study is never continued with another space.
+
+        Only what the file sets counts (defaults are left out), so a newer autotune that adds
+        a field with a default does not orphan existing studies."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"description"},
+                                          exclude_defaults=True), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

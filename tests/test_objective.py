@@ -138,6 +138,7 @@ def test_gpu_memory_comes_from_the_probe_when_gpus_are_used(tmp_path: Path) -> N
     r = run_trial(TrialParams(), s, tmp_path / "t3")
     assert r.status == "ok"
     assert r.metrics["peak_gpu_memory_bytes"] == 7 * 2**30
+    assert r.metrics["peak_gpu0_memory_bytes"] == 7 * 2**30
     assert r.metrics["peak_memory_bytes"] == 7 * 2**30
 
 

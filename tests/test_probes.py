@@ -61,11 +61,13 @@ def test_process_tree_rss_counts_children(tmp_path: Path) -> None:
 
 def test_sampler_keeps_peaks() -> None:
     readings = iter([1, 5, 3, 2] + [0] * 1000)
-    probe = FakeProbe(gpu_used=lambda idx: 10 * len(idx), rss=lambda pid: next(readings))
+    probe = FakeProbe(gpu_used=lambda idx: sum(10 * (i + 1) for i in idx),
+                      rss=lambda pid: next(readings))
     with MemorySampler(probe, os.getpid(), gpu_indices=(0, 1), interval_s=0.01) as m:
         time.sleep(0.1)
     assert m.peaks.rss_bytes == 5
-    assert m.peaks.gpu_bytes == 20
+    assert m.peaks.gpu_bytes == 30
+    assert m.peaks.per_gpu == {0: 10, 1: 20}
     assert m.peaks.samples >= 4
 
 

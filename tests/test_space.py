@@ -111,6 +111,10 @@ def test_fingerprint_changes_with_what_is_measured() -> None:
     d = parse_space(space(args={"max-num-seqs": {"type": "int", "low": 1, "high": 8}},
                           workload={"concurrency": 3}))
     assert a.fingerprint() == c.fingerprint()
+    explicit_default = parse_space(space(args={"max-num-seqs": {"type": "int", "low": 1,
+                                                                 "high": 8}},
+                                         workload={"concurrency": 3, "repeats": 1}))
+    assert explicit_default.fingerprint() == d.fingerprint()
     assert len({a.fingerprint(), b.fingerprint(), d.fingerprint()}) == 3
 
 
