@@ -294,7 +294,9 @@ async def _unless_dead(work: Coroutine[Any, Any, list[RequestSample]],
 async def _run(target: Target, w: Workload, p: Plan, watch_s: float | None,
                alive: Callable[[], bool] | None) -> list[LevelRun]:
     levels = w.load_levels()
-    biggest = max((lv.concurrency or lv.max_concurrency or 0) for lv in levels)
+    # the connection pool never throttles a level: unbounded if any rate level is unbounded
+    bounds = [lv.concurrency or lv.max_concurrency for lv in levels]
+    biggest = 0 if any(b is None for b in bounds) else max(b for b in bounds if b is not None)
     connector = aiohttp.TCPConnector(limit=biggest or 0, limit_per_host=biggest or 0,
                                      ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=w.request_timeout_s, connect=10)

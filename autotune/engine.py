@@ -223,6 +223,14 @@ class VllmServer:
     def log_tail(self, max_bytes: int = 4000) -> str:
         return tail(self.log_path, max_bytes)
 
+    def log_head(self, max_bytes: int = 1_000_000) -> str:
+        """The start-up part of the log (the access log that follows can be long)."""
+        try:
+            with self.log_path.open("rb") as f:
+                return f.read(max_bytes).decode(errors="replace")
+        except OSError:
+            return ""
+
     def wait_ready(self) -> None:
         assert self.proc is not None
         deadline = self._t0 + self.startup_timeout_s

@@ -131,7 +131,7 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path) -> TrialR
                     FailureReason.OOM_UNDER_LOAD if oom else FailureReason.DIED_DURING_BENCHMARK,
                     "server exited while the workload ran"
                     + (" (out of memory)" if oom else ""), text)
-            log_text = server.log_tail(2_000_000)
+            log_text = server.log_head()
             startup_s = server.startup_s or 0.0
     except TrialFailure as f:
         log.info("trial failed: %s", f)
