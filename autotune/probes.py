@@ -147,13 +147,16 @@ class MemoryBaseline:
         return cls(gpu_used=probe.gpu_memory_used(gpu_indices) if gpu_indices else 0,
                    host_available=probe.host_memory_available(),
                    gpu_tolerance=max(512 * 2**20, gpu_total // 50),
-                   host_tolerance=max(2**30, host_total // 20))
+                   # other processes on the host come and go: only a large gap counts
+                   host_tolerance=max(2 * 2**30, host_total // 10))
 
 
 def wait_for_memory(probe: Probe, baseline: MemoryBaseline, gpu_indices: Sequence[int],
                     timeout_s: float, poll_s: float = 0.5) -> str | None:
     """Wait until memory is back to the baseline; return why not at the deadline, else None."""
-    deadline = time.monotonic() + timeout_s
+    t0 = time.monotonic()
+    deadline = t0 + timeout_s
+    warned = False
     while True:
         gpu = probe.gpu_memory_used(gpu_indices) if gpu_indices else 0
         host = probe.host_memory_available()
@@ -168,6 +171,10 @@ def wait_for_memory(probe: Probe, baseline: MemoryBaseline, gpu_indices: Sequenc
             return None
         if time.monotonic() >= deadline:
             return "; ".join(problems) + f" after waiting {timeout_s:.0f} s"
+        if not warned and time.monotonic() - t0 > 5:
+            log.warning("waiting for memory to come back before the next trial: %s",
+                        "; ".join(problems))
+            warned = True
         time.sleep(poll_s)
 
 

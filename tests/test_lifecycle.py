@@ -32,11 +32,16 @@ def cli(work: Path, trials: int) -> subprocess.Popen[str]:
         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(cond: Callable[[], bool], timeout: float, what: str,
+             proc: subprocess.Popen[str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            out = ""
+            if proc is not None:
+                proc.kill()
+                out = proc.communicate()[0]
+            raise AssertionError(f"timed out waiting for {what}; tuner said:\n{out}")
         time.sleep(0.1)
 
 
@@ -85,7 +90,7 @@ def test_sigkill_mid_study_then_resume(tmp_path: Path) -> None:
         "server.log"
     try:
         wait_for(lambda: log.exists() and "Starting vLLM server" in log.read_text()
-                 and bool(servers_of(proc)), 60, "the third trial's server to serve")
+                 and bool(servers_of(proc)), 120, "the third trial's server to serve", proc)
         servers = servers_of(proc)
         proc.kill()  # SIGKILL: no handler, no finally, no atexit in the tuner
         proc.wait()
@@ -122,7 +127,7 @@ def test_interrupt_stops_the_server_and_requeues_the_candidate(tmp_path: Path,
         "server.log"
     try:
         wait_for(lambda: log.exists() and "Starting vLLM server" in log.read_text()
-                 and bool(servers_of(proc)), 60, "the second trial's server to serve")
+                 and bool(servers_of(proc)), 120, "the second trial's server to serve", proc)
         servers = servers_of(proc)
         os.kill(proc.pid, sig)
         out, _ = proc.communicate(timeout=60)
