@@ -131,7 +131,7 @@ def run(cfg: RunConfig, probe: Probe | None = None,
     api_key = secrets.token_urlsafe(16)
     run_dir = cfg.runs_dir / name
     setup = TrialSetup(model=model.path, launcher=launcher, workload=space.workload,
-                       engine=space.engine, probe=probe, out_dir=run_dir,
+                       engine=space.engine, probe=probe,
                        base_args=dict(model.args),
                        gpu_indices=tuple(g.index for g in hardware.gpus), api_key=api_key,
                        objective_level=space.objective.level,

@@ -144,7 +144,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
                   flush=True)
 
     outcome = run(cfg, on_trial=on_trial, on_ready=lambda s: print(s, flush=True))
-    metric = outcome.study.user_attrs.get("metric") or _objective_metric(cfg)
+    metric = outcome.study.user_attrs.get("metric", "output_throughput")
     header, rows = summary_rows(outcome.study, metric)
     print()
     print(table(rows, header))
@@ -158,16 +158,6 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if outcome.note:
         print(outcome.note)
     return 0
-
-
-def _objective_metric(cfg: Any) -> str:
-    from autotune.app import default_space_path
-    from autotune.space import load_space
-
-    try:
-        return load_space(cfg.space_path or default_space_path(cfg.target)).objective.metric
-    except AutotuneError:
-        return "output_throughput"
 
 
 def cmd_validate(ns: argparse.Namespace) -> int:

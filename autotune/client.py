@@ -213,13 +213,11 @@ class _Driver:
 
             await asyncio.gather(*(worker() for _ in range(min(concurrency, len(sessions)))))
         else:
-            limit = asyncio.Semaphore(rate_limit) if rate_limit else None
+            # unbounded unless the level sets max_concurrency
+            limit = asyncio.Semaphore(rate_limit or max(1, len(sessions)))
             t0 = time.perf_counter()
 
             async def launch(i: int) -> None:
-                if limit is None:
-                    results[i] = await self.session(sessions[i])
-                    return
                 async with limit:
                     results[i] = await self.session(sessions[i])
 

@@ -53,7 +53,6 @@ class TrialSetup:
     workload: Workload
     engine: EngineSettings
     probe: Probe
-    out_dir: Path
     base_args: dict[str, Any] = field(default_factory=dict)
     base_env: dict[str, str] = field(default_factory=dict)
     gpu_indices: tuple[int, ...] = ()

@@ -16,7 +16,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.errors import AutotuneError, EnvironmentFailure, FailureReason, UserError
-from autotune.objective import OK_CONSTRAINT, TrialResult, score
+from autotune.objective import TrialResult, score
 from autotune.space import SearchSpace, TrialParams, suggest
 
 log = logging.getLogger(__name__)
@@ -197,4 +197,4 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     return (max if maximize else min)(ok, key=lambda t: t.value if t.value is not None else 0.0)
 
 
-__all__ = ["OK_CONSTRAINT", "StudyConfig", "TrialReport", "best_trial", "counted_trials", "tune"]
+__all__ = ["StudyConfig", "TrialReport", "best_trial", "counted_trials", "tune"]

@@ -41,7 +41,7 @@ def setup(tiny_model: Path, tmp_path: Path, **workload: object) -> TrialSetup:
                                  "output_tokens": 8, "warmup_requests": 0, **workload})
     return TrialSetup(model=str(tiny_model), launcher=REAL_LAUNCHER, workload=w,
                       engine=EngineSettings(startup_timeout_s=300, stop_timeout_s=20),
-                      probe=FakeProbe(), out_dir=tmp_path, base_args=dict(BASE), api_key="k")
+                      probe=FakeProbe(), base_args=dict(BASE), api_key="k")
 
 
 def test_bad_flag_fails_as_invalid_args(tiny_model: Path, tmp_path: Path) -> None:

@@ -45,6 +45,14 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str,
         time.sleep(0.1)
 
 
+def wait_until_serving(work: Path, proc: subprocess.Popen[str], trial: int) -> None:
+    """Until trial `trial`'s server (its parameters chosen) is up and serving."""
+    log = work / "autotune-runs" / "cpu.builtin-tiny-qwen3.lifecycle" / f"trial-{trial:04d}" / \
+        "server.log"
+    wait_for(lambda: log.exists() and "Starting vLLM server" in log.read_text()
+             and bool(servers_of(proc)), 120, f"trial {trial}'s server to serve", proc)
+
+
 def servers_of(proc: subprocess.Popen[str]) -> list[psutil.Process]:
     try:
         kids = psutil.Process(proc.pid).children(recursive=True)
@@ -86,11 +94,8 @@ def completed(work: Path) -> int:
 
 def test_sigkill_mid_study_then_resume(tmp_path: Path) -> None:
     proc = cli(tmp_path, trials=4)
-    log = tmp_path / "autotune-runs" / "cpu.builtin-tiny-qwen3.lifecycle" / "trial-0002" / \
-        "server.log"
     try:
-        wait_for(lambda: log.exists() and "Starting vLLM server" in log.read_text()
-                 and bool(servers_of(proc)), 120, "the third trial's server to serve", proc)
+        wait_until_serving(tmp_path, proc, 2)
         servers = servers_of(proc)
         proc.kill()  # SIGKILL: no handler, no finally, no atexit in the tuner
         proc.wait()
@@ -123,11 +128,8 @@ def test_sigkill_mid_study_then_resume(tmp_path: Path) -> None:
 def test_interrupt_stops_the_server_and_requeues_the_candidate(tmp_path: Path,
                                                                sig: signal.Signals) -> None:
     proc = cli(tmp_path, trials=3)
-    log = tmp_path / "autotune-runs" / "cpu.builtin-tiny-qwen3.lifecycle" / "trial-0001" / \
-        "server.log"
     try:
-        wait_for(lambda: log.exists() and "Starting vLLM server" in log.read_text()
-                 and bool(servers_of(proc)), 120, "the second trial's server to serve", proc)
+        wait_until_serving(tmp_path, proc, 1)
         servers = servers_of(proc)
         os.kill(proc.pid, sig)
         out, _ = proc.communicate(timeout=60)

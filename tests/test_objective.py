@@ -73,7 +73,7 @@ def setup(tmp_path: Path, **workload: object) -> TrialSetup:
                                  "output_tokens": 5, "warmup_requests": 1, **workload})
     return TrialSetup(model="fake-model", launcher=FAKE_LAUNCHER, workload=w,
                       engine=EngineSettings(startup_timeout_s=15, stop_timeout_s=5),
-                      probe=FakeProbe(), out_dir=tmp_path, api_key="k")
+                      probe=FakeProbe(), api_key="k")
 
 
 def test_run_trial_against_stand_in(tmp_path: Path) -> None:

@@ -145,4 +145,5 @@ def test_rate_level_is_not_throttled_by_a_concurrency_level(server: VllmServer) 
     runs = run_workload(Target(server.base_url, KEY), w, plan(w), watch_metrics_s=0.02)
     assert all(s.ok for s in runs[1].samples)
     assert (runs[0].server.peak_requests_running or 0) <= 1
-    assert (runs[1].server.peak_requests_running or 0) >= 4
+    # more than one running at once is impossible through a pool of one connection
+    assert (runs[1].server.peak_requests_running or 0) >= 2
