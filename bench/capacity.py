@@ -38,13 +38,14 @@ def main() -> None:
             assert a["failed"] == 0 and v["completed"] == ns.requests
             print(f"round {r + 1}: vllm {theirs[-1]:.0f} req/s, autotune {ours[-1]:.0f} req/s",
                   flush=True)
-    v, a = median(theirs), median(ours)
+    mv, ma = median(theirs), median(ours)
     print()
     print(f"stand-in server streaming instantly, {ns.requests} requests x {ns.rounds} rounds, "
           f"concurrency {ns.concurrency}, {ns.output_len} tokens per response")
-    print(f"vllm bench client:   {v:8.0f} req/s")
-    print(f"autotune client:     {a:8.0f} req/s")
-    print(f"ratio autotune/vllm: {a / v:8.2f} ({'>= 1: OK' if a >= v else '< 1: client-bound'})")
+    print(f"vllm bench client:   {mv:8.0f} req/s")
+    print(f"autotune client:     {ma:8.0f} req/s")
+    print(f"ratio autotune/vllm: {ma / mv:8.2f} "
+          f"({'>= 1: OK' if ma >= mv else '< 1: client-bound'})")
 
 
 if __name__ == "__main__":

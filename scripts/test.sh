@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/ruff check autotune tests bench
-.venv/bin/mypy autotune
+.venv/bin/mypy autotune bench
 exec .venv/bin/python -m pytest "$@"
