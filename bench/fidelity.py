@@ -44,6 +44,7 @@ from typing import Any
 from bench._common import FAKE, REAL, autotune_client, median, server, vllm_client, vllm_prompts
 
 METRICS = ("median_ttft_ms", "median_tpot_ms", "output_throughput")
+SENT = ("completed", "total_input_tokens", "total_output_tokens")  # the load, per round
 
 
 @dataclass
@@ -169,8 +170,8 @@ def main() -> None:
         args = {"max-num-seqs": ns.concurrency, "fake-tpot-ms": 5, "max-model-len": 4096}
         if ns.server_cpus:
             launcher = ("taskset", "-c", ns.server_cpus, *FAKE)
-    ours: dict[str, list[float]] = {m: [] for m in METRICS}
-    theirs: dict[str, list[float]] = {m: [] for m in METRICS}
+    ours: dict[str, list[float]] = {m: [] for m in METRICS + SENT}
+    theirs: dict[str, list[float]] = {m: [] for m in METRICS + SENT}
     with server(launcher, args, env, log) as (s, model):
         dataset = None
         if ns.prompts == "vllm":
@@ -182,7 +183,7 @@ def main() -> None:
         clients.autotune(16, ns.concurrency)
         for r in range(ns.rounds):
             v, a = side_by_side(clients) if ns.mode == "side-by-side" else alternate(clients, r)
-            for m in METRICS:
+            for m in METRICS + SENT:
                 theirs[m].append(float(v[m]))
                 ours[m].append(float(a[m]))
             print(f"round {r + 1}: " + ", ".join(
@@ -203,6 +204,8 @@ def main() -> None:
         worst = max(worst, abs(ma / mv - 1))
         print(f"{m:<20}{mv:>12.2f}{ma:>12.2f}{ma / mv:>8.3f}{median(per_round):>28.3f}"
               f"{per_round[0]:>9.2f}-{per_round[-1]:.2f}")
+    print("load per round, vllm bench / autotune (the same prompts give the same totals): "
+          + ", ".join(f"{m} {median(theirs[m]):.0f} / {median(ours[m]):.0f}" for m in SENT))
     print(f"largest deviation (ratio of medians): {worst:.1%} "
           f"({'within' if worst <= 0.05 else 'OUTSIDE'} 5%)")
 

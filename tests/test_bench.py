@@ -36,6 +36,13 @@ def test_fidelity_bench_compares_both_clients_on_the_stand_in() -> None:
     assert vllm_tpot == pytest.approx(5.0, rel=0.3)
     assert our_tpot == pytest.approx(vllm_tpot, rel=0.1)
     assert "largest deviation" in out
+    # the same load: autotune sent vLLM's prompts and output lengths
+    load = re.search(r"^load per round.*: completed (\d+) / (\d+), total_input_tokens (\d+) / "
+                     r"(\d+), total_output_tokens (\d+) / (\d+)$", out, re.M)
+    assert load, out
+    assert load[1] == load[2] == "16"
+    assert int(load[3]) > 0 and load[3] == load[4]
+    assert int(load[5]) > 0 and load[5] == load[6]
 
 
 def test_capacity_bench_reports_both_rates() -> None:
