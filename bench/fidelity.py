@@ -5,11 +5,12 @@ median TTFT, median TPOT and output throughput of each, and the ratios (autotune
 target is agreement within 5%.
 
 The same load: by default autotune sends the very prompts and output lengths vLLM's client
-sends (its random dataset, seed 0, exported as an autotune JSONL dataset). Lengths vary by
-+-50% (--range-ratio): with fixed lengths, requests that start together also finish together,
-each client's requests move in lock-step waves, and in a side-by-side run one client's wave
-keeps arriving just after the other's, while the server is busy with that prefill (seen: a
-steady 10-15% TTFT gap that is the load's shape, not the measurement).
+sends (its random dataset, seed 0, exported as an autotune JSONL dataset), and the totals each
+client sent are printed. Lengths vary by +-50% (--range-ratio): with fixed lengths, requests
+that start together finish together, each client's requests move in lock-step waves, and side
+by side one client's waves can keep arriving at a worse moment of the server's step cycle
+than the other's for a whole round. Seen with --range-ratio 0: TTFT ratio 0.79 (0.65-0.96 per
+round) while TPOT and throughput agreed within 3.5%.
 
 --mode side-by-side (default) runs both at the same time, each in its own process with half
 the concurrency, so they measure the same server state: on a 2-core machine the server's
@@ -18,10 +19,10 @@ round-to-round swings are larger than 5%, and only a side-by-side run cancels th
 
 The load generators must not compete with the server for CPU: by default the server is pinned
 to all CPUs but the last and both clients to the last. Sharing the 2 cores of the CI machine
-with a saturated server, each client's timestamps are delayed whenever the scheduler preempts
-it, and vLLM's client, which does more work between taking its start time and sending, read
-TTFT 10-15% higher than autotune's in every round. Pinned, the per-round ratios of
-autotune's TTFT, TPOT and throughput to vLLM's stay within 0.93-1.04, 0.98-1.01 and 0.98-1.01.
+with a saturated server, a client's timestamps are delayed whenever the scheduler preempts it,
+and vLLM's client does more between taking its start time and sending (aiohttp's trust_env
+lookups, two worker-thread hops per request; see --vllm-no-trust-env): unpinned, autotune's
+TTFT read 0.73-0.94 of vLLM's in every round; pinned, 0.95-1.05.
 
 The server runs with OMP_NUM_THREADS=1 by default: with VLLM_CPU_OMP_THREADS_BIND=nobind on 2
 cores vLLM keeps two OpenMP threads that spin on both cores and starve the API server and the
@@ -145,7 +146,8 @@ def main() -> None:
                     help="OMP_NUM_THREADS of the server ('' leaves it unset)")
     ap.add_argument("--vllm-no-trust-env", action="store_true",
                     help="run vLLM's client with aiohttp's trust_env off: its per-request "
-                         "proxy/.netrc lookups add about 1 ms to each of its TTFTs here")
+                         ".netrc and proxy lookups (each in a worker thread) add about 1 ms "
+                         "to each of its TTFTs on the stand-in here")
     last = (os.cpu_count() or 1) - 1
     ap.add_argument("--server-cpus", default=f"0-{last - 1}" if last else "",
                     help="pin the server (all its processes) to these CPUs ('' = no pinning; "
