@@ -128,7 +128,7 @@ def run(cfg: RunConfig, probe: Probe | None = None,
 
     name = cfg.study or study_name(cfg.target, cfg.model, space)
     launcher = cfg.launcher or default_launcher()
-    api_key = secrets.token_urlsafe(16)
+    api_key = secrets.token_hex(16)
     run_dir = cfg.runs_dir / name
     setup = TrialSetup(model=model.path, launcher=launcher, workload=space.workload,
                        engine=space.engine, probe=probe,

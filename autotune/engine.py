@@ -88,7 +88,8 @@ def build_command(spec: ServerSpec) -> list[str]:
         argv += option_argv(name, value)
     argv += ["--host", spec.host, "--port", str(spec.port)]
     if spec.api_key:
-        argv += ["--api-key", spec.api_key]
+        # one word, so a key that starts with "-" is not taken for an option
+        argv.append(f"--api-key={spec.api_key}")
     return argv
 
 
@@ -103,8 +104,10 @@ def build_env(spec: ServerSpec, base: Mapping[str, str]) -> dict[str, str]:
 def redact(argv: Sequence[str]) -> list[str]:
     """The argv with the API key hidden, for logs and trial records."""
     out = list(argv)
-    for i, word in enumerate(out[:-1]):
-        if word == "--api-key":
+    for i, word in enumerate(out):
+        if word.startswith("--api-key="):
+            out[i] = "--api-key=***"
+        elif word == "--api-key" and i + 1 < len(out):
             out[i + 1] = "***"
     return out
 

@@ -39,11 +39,13 @@ def test_build_command_for_both_launchers() -> None:
     assert build_command(spec) == [
         "python", "-m", "vllm.entrypoints.openai.api_server", "--model", "m",
         "--max-num-seqs", "4", "--enforce-eager", "--host", "127.0.0.1", "--port", "1234",
-        "--api-key", "k"]
+        "--api-key=k"]
     serve = ServerSpec(model="Qwen/Qwen3-0.6B", args={}, port=1, launcher=("vllm", "serve"))
     assert build_command(serve)[:3] == ["vllm", "serve", "Qwen/Qwen3-0.6B"]
-    assert "--api-key" not in build_command(serve)
-    assert redact(build_command(spec))[-1] == "***"
+    assert not any(w.startswith("--api-key") for w in build_command(serve))
+    assert redact(build_command(spec))[-1] == "--api-key=***"
+    assert redact(["x", "--api-key", "-k", "--port", "1"]) == ["x", "--api-key", "***", "--port",
+                                                               "1"]
 
 
 def test_build_env_overlays_space_env_and_pins_gpu_order() -> None:

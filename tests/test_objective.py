@@ -91,7 +91,7 @@ def test_run_trial_against_stand_in(tmp_path: Path) -> None:
     assert m["kv_cache_tokens"] > 0
     assert m["num_preemptions"] == 0
     assert m["peak_requests_running"] >= 1
-    assert "--api-key" in r.command and "k" not in r.command
+    assert "--api-key=***" in r.command and "--api-key=k" not in r.command
 
 
 def test_run_trial_records_startup_failure(tmp_path: Path) -> None:

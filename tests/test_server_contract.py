@@ -20,7 +20,7 @@ from autotune.probes import MemorySampler, SystemProbe
 from autotune.workload import Workload, plan
 from tests.conftest import FAKE_LAUNCHER, REAL_LAUNCHER
 
-KEY = "contract-key"
+KEY = "-contract-key"  # a leading dash, as a random key may have: it must not read as an option
 MAX_LEN = 512
 
 
