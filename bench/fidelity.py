@@ -148,12 +148,13 @@ def main() -> None:
                     help="run vLLM's client with aiohttp's trust_env off: its per-request "
                          ".netrc and proxy lookups (each in a worker thread) add about 1 ms "
                          "to each of its TTFTs on the stand-in here")
-    last = (os.cpu_count() or 1) - 1
-    ap.add_argument("--server-cpus", default=f"0-{last - 1}" if last else "",
+    usable = sorted(os.sched_getaffinity(0))  # the CPUs this process may use (cgroups too)
+    two = len(usable) >= 2
+    ap.add_argument("--server-cpus", default=",".join(map(str, usable[:-1])) if two else "",
                     help="pin the server (all its processes) to these CPUs ('' = no pinning; "
-                         "default: all but the last)")
-    ap.add_argument("--client-cpus", default=str(last) if last else "",
-                    help="pin both clients to these CPUs (default: the last)")
+                         "default: all usable CPUs but the last)")
+    ap.add_argument("--client-cpus", default=str(usable[-1]) if two else "",
+                    help="pin both clients to these CPUs (default: the last usable one)")
     ns = ap.parse_args()
     if ns.client_cpus:
         os.sched_setaffinity(0, _cpus(ns.client_cpus))
