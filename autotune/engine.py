@@ -251,13 +251,10 @@ class VllmServer:
                     # Fail as soon as the log says so, not when the process gets round to dying.
                     raise TrialFailure(FailureReason.OOM_AT_STARTUP,
                                        "server reported insufficient memory", text)
-                try:
-                    if http.get(f"{self.base_url}/health").status_code == 200:
-                        self.startup_s = time.monotonic() - self._t0
-                        log.info("server ready in %.1f s", self.startup_s)
-                        return
-                except httpx.HTTPError:
-                    pass
+                if self._answers_health(http):
+                    self.startup_s = time.monotonic() - self._t0
+                    log.info("server ready in %.1f s", self.startup_s)
+                    return
                 if time.monotonic() >= deadline:
                     raise TrialFailure(FailureReason.STARTUP_TIMEOUT,
                                        f"not healthy after {self.startup_timeout_s:.0f} s",
@@ -271,17 +268,21 @@ class VllmServer:
         """Alive and answering /health. A server whose engine died may linger a few seconds
         refusing work before it exits: wait up to `wait_s` for either to settle."""
         deadline = time.monotonic() + wait_s
-        while True:
-            if not self.alive():
-                return False
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=2.0).status_code == 200:
+        with httpx.Client(timeout=2.0) as http:
+            while True:
+                if not self.alive():
+                    return False
+                if self._answers_health(http):
                     return True
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.25)
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.25)
+
+    def _answers_health(self, http: httpx.Client) -> bool:
+        try:
+            return http.get(f"{self.base_url}/health").status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop(self) -> None:
         """SIGTERM the whole group, then SIGKILL what is left, including strays outside it."""
