@@ -1,0 +1,116 @@
+"""Pure: the confirmation round's decision, from figures measured side by side.
+
+Each arm (vLLM's defaults, the current profile, the search's finalists) was measured in R
+interleaved rounds, a fresh server each time, so round i of every arm saw the same state of
+the machine. A challenger beats the reference (the current profile if there is one, else vLLM's
+defaults) only *beyond noise*: the 95% interval of its paired ratio to the reference, the very
+interval the profile reports, must lie wholly on the better side of 1 (+- `min_gain`). That is
+a one-sided test at 2.5%; with m challengers each interval is taken at 1 - 0.05/m (Bonferroni),
+so the chance that any of them wins on noise alone stays under 2.5% (the target is 5%; the
+margin covers real noise being less tidy than a t distribution: bench/verdicts.py measures it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from autotune.stats import Estimate, mean_interval, paired_ratio
+
+Role = Literal["baseline", "incumbent", "finalist"]
+Direction = Literal["maximize", "minimize"]
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class ArmFigures:
+    """One arm's objective in each confirmation round (None: that round failed)."""
+
+    name: str
+    role: Role
+    values: tuple[float | None, ...]
+    failure: str | None = None  # why a round failed, if one did
+
+    @property
+    def ok(self) -> bool:
+        return all(v is not None and not math.isnan(v) for v in self.values) and bool(
+            self.values)
+
+
+class Comparison(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    challenger: str
+    reference: str
+    ratio: Estimate  # challenger / reference, 95% interval
+    decision_interval: Estimate  # the same at the Bonferroni-adjusted level the rule uses
+    beats: bool
+
+
+class Verdict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reference: str
+    winner: str | None
+    rounds: int
+    level: float  # the confidence level of each decision interval
+    min_gain: float
+    comparisons: list[Comparison]
+    summary: str
+
+
+def _better(ratio: Estimate, direction: Direction, min_gain: float) -> bool:
+    if ratio.low is None or ratio.high is None or ratio.n < 2:
+        return False
+    if direction == "maximize":
+        return ratio.low > 1.0 + min_gain
+    return ratio.high < 1.0 - min_gain
+
+
+def decide(arms: Sequence[ArmFigures], direction: Direction, min_gain: float = 0.0
+           ) -> Verdict:
+    """Which arm the run should keep. Arms that failed any round cannot win."""
+    by_role = {a.role: a for a in arms if a.role != "finalist"}
+    rounds = max((len(a.values) for a in arms), default=0)
+    reference = next((a for a in (by_role.get("incumbent"), by_role.get("baseline"))
+                      if a is not None and a.ok), None)
+    eligible = [a for a in arms if a.ok and a is not reference]
+    if reference is None:
+        # nothing to compare against: the best arm that served every round, stated as such
+        if not eligible:
+            return Verdict(reference="-", winner=None, rounds=rounds, level=1 - ALPHA,
+                           min_gain=min_gain, comparisons=[],
+                           summary="no arm met every constraint in every confirmation "
+                                   "round")
+        pick = (max if direction == "maximize" else min)(
+            eligible, key=lambda a: mean_interval(a.values).value)
+        return Verdict(reference="-", winner=pick.name, rounds=rounds, level=1 - ALPHA,
+                       min_gain=min_gain, comparisons=[],
+                       summary=f"{pick.name} wins by default: neither the current profile nor "
+                               "vLLM's defaults met every constraint in every round, so no "
+                               "gain can be stated")
+    level = 1 - ALPHA / max(1, len(eligible))
+    comparisons = []
+    for a in eligible:
+        decision = paired_ratio(a.values, reference.values, level=level)
+        comparisons.append(Comparison(
+            challenger=a.name, reference=reference.name,
+            ratio=paired_ratio(a.values, reference.values), decision_interval=decision,
+            beats=_better(decision, direction, min_gain)))
+    beaters = [c for c in comparisons if c.beats]
+    if not beaters:
+        what = "the current profile" if reference.role == "incumbent" else "vLLM's defaults"
+        summary = (f"nothing beat {what} beyond noise in {rounds} interleaved rounds: "
+                   f"keeping {reference.name}")
+        return Verdict(reference=reference.name, winner=reference.name, rounds=rounds,
+                       level=level, min_gain=min_gain, comparisons=comparisons,
+                       summary=summary)
+    best = (max if direction == "maximize" else min)(beaters, key=lambda c: c.ratio.value)
+    summary = (f"{best.challenger} beats {reference.name} beyond noise: "
+               f"x{best.ratio.describe(3)} over {rounds} interleaved rounds")
+    return Verdict(reference=reference.name, winner=best.challenger, rounds=rounds,
+                   level=level, min_gain=min_gain, comparisons=comparisons, summary=summary)
