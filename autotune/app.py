@@ -1,9 +1,7 @@
-"""Wire one `autotune run`: validate every input, then tune, then write the profile."""
+"""Wire one `autotune run`: check every input, search, confirm side by side, write the profile."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -14,204 +12,171 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from autotune import __version__
+from autotune.conclude import conclude
+from autotune.confirm import Arm, Confirmation, RoundCallback, confirm, distinct
 from autotune.engine import default_launcher, vllm_version
 from autotune.errors import ConfigError
-from autotune.models import resolve_model
-from autotune.objective import TrialResult, TrialSetup, run_trial
-from autotune.probes import MemoryBaseline, Probe, SystemProbe, detect_hardware
-from autotune.profile import (
-    Profile,
-    ProfileMeta,
-    model_slug,
-    profile_path,
-    read_profile,
-    write_profile,
-)
-from autotune.space import (
-    CategoricalParam,
-    FloatParam,
-    IntParam,
-    SearchSpace,
-    TrialParams,
-    load_space,
-    resolve,
-)
-from autotune.tuner import StudyConfig, TrialCallback, best_trial, tune
-from autotune.workload import load_workload
+from autotune.identity import identity_digest, study_identity
+from autotune.incumbent import Incumbent, find_incumbent
+from autotune.inputs import RunConfig, option_values, prepare
+from autotune.objective import PruneCheck, TrialResult, TrialSetup, run_trial
+from autotune.probes import MemoryBaseline, Probe, SystemProbe
+from autotune.profile import model_slug, profile_path
+from autotune.records import write_json
+from autotune.space import SearchSpace, TrialParams, baseline_params, resolve
+from autotune.trials import best_trial, feasible, finalists, is_baseline
+from autotune.tuner import StudyConfig, StudyMismatch, TrialCallback, tune
 
 log = logging.getLogger(__name__)
 
-SPACES_DIRS = (
-    Path(__file__).resolve().parent / "search_spaces",  # installed wheel
-    Path(__file__).resolve().parent.parent / "search_spaces",  # source checkout
-)
-
-
-def default_space_path(target: str) -> Path:
-    name = "cpu.yaml" if target == "cpu" else "default.yaml"
-    for d in SPACES_DIRS:
-        if (d / name).is_file():
-            return d / name
-    return SPACES_DIRS[-1] / name
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    target: str
-    model: str
-    space_path: Path | None = None
-    workload_path: Path | None = None
-    trials: int = 10
-    timeout_s: float | None = None
-    storage: str = "sqlite:///autotune.db"
-    study: str | None = None
-    profiles_dir: Path = Path("profiles")
-    runs_dir: Path = Path("autotune-runs")
-    devices: tuple[int, ...] = ()
-    launcher: tuple[str, ...] | None = None
-    verify_options: bool = True
+BASELINE_NAME = "vLLM defaults"
+INCUMBENT_NAME = "current profile"
 
 
 @dataclass
 class RunOutcome:
     study: optuna.Study
-    best: FrozenTrial | None
+    best: FrozenTrial | None  # the search's best (its own figures: one server start)
+    confirmation: Confirmation | None = None
     profile_path: Path | None = None
     profile_written: bool = False
+    decided: bool = False  # a verdict was reached: a profile written, or one kept
     note: str = ""
     results: dict[int, TrialResult] = field(default_factory=dict)
 
-
-def option_values(space: SearchSpace, base_args: dict[str, Any]) -> dict[str, list[Any]]:
-    """Every value each vLLM option may take in this space, for checking before any start."""
-    out: dict[str, list[Any]] = {k: [v] for k, v in base_args.items()}
-    for name, spec in space.args.items():
-        if isinstance(spec, (IntParam, FloatParam)):
-            out[name] = [spec.low, spec.high]
-        elif isinstance(spec, CategoricalParam):
-            out[name] = list(spec.choices)
-        else:
-            out[name] = [spec]
-    return out
+    @property
+    def saved_s(self) -> float:
+        """Measuring time that stopping hopeless candidates early saved (estimated)."""
+        return sum(r.saved_s for r in self.results.values() if r.status == "pruned")
 
 
 def study_name(target: str, model: str, space: SearchSpace) -> str:
     return f"{target}.{model_slug(model)}.{space.name}"
 
 
-def prepare(cfg: RunConfig, probe: Probe) -> tuple[SearchSpace, Path, Any, Any]:
-    """All user-input checks, in the order a user would fix them. Starts no server."""
-    if cfg.trials < 1:
-        raise ConfigError("--trials", None, "must be at least 1")
-    space_path = cfg.space_path or default_space_path(cfg.target)
-    workload = load_workload(cfg.workload_path) if cfg.workload_path else None
-    space = load_space(space_path, workload)
-    hardware = detect_hardware(cfg.target, probe, cfg.devices)
-    model = resolve_model(cfg.model)
-    return space, space_path, hardware, model
-
-
 def run(cfg: RunConfig, probe: Probe | None = None,
         on_trial: TrialCallback | None = None,
-        on_ready: Callable[[str], None] | None = None) -> RunOutcome:
+        on_ready: Callable[[str], None] | None = None,
+        on_confirm: Callable[[list[Arm], int], None] | None = None,
+        on_round: RoundCallback | None = None) -> RunOutcome:
     probe = probe or SystemProbe()
-    space, space_path, hardware, model = prepare(cfg, probe)
+    inp = prepare(cfg, probe)
+    space, model = inp.space, inp.model
     clash = sorted(set(model.args) & set(space.args))
     if clash:
-        raise ConfigError(str(space_path), f"args.{clash[0]}",
+        raise ConfigError(str(inp.space_path), f"args.{clash[0]}",
                           f"is set by the built-in model {cfg.model}")
     if cfg.verify_options:
         from autotune.vllm_args import check_options
 
-        check_options(option_values(space, model.args), str(space_path))
+        check_options(option_values(space, model.args), str(inp.space_path))
+    path = profile_path(cfg.profiles_dir, cfg.target, cfg.model)
+    incumbent = find_incumbent(path, inp.hardware.describe(), model.args)
 
-    name = cfg.study or study_name(cfg.target, cfg.model, space)
+    identity = study_identity(cfg.model, model.path, inp.hardware, vllm_version(), space)
     launcher = cfg.launcher or default_launcher()
-    api_key = secrets.token_hex(16)
-    run_dir = cfg.runs_dir / name
-    setup = TrialSetup(model=model.path, launcher=launcher, workload=space.workload,
-                       engine=space.engine, probe=probe,
-                       base_args=dict(model.args),
-                       gpu_indices=tuple(g.index for g in hardware.gpus), api_key=api_key,
-                       objective_level=space.objective.level,
-                       baseline=MemoryBaseline.take(probe, [g.index for g in hardware.gpus]))
+    setup = TrialSetup(model=model.path, launcher=launcher, plan=inp.plan, engine=space.engine,
+                       probe=probe, base_args=dict(model.args),
+                       gpu_indices=tuple(g.index for g in inp.hardware.gpus),
+                       api_key=secrets.token_hex(16), objective_level=space.objective.level,
+                       objective_metric=space.objective.metric,
+                       baseline=MemoryBaseline.take(probe, [g.index for g in inp.hardware.gpus]))
     results: dict[int, TrialResult] = {}
-
-    def runner(params: TrialParams, number: int) -> TrialResult:
-        trial_dir = run_dir / f"trial-{number:04d}"
-        result = run_trial(params, setup, trial_dir)
-        (trial_dir / "result.json").write_text(json.dumps(
-            {"trial": number, "study": name, "model": cfg.model, "target": cfg.target,
-             "args": params.args, "workload": space.workload.model_dump(mode="json"),
-             **result.model_dump(mode="json")}, indent=2))
-        results[number] = result
-        return result
-
     attrs = {"target": cfg.target, "model": cfg.model, "space": space.name,
              "metric": space.objective.metric,
              "workload": space.workload.model_dump(mode="json")}
-    if on_ready:
-        on_ready(f"study {name!r} in {redact_url(cfg.storage)}; logs in {run_dir}")
-    study = tune(space, StudyConfig(cfg.storage, name, cfg.trials, cfg.timeout_s), runner,
-                 attrs, on_trial)
-    outcome = RunOutcome(study=study, best=best_trial(study), results=results)
-    if outcome.best is None:
+    study, name = _tune(cfg, space, identity, setup, results, attrs, on_trial, on_ready)
+    run_dir = cfg.runs_dir / name
+    outcome = RunOutcome(study=study, best=best_trial(study), results=results,
+                         profile_path=path)
+
+    arms = _arms(study, space, incumbent)
+    lone_infeasible_baseline = len(arms) == 1 and arms[0].role == "baseline" and not any(
+        is_baseline(t) and feasible(t) for t in study.trials)
+    if not arms or lone_infeasible_baseline:
         outcome.note = "no trial met every constraint: no profile written"
         return outcome
+    if len(arms) == 1:
+        conf = None  # nothing to compare with
+    else:
+        if on_confirm:
+            on_confirm(arms, space.confirm.rounds)
 
-    best = outcome.best
-    params = resolve(space, best.params)
-    settings = {"model": model.path, **model.args, **params.args}
-    meta = ProfileMeta(
-        autotune_version=__version__,
-        created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        target=cfg.target, model=cfg.model, hardware=hardware.describe(),
-        vllm_version=vllm_version(), space=space.name, space_fingerprint=space.fingerprint(),
-        workload=space.workload.model_dump(mode="json"), study=name, trial=best.number,
-        objective={"metric": space.objective.metric, "direction": space.objective.direction,
-                   "value": best.value},
-        metrics={k: v for k, v in best.user_attrs.get("metrics", {}).items() if v is not None},
-        env=dict(params.env),
-        serve=serve_prefix(default_launcher()),
-    )
-    path = profile_path(cfg.profiles_dir, cfg.target, cfg.model)
-    outcome.profile_path = path
-    keep, why = keep_existing(path, meta)
-    if keep:
-        outcome.note = why
-        return outcome
-    write_profile(Profile(settings=settings, meta=meta), path)
-    outcome.profile_written = True
-    outcome.note = why
+        def measure(params: TrialParams, where: str) -> TrialResult:
+            return _record(run_trial(params, setup, run_dir / where), run_dir / where,
+                           cfg, name, params, space)
+
+        conf = confirm(arms, space.confirm.rounds, space.objective, measure,
+                       space.confirm.min_gain, on_round)
+        write_json(run_dir / "confirm" / "confirmation.json", conf.model_dump(mode="json"))
+        outcome.confirmation = conf
+    c = conclude(path, study, cfg, inp, identity, name, incumbent, conf, arms)
+    outcome.profile_written, outcome.decided, outcome.note = c.written, c.decided, c.note
     return outcome
 
 
-def keep_existing(path: Path, new: ProfileMeta) -> tuple[bool, str]:
-    """Never silently replace a profile with a worse one measured the same way."""
-    if not path.exists():
-        return False, ""
-    try:
-        old = read_profile(path).meta
-    except Exception:
-        return False, f"replaced unreadable profile {path}"
-    same = (old.objective.get("metric") == new.objective.get("metric")
-            and old.space_fingerprint == new.space_fingerprint)
-    if not same:
-        return False, f"replaced {path} (it was tuned for another objective or workload)"
-    ov, nv = float(old.objective["value"]), float(new.objective["value"])
-    better = nv > ov if new.objective.get("direction") == "maximize" else nv < ov
-    if better or nv == ov:
-        return False, f"replaced {path}: {ov:.4g} -> {nv:.4g}"
-    return True, (f"kept {path}: its {old.objective['metric']} {ov:.4g} beats this run's "
-                  f"{nv:.4g} (delete it to replace)")
+def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: TrialSetup,
+          results: dict[int, TrialResult], attrs: dict[str, Any],
+          on_trial: TrialCallback | None, on_ready: Callable[[str], None] | None
+          ) -> tuple[optuna.Study, str]:
+    """The search, in the study for this run's conditions: a default-named study measured
+    under other conditions is left alone and a new one, named by the conditions, is used."""
+    names = [cfg.study] if cfg.study else [
+        study_name(cfg.target, cfg.model, space),
+        f"{study_name(cfg.target, cfg.model, space)}.{identity_digest(identity)}"]
+    for i, name in enumerate(names):
+        run_dir = cfg.runs_dir / name
+
+        def runner(params: TrialParams, number: int, prune: PruneCheck,
+                   run_dir: Path = run_dir, name: str = name) -> TrialResult:
+            trial_dir = run_dir / f"trial-{number:04d}"
+            result = _record(run_trial(params, setup, trial_dir, prune), trial_dir, cfg, name,
+                             params, space, number)
+            results[number] = result
+            return result
+
+        study_cfg = StudyConfig(cfg.storage, name, cfg.trials, cfg.timeout_s, identity)
+        try:
+            if on_ready:
+                on_ready(f"study {name!r} in {redact_url(cfg.storage)}; logs in {run_dir}")
+            return tune(space, study_cfg, runner, attrs, on_trial), name
+        except StudyMismatch as exc:
+            if i + 1 == len(names):
+                raise
+            if on_ready:
+                on_ready(f"study {name!r} was measured under other conditions "
+                         f"({', '.join(exc.differs)} differ): using a new study")
+    raise AssertionError("unreachable")
 
 
-def serve_prefix(launcher: tuple[str, ...]) -> str:
-    """How to start vLLM with a config file on this kind of host."""
-    if launcher[-1] == "serve":
-        return "vllm serve"
-    return "python -m " + launcher[-1]
+def _record(result: TrialResult, trial_dir: Path, cfg: RunConfig, study: str,
+            params: TrialParams, space: SearchSpace, number: int | None = None
+            ) -> TrialResult:
+    write_json(trial_dir / "result.json", {
+        "trial": number, "study": study, "model": cfg.model, "target": cfg.target,
+        "args": params.args, "workload": space.workload.model_dump(mode="json"),
+        **result.model_dump(mode="json")})
+    return result
+
+
+def _arms(study: optuna.Study, space: SearchSpace, incumbent: Incumbent | None) -> list[Arm]:
+    """Who is confirmed: vLLM's defaults (if they served the load in the search), the current
+    profile (if measured on this hardware) and the search's best feasible candidates."""
+    out: list[Arm] = []
+    if any(is_baseline(t) and t.user_attrs.get("status") == "ok" for t in study.trials):
+        out.append(Arm(BASELINE_NAME, "baseline", baseline_params(space)))
+    if incumbent is not None and incumbent.comparable and incumbent.params is not None:
+        out.append(Arm(INCUMBENT_NAME, "incumbent", incumbent.params))
+    for t in finalists(study, space.confirm.finalists, _settings(space)):
+        out.append(Arm(f"trial {t.number}", "finalist", resolve(space, t.params), t.number))
+    return distinct(out)
+
+
+def _settings(space: SearchSpace) -> Callable[[FrozenTrial], Any]:
+    def of(t: FrozenTrial) -> Any:
+        p = baseline_params(space) if is_baseline(t) else resolve(space, t.params)
+        return (sorted(p.args.items(), key=str), sorted(p.env.items()))
+    return of
 
 
 def redact_url(url: str) -> str:
@@ -221,3 +186,6 @@ def redact_url(url: str) -> str:
         user = creds.split(":", 1)[0]
         return f"{scheme}://{user}:***@{host}"
     return url
+
+
+__all__ = ["RunConfig", "RunOutcome", "run"]

@@ -83,7 +83,7 @@ def ensure_builtin_model(name: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
-        _write_tiny_qwen3(tmp)
+        write_qwen3_model(tmp, corpus_text().splitlines())
         try:
             os.rename(tmp, target)
         except OSError:
@@ -97,7 +97,10 @@ def ensure_builtin_model(name: str) -> Path:
     return target
 
 
-def _write_tiny_qwen3(out: Path) -> None:
+def write_qwen3_model(out: Path, corpus: list[str], vocab_size: int = 1024) -> None:
+    """A 4-layer Qwen3-architecture model whose byte-level BPE tokenizer is trained on
+    `corpus`: the built-in model's recipe, and (with other text) a model whose tokenizer
+    splits the same words differently."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen3Config
 
@@ -106,12 +109,12 @@ def _write_tiny_qwen3(out: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=1024,
+        vocab_size=vocab_size,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(corpus_text().splitlines(), trainer=trainer)
+    tok.train_from_iterator(corpus, trainer=trainer)
     fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -122,7 +125,7 @@ def _write_tiny_qwen3(out: Path) -> None:
     fast.save_pretrained(str(out))
 
     config = Qwen3Config(
-        vocab_size=1024,
+        vocab_size=max(vocab_size, tok.get_vocab_size()),
         hidden_size=256,
         intermediate_size=512,
         num_hidden_layers=4,

@@ -15,6 +15,7 @@ from typing import Any
 
 from autotune import __version__
 from autotune.errors import AutotuneError, UserError
+from autotune.stats import Estimate
 
 USAGE_ERROR = 2
 RUN_FAILED = 1
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "vllm.entrypoints.openai.api_server)")
     r.add_argument("--no-verify-options", action="store_true",
                    help="skip checking options against vLLM's own parser")
+    r.add_argument("--replace", action="store_true",
+                   help="replace an existing profile even if it was measured on other "
+                        "hardware (it is kept in history/)")
 
     v = sub.add_parser("validate", help="check search spaces, workloads and profiles")
     v.add_argument("files", nargs="+", type=Path)
@@ -101,26 +105,59 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+def _est(e: Estimate | None, digits: int = 4) -> str:
+    """'866 [850, 880]': a figure with its 95% interval (no interval: the bare figure)."""
+    if e is None or math.isnan(e.value):
+        return "-"
+    if e.low is None or e.high is None:
+        return f"{e.value:.{digits}g}"
+    return f"{e.value:.{digits}g} [{e.low:.{digits}g}, {e.high:.{digits}g}]"
+
+
+def _ratio(e: Estimate | None) -> str:
+    return "-" if e is None or math.isnan(e.value) else "x" + _est(e, 3)
+
+
 def summary_rows(study: Any, metric: str) -> tuple[list[str], list[list[str]]]:
-    header = ["trial", "status", metric, "p95 ttft ms", "median tpot ms", "peak mem GiB",
-              "params / reason"]
+    from autotune.trials import is_baseline, metrics_of
+
+    header = ["trial", "status", f"{metric} [95%]", "rounds", "p95 ttft ms",
+              "median tpot ms", "peak mem GiB", "params / reason"]
     rows = []
     for t in study.trials:
-        m = t.user_attrs.get("metrics") or {}
+        m = metrics_of(t)
         status = t.user_attrs.get("status") or t.state.name.lower()
         reason = t.user_attrs.get("reason")
-        params = " ".join(f"{k}={_fmt(v, 3)}" for k, v in t.params.items())
+        params = "vLLM defaults" if is_baseline(t) else " ".join(
+            f"{k}={_fmt(v, 3)}" for k, v in t.params.items())
         mem = m.get("peak_memory_bytes")
+        obj = m.get(metric)
         rows.append([
-            str(t.number), status, _fmt(m.get(metric)), _fmt(m.get("p95_ttft_ms")),
-            _fmt(m.get("median_tpot_ms"), 2), _fmt(mem / 2**30 if mem else None, 2),
+            str(t.number), status, _est(obj), str(obj.n) if obj else "-",
+            _est(m.get("p95_ttft_ms")), _est(m.get("median_tpot_ms"), 3),
+            f"{mem.value / 2**30:.2f}" if mem else "-",
             f"{reason}: {t.user_attrs.get('detail', '')}" if reason else params,
         ])
     return header, rows
 
 
+def confirmation_rows(conf: Any) -> tuple[list[str], list[list[str]]]:
+    header = ["arm", "role", f"{conf.metric} [95%]", "vs vLLM defaults", "p95 ttft",
+              "median tpot", "peak memory", "failure"]
+    rows = []
+    for a in conf.arms:
+        g = a.vs_baseline
+        rows.append([a.name, a.role, _est(a.figures.get(conf.metric)),
+                     _ratio(g.get(conf.metric)), _ratio(g.get("p95_ttft_ms")),
+                     _ratio(g.get("median_tpot_ms")), _ratio(g.get("peak_memory_bytes")),
+                     a.failure or ""])
+    return header, rows
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
     from autotune.app import RunConfig, run
+    from autotune.confirm import Arm
+    from autotune.objective import TrialResult
     from autotune.tuner import TrialReport
 
     cfg = RunConfig(
@@ -128,35 +165,60 @@ def cmd_run(ns: argparse.Namespace) -> int:
         trials=ns.trials, timeout_s=ns.timeout, storage=ns.storage, study=ns.study,
         profiles_dir=ns.profiles_dir, runs_dir=ns.runs_dir, devices=ns.devices,
         launcher=tuple(shlex.split(ns.launcher)) if ns.launcher else None,
-        verify_options=not ns.no_verify_options,
+        verify_options=not ns.no_verify_options, replace=ns.replace,
     )
+
+    def measured(r: TrialResult) -> str:
+        w = r.metrics.get(r.watched)
+        return (f"{r.watched} {_est(w)} ({w.n if w else 0} rounds, {r.measure_s:.0f} s), "
+                f"p95 TTFT {_est(r.metrics.get('p95_ttft_ms'))} ms")
 
     def on_trial(rep: TrialReport) -> None:
         r = rep.result
+        who = f"trial {rep.number}" + (" (vLLM defaults)" if rep.baseline else "")
         if r.status == "ok":
-            m = r.metrics
-            print(f"trial {rep.number}: {_fmt(m.get('output_throughput'))} tok/s, "
-                  f"p95 TTFT {_fmt(m.get('p95_ttft_ms'))} ms, startup "
-                  f"{_fmt(m.get('startup_s'))} s, score {rep.value:.4g}"
+            print(f"{who}: {measured(r)}, startup {r.value('startup_s') or 0:.0f} s"
                   f"{'' if rep.feasible else ' (misses a constraint)'}", flush=True)
+        elif r.status == "pruned":
+            print(f"{who}: pruned, {r.detail} (about {r.saved_s:.0f} s of measuring saved)",
+                  flush=True)
         else:
-            print(f"trial {rep.number}: FAILED {r.reason.value if r.reason else ''}: {r.detail}",
+            print(f"{who}: FAILED {r.reason.value if r.reason else ''}: {r.detail}",
                   flush=True)
 
-    outcome = run(cfg, on_trial=on_trial, on_ready=lambda s: print(s, flush=True))
+    def on_confirm(arms: list[Arm], rounds: int) -> None:
+        print(f"\nconfirming {', '.join(a.name for a in arms)} in {rounds} interleaved rounds, "
+              f"a fresh server each ({len(arms) * rounds} starts; the space's confirm.rounds "
+              "sets how many: more rounds, narrower intervals)", flush=True)
+
+    def on_round(r: int, arm: Arm, result: TrialResult) -> None:
+        what = measured(result) if result.status == "ok" else (
+            f"FAILED {result.reason.value if result.reason else ''}: {result.detail}")
+        print(f"  round {r + 1}: {arm.name}: {what}", flush=True)
+
+    outcome = run(cfg, on_trial=on_trial, on_ready=lambda s: print(s, flush=True),
+                  on_confirm=on_confirm, on_round=on_round)
     metric = outcome.study.user_attrs.get("metric", "output_throughput")
     header, rows = summary_rows(outcome.study, metric)
-    print()
+    print("\nsearch: one server start per trial; intervals over its rounds (95%)")
     print(table(rows, header))
+    if outcome.confirmation is not None:
+        conf = outcome.confirmation
+        header, rows = confirmation_rows(conf)
+        print(f"\nconfirmation: {conf.rounds} interleaved rounds, a fresh server each; "
+              "figures are means over starts, ratios paired by round (95%)")
+        print(table(rows, header))
     print()
-    if outcome.best is None:
+    if outcome.saved_s > 0:
+        n = sum(1 for r in outcome.results.values() if r.status == "pruned")
+        print(f"pruning stopped {n} hopeless candidate(s) early: about "
+              f"{outcome.saved_s:.0f} s of measuring saved (estimated)")
+    if not outcome.decided:
         print(f"autotune: {outcome.note}", file=sys.stderr)
         return RUN_FAILED
-    print(f"best: trial {outcome.best.number}, {metric} = {outcome.best.value:.4g}")
+    print(f"verdict: {outcome.note}")
     if outcome.profile_written:
         print(f"profile: {outcome.profile_path}")
-    if outcome.note:
-        print(outcome.note)
     return 0
 
 

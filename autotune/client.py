@@ -12,13 +12,14 @@ import json
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import httpx
 
 from autotune.metrics import RequestSample
-from autotune.workload import LevelPlan, Plan, PlannedSession, Workload, request_body
+from autotune.plan import LevelPlan, Plan, PlannedSession, PlannedTurn, request_body
+from autotune.workload import Workload
 
 ENDPOINT_PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
@@ -94,7 +95,9 @@ class LevelRun:
 
 
 async def _request(http: aiohttp.ClientSession, url: str, body: dict[str, Any],
-                   chat: bool, keep_text: bool) -> tuple[RequestSample, str]:
+                   chat: bool, keep_text: bool, turn: PlannedTurn
+                   ) -> tuple[RequestSample, str]:
+    pp, mt = turn.prompt_tokens, turn.max_tokens
     start = time.perf_counter()
     ttft: float | None = None
     last = start
@@ -103,14 +106,15 @@ async def _request(http: aiohttp.ClientSession, url: str, body: dict[str, Any],
     text: list[str] = []
     buf = b""
 
-    def fail(error: str) -> tuple[RequestSample, str]:
-        return RequestSample(start, time.perf_counter(), ok=False, error=error), ""
+    def fail(error: str, detail: str | None = None) -> tuple[RequestSample, str]:
+        return RequestSample(start, time.perf_counter(), ok=False, error=error, detail=detail,
+                             planned_prompt_tokens=pp, max_tokens=mt), ""
 
     try:
         async with http.post(url, json=body) as r:
             if r.status != 200:
-                await r.read()
-                return fail(f"http_{r.status}")
+                body_text = (await r.read()).decode(errors="replace")
+                return fail(f"http_{r.status}", _error_message(body_text))
             done = False
             async for data in r.content.iter_any():
                 buf += data
@@ -153,16 +157,29 @@ async def _request(http: aiohttp.ClientSession, url: str, body: dict[str, Any],
         return fail("disconnect")
     except (aiohttp.ClientError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         return fail(f"protocol:{type(exc).__name__}")
-    end = time.perf_counter()
     if ttft is None:
-        return RequestSample(start, end, ok=False, error="empty_stream"), ""
+        return fail("empty_stream")
     if usage is None:
-        return RequestSample(start, end, ok=False, error="no_usage"), ""
+        return fail("no_usage")
+    end = time.perf_counter()
     return RequestSample(
         start, end, ok=True, ttft=ttft, itl=tuple(itl),
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        output_tokens=int(usage.get("completion_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0), planned_prompt_tokens=pp,
+        max_tokens=mt,
     ), "".join(text)
+
+
+def _error_message(body: str) -> str:
+    """The server's own words for a refused request (OpenAI error shape), one line."""
+    try:
+        data = json.loads(body)
+        err = data.get("error", data) if isinstance(data, dict) else data
+        msg = err.get("message", err) if isinstance(err, dict) else err
+        text = str(msg)
+    except ValueError:
+        text = body
+    return " ".join(text.split())[:300]
 
 
 class _Driver:
@@ -182,13 +199,15 @@ class _Driver:
         for i, turn in enumerate(s.turns):
             body = {"model": self.model, **request_body(self.w, turn, history)}
             sample, reply = await _request(self.http, self.url, body, self.chat,
-                                           self.multi_turn)
+                                           self.multi_turn, turn)
             out.append(sample)
             if not sample.ok:
                 # the rest of a broken conversation cannot be sent; count it, don't drop it
                 now = time.perf_counter()
-                out += [RequestSample(now, now, ok=False, error="session_aborted")
-                        for _ in s.turns[i + 1:]]
+                out += [RequestSample(now, now, ok=False, error="session_aborted",
+                                      planned_prompt_tokens=t.prompt_tokens,
+                                      max_tokens=t.max_tokens)
+                        for t in s.turns[i + 1:]]
                 break
             if self.multi_turn:
                 history += [{"role": "user", "content": turn.text},
@@ -289,9 +308,21 @@ async def _unless_dead(work: Coroutine[Any, Any, list[RequestSample]],
             raise ServerGone("the server exited while the workload ran")
 
 
-async def _run(target: Target, w: Workload, p: Plan, watch_s: float | None,
-               alive: Callable[[], bool] | None) -> list[LevelRun]:
-    levels = w.load_levels()
+# After each round of a level: measure another round of it, go on to the next level, or stop
+# the whole workload (a candidate not worth measuring further).
+Next = Literal["continue", "next", "stop"]
+RoundCallback = Callable[[LevelRun], Next]
+
+
+def one_round(run: LevelRun) -> Next:
+    return "next"
+
+
+async def _run(target: Target, p: Plan, watch_s: float | None,
+               alive: Callable[[], bool] | None, after_round: RoundCallback
+               ) -> list[LevelRun]:
+    w = p.workload
+    levels = p.levels
     # the connection pool never throttles a level: unbounded if any rate level is unbounded
     bounds = [lv.concurrency or lv.max_concurrency for lv in levels]
     biggest = 0 if any(b is None for b in bounds) else max(b for b in bounds if b is not None)
@@ -309,32 +340,44 @@ async def _run(target: Target, w: Workload, p: Plan, watch_s: float | None,
         first = levels[0]
         await _unless_dead(
             d.level(p.warmup, first.concurrency or first.max_concurrency or 1, None), alive)
-        runs = []
+        runs: list[LevelRun] = []
         async with aiohttp.ClientSession(headers=target.headers(),
                                          timeout=aiohttp.ClientTimeout(total=5)) as side:
-            for lp in p.levels:
-                stop, ready = asyncio.Event(), asyncio.Event()
-                watcher = (asyncio.create_task(_watch(side, target.base_url, stop, watch_s,
-                                                      ready)) if watch_s else None)
-                if watcher:
-                    await ready.wait()
-                try:
-                    samples = await _unless_dead(
-                        d.level(lp.sessions, lp.level.concurrency, lp.level.max_concurrency),
-                        alive)
-                finally:
-                    stop.set()
-                    stats = await watcher if watcher else ServerStats()
-                runs.append(LevelRun(lp, samples, stats))
+            for index, level in enumerate(levels):
+                rnd = 0
+                while True:
+                    lp = p.round(index, rnd)
+                    stop, ready = asyncio.Event(), asyncio.Event()
+                    watcher = (asyncio.create_task(_watch(side, target.base_url, stop,
+                                                          watch_s, ready))
+                               if watch_s else None)
+                    if watcher:
+                        await ready.wait()
+                    try:
+                        samples = await _unless_dead(
+                            d.level(lp.sessions, level.concurrency, level.max_concurrency),
+                            alive)
+                    finally:
+                        stop.set()
+                        stats = await watcher if watcher else ServerStats()
+                    runs.append(LevelRun(lp, samples, stats))
+                    step = after_round(runs[-1])
+                    if step == "stop":
+                        return runs
+                    if step == "next":
+                        break
+                    rnd += 1
         return runs
 
 
-def run_workload(target: Target, w: Workload, p: Plan, watch_metrics_s: float | None = 0.5,
-                 alive: Callable[[], bool] | None = None) -> list[LevelRun]:
-    """Drive a planned workload: warm-up first (unrecorded), then every level and repeat.
+def run_workload(target: Target, p: Plan, watch_metrics_s: float | None = 0.5,
+                 alive: Callable[[], bool] | None = None,
+                 after_round: RoundCallback = one_round) -> list[LevelRun]:
+    """Drive a planned workload: warm-up first (unrecorded), then rounds of every level, as
+    many as `after_round` asks for (by default one each).
 
-    Every measured request comes back as a sample, success or classified error. While a level
+    Every measured request comes back as a sample, success or classified error. While a round
     runs, the server's /metrics is read every `watch_metrics_s` seconds (None: never). If
     `alive` turns false the load stops at once with ServerGone.
     """
-    return asyncio.run(_run(target, w, p, watch_metrics_s, alive))
+    return asyncio.run(_run(target, p, watch_metrics_s, alive, after_round))

@@ -2,7 +2,9 @@
 
     AutotuneError
     ├── UserError            bad input; the CLI prints one line and exits 2, no server started
-    │   └── ConfigError      a file (search space, workload, profile) failed validation
+    │   ├── ConfigError      a file (search space, workload, profile) failed validation
+    │   └── WorkloadError    the load fails alike for every candidate (a prompt the model
+    │                        refuses, a count the server does not confirm): found by a trial
     ├── EnvironmentFailure   the machine is not fit to measure on (port busy, memory not back)
     └── TrialFailure         a candidate configuration failed; recorded on its trial, never raised
                              out of the tuner
@@ -29,6 +31,12 @@ class ConfigError(UserError):
         self.field = field
         where = f"{path}: {field}" if field else path
         super().__init__(f"{where}: {message}")
+
+
+class WorkloadError(UserError):
+    """The workload, not the candidate, is at fault: every candidate would fail it alike
+    (the server refused its requests as malformed, or counted other tokens than planned).
+    Found once a server runs, it stops the run with one line."""
 
 
 class EnvironmentFailure(AutotuneError):

@@ -6,13 +6,14 @@ numbers can be compared side by side with vLLM's own client.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+from autotune.stats import Estimate, mean_interval
 
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 LATENCIES: tuple[str, ...] = ("ttft", "tpot", "itl", "e2el")
@@ -30,6 +31,11 @@ class RequestSample:
     prompt_tokens: int = 0
     output_tokens: int = 0
     error: str | None = None
+    detail: str | None = None  # the server's message for a refused request
+    # what the plan asked for: the prompt's token count (None: not known in advance) and
+    # max_tokens (exactly what comes back when the workload sets ignore_eos)
+    planned_prompt_tokens: int | None = None
+    max_tokens: int | None = None
 
     @property
     def e2el(self) -> float:
@@ -155,40 +161,32 @@ def summarize(samples: Sequence[RequestSample], slo: Mapping[str, float] | None 
     )
 
 
-# Two-sided 95% Student t quantiles by degrees of freedom (repeats - 1).
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 29: 2.045}
-
-
-def t95(dof: int) -> float:
-    for k in sorted(_T95, reverse=True):
-        if dof >= k:
-            return _T95[k] if dof < 30 else 1.96
-    return float("nan")
-
-
-def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% confidence interval (nan for a single value)."""
-    arr = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
-    if arr.size == 0:
-        return float("nan"), float("nan")
-    if arr.size == 1:
-        return float(arr[0]), float("nan")
-    half = t95(arr.size - 1) * float(arr.std(ddof=1)) / math.sqrt(arr.size)
-    return float(arr.mean()), half
+def load_mismatch(samples: Sequence[RequestSample], ignore_eos: bool) -> str | None:
+    """Whether the server counted the load the plan declared; a sentence on the first request
+    it did not (None: every successful request matched)."""
+    for s in samples:
+        if not s.ok:
+            continue
+        if s.planned_prompt_tokens is not None and s.prompt_tokens != s.planned_prompt_tokens:
+            return (f"the server counted {s.prompt_tokens} prompt tokens where the plan built "
+                    f"{s.planned_prompt_tokens}: the tokenizer autotune read differs from "
+                    "the server's")
+        if ignore_eos and s.max_tokens is not None and s.output_tokens != s.max_tokens:
+            return (f"the server returned {s.output_tokens} tokens where {s.max_tokens} were "
+                    "asked for with ignore_eos")
+    return None
 
 
 class LevelResult(BaseModel):
-    """One load level of a trial: each repeat, their mean, and 95% CI half-widths."""
+    """One load level of a trial: each round's figures and their mean with a 95% interval."""
 
     model_config = ConfigDict(extra="forbid")
 
     label: str
     level: dict[str, Any]
-    metrics: dict[str, float]
-    ci95: dict[str, float]
+    metrics: dict[str, Estimate]
     server: dict[str, float]
-    repeats: list[LoadMetrics]
+    rounds: list[LoadMetrics]
 
 
 SERVER_STATS = ("peak_kv_cache_usage", "peak_requests_waiting", "peak_requests_running",
@@ -197,19 +195,19 @@ SERVER_STATS = ("peak_kv_cache_usage", "peak_requests_waiting", "peak_requests_r
 
 def aggregate(label: str, level: dict[str, Any], runs: Sequence[LoadMetrics],
               servers: Sequence[Mapping[str, float | None]]) -> LevelResult:
+    """A level's rounds -> each figure's mean over rounds with its 95% interval. Rounds, not
+    requests, are the observations: requests of one round share batches and queues."""
     flats = [r.flat() for r in runs]
-    metrics: dict[str, float] = {}
-    ci: dict[str, float] = {}
-    for name in flats[0]:
-        metrics[name], ci[name] = mean_ci95([f[name] for f in flats])
+    metrics = {name: mean_interval([f[name] for f in flats], basis="rounds")
+               for name in flats[0]}
     server: dict[str, float] = {}
     for name in SERVER_STATS:
         vals = [float(v) for s in servers if (v := s.get(name)) is not None]
         if vals:
-            # peaks are the worst seen; preemptions add up over repeats
+            # peaks are the worst seen; preemptions add up over rounds
             server[name] = sum(vals) if name == "num_preemptions" else max(vals)
-    return LevelResult(label=label, level=level, metrics=metrics, ci95=ci, server=server,
-                       repeats=list(runs))
+    return LevelResult(label=label, level=level, metrics=metrics, server=server,
+                       rounds=list(runs))
 
 
 # Metrics a trial records beyond the load level: names the objective may use.
@@ -223,14 +221,22 @@ TRIAL_EXTRAS: tuple[str, ...] = (
 )
 
 
-def metric_names() -> tuple[str, ...]:
-    """Every metric name an objective or constraint may refer to."""
-    base = [
+def _round_metrics() -> tuple[str, ...]:
+    names = [
         "completed", "failed", "duration_s", "total_input_tokens", "total_output_tokens",
         "request_throughput", "request_goodput", "output_throughput",
         "total_token_throughput", "error_rate",
     ]
     for name in LATENCIES:
         for stat in ("mean", "median", "p90", "p95", "p99"):
-            base.append(f"{stat}_{name}_ms")
-    return (*base, *TRIAL_EXTRAS)
+            names.append(f"{stat}_{name}_ms")
+    return tuple(names)
+
+
+# Figures every round of a level yields (LoadMetrics.flat()).
+ROUND_METRICS: tuple[str, ...] = _round_metrics()
+
+
+def metric_names() -> tuple[str, ...]:
+    """Every metric name an objective or constraint may refer to."""
+    return (*ROUND_METRICS, *TRIAL_EXTRAS)

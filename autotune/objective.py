@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from autotune.client import LevelRun, ServerGone, Target, run_workload
+from autotune.client import LevelRun, Next, ServerGone, Target, run_workload
 from autotune.engine import (
     ServerSpec,
     VllmServer,
@@ -20,11 +21,22 @@ from autotune.engine import (
     kv_cache_tokens,
     redact,
 )
-from autotune.errors import EnvironmentFailure, FailureReason, TrialFailure
-from autotune.metrics import LevelResult, aggregate, summarize
+from autotune.errors import EnvironmentFailure, FailureReason, TrialFailure, WorkloadError
+from autotune.measure import next_step, time_to_finish
+from autotune.metrics import (
+    ROUND_METRICS,
+    LevelResult,
+    RequestSample,
+    aggregate,
+    load_mismatch,
+    summarize,
+)
+from autotune.plan import Plan
 from autotune.probes import MemoryBaseline, MemorySampler, Probe, wait_for_memory
+from autotune.records import write_samples
 from autotune.space import EngineSettings, Objective, TrialParams
-from autotune.workload import Workload, plan
+from autotune.stats import Estimate, mean_interval
+from autotune.workload import Workload
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +46,23 @@ class TrialResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "failed", "pruned"]
     reason: FailureReason | None = None
     detail: str = ""
     command: list[str]
     env: dict[str, str]
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Estimate] = {}
     levels: list[LevelResult] = []
     log_tail: str = ""
+    watched: str = "output_throughput"  # the metric whose interval decides when to stop
+    round_values: list[float] = []  # its value in each round of the objective's level
+    measure_s: float = 0.0  # time spent in measured rounds (warm-up excluded)
+    saved_s: float = 0.0  # pruned: measuring time the stopping rule would still have spent
+
+    def value(self, name: str) -> float | None:
+        """A metric's point estimate (None when not measured)."""
+        e = self.metrics.get(name)
+        return None if e is None or math.isnan(e.value) else e.value
 
 
 @dataclass(frozen=True)
@@ -50,7 +71,7 @@ class TrialSetup:
 
     model: str
     launcher: tuple[str, ...]
-    workload: Workload
+    plan: Plan
     engine: EngineSettings
     probe: Probe
     base_args: dict[str, Any] = field(default_factory=dict)
@@ -60,8 +81,18 @@ class TrialSetup:
     host: str = "127.0.0.1"
     # which load level's metrics the objective reads (a sweep's last, heaviest, by default)
     objective_level: int = -1
+    objective_metric: str = "output_throughput"
     # memory as it was before the first server; None: do not check between trials
     baseline: MemoryBaseline | None = None
+
+    @property
+    def workload(self) -> Workload:
+        return self.plan.workload
+
+
+# Called after each round of the objective's level with the round's index and its value of
+# the watched metric; True stops measuring the candidate (it cannot reach the best so far).
+PruneCheck = Callable[[int, float], bool]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -80,10 +111,12 @@ def server_spec(params: TrialParams, setup: TrialSetup, port: int) -> ServerSpec
 
 
 def level_results(w: Workload, runs: list[LevelRun]) -> list[LevelResult]:
-    """Group repeats by level and aggregate them (pure)."""
+    """Group rounds by level and aggregate them (pure)."""
     out: list[LevelResult] = []
-    for level in w.load_levels():
-        mine = [r for r in runs if r.plan.level == level]
+    for index, level in enumerate(w.load_levels()):
+        mine = [r for r in runs if r.plan.index == index]
+        if not mine:
+            continue  # a pruned candidate stops before its later levels
         out.append(aggregate(
             level.label, level.model_dump(mode="json", exclude_none=True),
             [summarize(r.samples, {str(k): v for k, v in w.slo.items()}) for r in mine],
@@ -94,11 +127,57 @@ def level_results(w: Workload, runs: list[LevelRun]) -> list[LevelResult]:
     return out
 
 
-def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path) -> TrialResult:
-    """Start a server with `params`, drive the workload, stop it. Never raises TrialFailure.
+def watched_metric(metric: str) -> str:
+    """The per-round metric whose interval decides when a level has been measured enough:
+    the objective's own, unless it is not a per-round figure (memory, start-up time)."""
+    return metric if metric in ROUND_METRICS else "output_throughput"
+
+
+@dataclass
+class _Rounds:
+    """The measuring loop's state: decides after each round whether to measure another."""
+
+    setup: TrialSetup
+    prune: PruneCheck | None
+    watched: str
+    values: dict[int, list[float]] = field(default_factory=dict)
+    durations: dict[int, list[float]] = field(default_factory=dict)
+    pruned: bool = False
+    saved_s: float = 0.0
+
+    @property
+    def objective_index(self) -> int:
+        return self.setup.objective_level % len(self.setup.plan.levels)
+
+    def after(self, run: LevelRun) -> Next:
+        w = self.setup.workload
+        m = summarize(run.samples, {str(k): v for k, v in w.slo.items()}).flat()
+        i = run.plan.index
+        values = self.values.setdefault(i, [])
+        durations = self.durations.setdefault(i, [])
+        values.append(m[self.watched])
+        durations.append(m["duration_s"])
+        if m["error_rate"] > w.max_error_rate:
+            return "stop"  # the trial fails as too_many_errors: no point measuring more
+        if i == self.objective_index and self.prune is not None and self.prune(
+                run.plan.round, m[self.watched]):
+            self.pruned = True
+            self.saved_s = time_to_finish(values, durations, w.measure)
+            return "stop"
+        return "continue" if next_step(values, durations, w.measure) == "continue" else "next"
+
+
+def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
+              prune: PruneCheck | None = None) -> TrialResult:
+    """Start a server with `params`, measure the workload, stop it. Never raises TrialFailure.
+
+    Each level is measured in rounds until the watched metric's interval is narrow enough
+    (the workload's `measure`); `prune` may stop a hopeless candidate early. Per-request
+    samples are written to `samples.jsonl.gz` beside the server log.
 
     Raises EnvironmentFailure, before starting anything, when the memory of an earlier server
-    has not come back: that would measure a polluted machine, not this candidate.
+    has not come back: that would measure a polluted machine, not this candidate. Raises
+    WorkloadError when the workload, not the candidate, is at fault.
     """
     if setup.baseline is not None:
         why = wait_for_memory(setup.probe, setup.baseline, setup.gpu_indices,
@@ -109,7 +188,7 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path) -> TrialR
     spec = server_spec(params, setup, free_port(setup.host))
     command = redact(build_command(spec))
     w = setup.workload
-    the_plan = plan(w)
+    rounds = _Rounds(setup, prune, watched_metric(setup.objective_metric))
     server = VllmServer(spec, trial_dir / "server.log",
                         startup_timeout_s=setup.engine.startup_timeout_s,
                         stop_timeout_s=setup.engine.stop_timeout_s)
@@ -118,8 +197,8 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path) -> TrialR
             assert server.pid is not None
             try:
                 with MemorySampler(setup.probe, server.pid, setup.gpu_indices) as mem:
-                    runs = run_workload(Target(server.base_url, setup.api_key), w, the_plan,
-                                        alive=server.alive)
+                    runs = run_workload(Target(server.base_url, setup.api_key), setup.plan,
+                                        alive=server.alive, after_round=rounds.after)
             except ServerGone:
                 runs = None
             any_failed = runs is not None and any(not s.ok for r in runs for s in r.samples)
@@ -137,43 +216,75 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path) -> TrialR
         return TrialResult(status="failed", reason=f.reason, detail=f.detail, command=command,
                            env=dict(params.env), log_tail=f.log_tail[-4000:])
 
+    write_samples(trial_dir / "samples.jsonl.gz", runs)
+    samples = [s for r in runs for s in r.samples]
+    mismatch = load_mismatch(samples, w.ignore_eos)
+    if mismatch:
+        raise WorkloadError(f"workload: {mismatch}")
     levels = level_results(w, runs)
-    chosen = levels[setup.objective_level]
-    metrics = dict(chosen.metrics)
-    metrics.update(chosen.server)
-    metrics["startup_s"] = startup_s
-    metrics["peak_rss_bytes"] = float(mem.peaks.rss_bytes)
-    metrics["peak_gpu_memory_bytes"] = float(mem.peaks.gpu_bytes)
+    objective_label = setup.plan.levels[rounds.objective_index].label
+    chosen = next((lv for lv in levels if lv.label == objective_label), levels[-1])
+    metrics: dict[str, Estimate] = dict(chosen.metrics)
+    metrics.update({k: Estimate.single(v) for k, v in chosen.server.items()})
+    extras = {"startup_s": startup_s, "peak_rss_bytes": float(mem.peaks.rss_bytes),
+              "peak_gpu_memory_bytes": float(mem.peaks.gpu_bytes),
+              "peak_memory_bytes": float(mem.peaks.gpu_bytes if setup.gpu_indices
+                                         else mem.peaks.rss_bytes)}
     for i, used in sorted(mem.peaks.per_gpu.items()):
-        metrics[f"peak_gpu{i}_memory_bytes"] = float(used)
-    metrics["peak_memory_bytes"] = float(mem.peaks.gpu_bytes if setup.gpu_indices
-                                         else mem.peaks.rss_bytes)
+        extras[f"peak_gpu{i}_memory_bytes"] = float(used)
     kv = kv_cache_tokens(log_text)
     if kv is not None:
-        metrics["kv_cache_tokens"] = float(kv)
+        extras["kv_cache_tokens"] = float(kv)
+    metrics.update({k: Estimate.single(v) for k, v in extras.items()})
+    round_values = rounds.values.get(rounds.objective_index, [])
+    common: dict[str, Any] = {
+        "command": command, "env": dict(params.env), "metrics": metrics, "levels": levels,
+        "watched": rounds.watched, "round_values": round_values,
+        "measure_s": sum(sum(d) for d in rounds.durations.values())}
+    if rounds.pruned:
+        est = mean_interval(round_values)
+        return TrialResult(status="pruned", detail=f"stopped after {est.n} rounds: "
+                           f"{rounds.watched} {est.describe()} cannot reach the best so far",
+                           saved_s=rounds.saved_s, **common)
     for lv in levels:
-        completed = max(1.0, lv.metrics["completed"] * len(lv.repeats))
+        completed = max(1.0, sum(r.completed for r in lv.rounds))
         storm = lv.server.get("num_preemptions", 0.0) / completed
         if storm > w.max_preemptions_per_request:
             return TrialResult(status="failed", reason=FailureReason.OOM_UNDER_LOAD,
                                detail=f"preemption storm at {lv.label}: {storm:.1f} "
-                                      "preemptions per request (KV cache too small)",
-                               command=command, env=dict(params.env), metrics=metrics,
-                               levels=levels)
-    worst = max(levels, key=lambda lv: lv.metrics["error_rate"])
-    if worst.metrics["error_rate"] > w.max_error_rate:
+                                      "preemptions per request (KV cache too small)", **common)
+    worst = max(levels, key=lambda lv: lv.metrics["error_rate"].value)
+    if worst.metrics["error_rate"].value > w.max_error_rate:
         errors: dict[str, int] = {}
-        for rep in worst.repeats:
-            for k, v in rep.errors.items():
+        for rnd in worst.rounds:
+            for k, v in rnd.errors.items():
                 errors[k] = errors.get(k, 0) + v
-        failed = sum(r.failed for r in worst.repeats)
-        total = failed + sum(r.completed for r in worst.repeats)
+        failed = sum(r.failed for r in worst.rounds)
+        total = failed + sum(r.completed for r in worst.rounds)
+        refused = client_refusal(samples)
+        if refused:
+            raise WorkloadError(f"workload: the server refused {failed} of {total} requests "
+                                f"at {worst.label} as malformed ({refused}); every candidate "
+                                "would fail alike")
         return TrialResult(status="failed", reason=FailureReason.TOO_MANY_ERRORS,
                            detail=f"{failed}/{total} requests failed at {worst.label} {errors}",
-                           command=command, env=dict(params.env), metrics=metrics,
-                           levels=levels)
-    return TrialResult(status="ok", command=command, env=dict(params.env), metrics=metrics,
-                       levels=levels)
+                           **common)
+    return TrialResult(status="ok", **common)
+
+
+# HTTP statuses that mean the request itself is wrong (its length, the model name, the key),
+# whatever the settings: the workload's fault, not the candidate's.
+_CLIENT_FAULTS = frozenset({"http_400", "http_401", "http_403", "http_404", "http_413",
+                            "http_422"})
+
+
+def client_refusal(samples: Sequence[RequestSample]) -> str | None:
+    """'http_400: <server's message>' when every failed request was refused as malformed."""
+    failed = [s for s in samples if not s.ok and s.error != "session_aborted"]
+    if not failed or any(s.error not in _CLIENT_FAULTS for s in failed):
+        return None
+    first = failed[0]
+    return f"{first.error}: {first.detail}" if first.detail else str(first.error)
 
 
 @dataclass(frozen=True)
@@ -204,15 +315,15 @@ def score(objective: Objective, result: TrialResult) -> Score:
     keys = [f"{name}_{side}" for name, b in objective.constraints.items()
             for side, v in (("max", b.max), ("min", b.min)) if v is not None]
     worst = 0.0 if objective.direction == "maximize" else 1e18
-    value = result.metrics.get(objective.metric)
-    if result.status != "ok" or value is None or math.isnan(value):
+    value = result.value(objective.metric)
+    if result.status != "ok" or value is None:
         return Score(worst, {OK_CONSTRAINT: 1.0, **dict.fromkeys(keys, 1.0)})
     constraints = {OK_CONSTRAINT: 0.0}
     for name, b in objective.constraints.items():
-        m = result.metrics.get(name, math.nan)
+        m = result.value(name)
         for side, bound in (("max", b.max), ("min", b.min)):
             if bound is None:
                 continue
-            v = 1.0 if math.isnan(m) else _violation(m, bound, upper=side == "max")
+            v = 1.0 if m is None else _violation(m, bound, upper=side == "max")
             constraints[f"{name}_{side}"] = v
     return Score(value, constraints)

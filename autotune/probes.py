@@ -47,11 +47,13 @@ class HardwareInfo:
     cpu_count: int
     memory_total_bytes: int
     gpus: tuple[DeviceInfo, ...] = ()
+    cpu_flags: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         return {
             "target": self.target,
             "cpu": self.cpu,
+            "cpu_flags": list(self.cpu_flags),
             "cpu_count": self.cpu_count,
             "memory_total_gib": round(self.memory_total_bytes / 2**30, 1),
             "gpus": [{"index": g.index, "name": g.name,
@@ -69,12 +71,26 @@ class Probe(Protocol):
     def host_memory_available(self) -> int: ...
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+# Instruction-set features that change which CPU settings win (measured: which dtype is fast
+# differs between AVX2-only and AVX-512-with-BF16 hosts).
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU_FEATURES this host has (from /proc/cpuinfo; empty where it cannot be read)."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return frozenset(set(line.split(":", 1)[1].split()) & set(CPU_FEATURES))
+    return frozenset()
 
 
 def process_tree_rss(pid: int) -> int:
@@ -199,8 +215,9 @@ def detect_hardware(target: str, probe: Probe, devices: Sequence[int] | None = N
         for g in chosen:
             if pattern.lower() not in g.name.lower():
                 raise UserError(f"--gpu {target}: GPU {g.index} is a {g.name!r}")
-    return HardwareInfo(target=target, cpu=_cpu_name(), cpu_count=psutil.cpu_count() or 1,
-                        memory_total_bytes=psutil.virtual_memory().total, gpus=chosen)
+    return HardwareInfo(target=target, cpu=cpu_name(), cpu_count=psutil.cpu_count() or 1,
+                        memory_total_bytes=psutil.virtual_memory().total, gpus=chosen,
+                        cpu_flags=tuple(sorted(cpu_flags())))
 
 
 @dataclass

@@ -6,41 +6,59 @@ in a comment block, which vLLM ignores and `read_profile` parses back.
 
 from __future__ import annotations
 
-import os
+import datetime as dt
 import re
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autotune.config import parse_model, read_yaml
 from autotune.errors import ConfigError
+from autotune.records import atomic_write
+from autotune.stats import Estimate
 
 META_BEGIN = "# --- autotune metadata ---"
 META_END = "# --- end autotune metadata ---"
 
 
 class ProfileMeta(BaseModel):
+    """Where the settings come from and what they were measured to do, on what."""
+
     model_config = ConfigDict(extra="forbid")
 
     autotune_version: str
     created: str
     target: str
     model: str
+    model_revision: str = "unknown"
     hardware: dict[str, Any]
     vllm_version: str
     space: str
     space_fingerprint: str
     workload: dict[str, Any]
     study: str
-    trial: int
+    trial: int | None = Field(None, description="the search trial (None: vLLM's defaults)")
     objective: dict[str, Any]
-    metrics: dict[str, float]
+    # the settings' figures in this run's confirmation round (basis: server starts)
+    metrics: dict[str, Estimate]
+    # paired ratios to vLLM's defaults, measured side by side in the same run
+    gain: dict[str, Estimate] = Field(default_factory=dict)
+    verdict: str = ""
+    confirmation: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     serve: str = Field("vllm serve", description="the command that takes --config")
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _bare_numbers(cls, v: Any) -> Any:
+        # profiles written before figures carried intervals hold bare numbers
+        if isinstance(v, dict):
+            return {k: {"value": x} if isinstance(x, (int, float)) else x
+                    for k, x in v.items()}
+        return v
 
 
 class Profile(BaseModel):
@@ -68,13 +86,37 @@ def profile_path(profiles_dir: Path, target: str, model: str) -> Path:
     return profiles_dir / target / f"{model_slug(model)}.yaml"
 
 
+def _tidy(x: Any) -> Any:
+    """Floats to 6 significant digits, recursively: the figures are not that precise."""
+    if isinstance(x, float):
+        return float(f"{x:.6g}")
+    if isinstance(x, dict):
+        return {k: _tidy(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_tidy(v) for v in x]
+    return x
+
+
+def headline(meta: ProfileMeta) -> list[str]:
+    """What the settings do, in a sentence or two, with how it was measured."""
+    metric = str(meta.objective.get("metric"))
+    est = meta.metrics.get(metric)
+    out = [f"Tuned for {meta.model} on {meta.target}: {metric} "
+           + (est.describe() if est else str(meta.objective.get("value")))]
+    g = meta.gain.get(metric)
+    if g is not None:
+        out.append(f"x{g.describe(3)} vs vLLM's defaults, paired, same run and machine")
+    if meta.verdict:
+        out.append(meta.verdict)
+    return out
+
+
 def render(profile: Profile, path: Path) -> str:
-    meta_yaml = yaml.safe_dump(profile.meta.model_dump(mode="json"), sort_keys=False,
-                               default_flow_style=False, width=100)
+    meta_yaml = yaml.safe_dump(_tidy(profile.meta.model_dump(mode="json", exclude_none=True)),
+                               sort_keys=False, default_flow_style=None, width=100)
     lines = [
         "# autotune profile: vLLM settings, usable as is with `vllm serve --config`.",
-        f"# Tuned for {profile.meta.model} on {profile.meta.target} "
-        f"({profile.meta.objective.get('metric')} = {profile.meta.objective.get('value'):.4g}).",
+        *(f"# {line}" for line in headline(profile.meta)),
         "# Deploy:",
         f"#   {profile.deploy_command(path)}",
         "#",
@@ -87,20 +129,20 @@ def render(profile: Profile, path: Path) -> str:
     return "\n".join(lines)
 
 
-def write_profile(profile: Profile, path: Path) -> None:
-    """Atomic: a reader sees the old file or the new one, never half of either."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = render(profile, path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_profile(profile: Profile, path: Path) -> Path | None:
+    """Atomic: a reader sees the old file or the new one, never half of either. A profile
+    already at `path` is first copied to `history/` beside it; returns that copy's path."""
+    kept = archive(path) if path.exists() else None
+    atomic_write(path, render(profile, path).encode())
+    return kept
+
+
+def archive(path: Path) -> Path:
+    """Copy a profile into `history/` beside it, named by when it was replaced."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    dest = path.parent / "history" / f"{path.stem}.{stamp}{path.suffix}"
+    atomic_write(dest, path.read_bytes())
+    return dest
 
 
 def read_profile(path: str | Path) -> Profile:

@@ -82,13 +82,16 @@ class FloatParam(BaseModel):
 
 
 class CategoricalParam(BaseModel):
+    """A choice among values. `null` among them means "leave it unset": the option is not
+    passed (or the variable not set), so the search can return to vLLM's own default."""
+
     model_config = ConfigDict(extra="forbid")
     type: Literal["categorical"]
-    choices: list[Scalar] = Field(min_length=1)
+    choices: list[Scalar | None] = Field(min_length=1)
 
     @field_validator("choices")
     @classmethod
-    def _unique(cls, v: list[Scalar]) -> list[Scalar]:
+    def _unique(cls, v: list[Scalar | None]) -> list[Scalar | None]:
         if len({json.dumps(c) for c in v}) != len(v):
             raise ValueError("choices must be unique")
         return v
@@ -174,6 +177,28 @@ class Objective(BaseModel):
         return v
 
 
+class Pruning(BaseModel):
+    """Stop measuring a candidate once its interval shows it cannot reach the best so far."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    margin: float = Field(0.10, ge=0, lt=1, description="how far below the best's interval "
+                                                       "a candidate's must lie: server starts "
+                                                       "differ by more than one start's "
+                                                       "interval shows")
+
+
+class Confirm(BaseModel):
+    """The confirmation round: finalists, vLLM's defaults and the current profile measured
+    again in interleaved rounds, a fresh server each time."""
+
+    model_config = ConfigDict(extra="forbid")
+    finalists: int = Field(2, ge=0, description="best feasible candidates of the search")
+    rounds: int = Field(4, ge=2, le=50, description="server starts per arm")
+    min_gain: float = Field(0.0, ge=0, lt=1, description="a challenger must win by at least "
+                                                        "this share, beyond noise")
+
+
 class SamplerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # TPE's default of 10 random start-up trials is most of a typical 10-20 trial budget.
@@ -202,8 +227,11 @@ class SearchSpace(BaseModel):
     workload: Workload = Field(default_factory=lambda: Workload())
     sampler: SamplerSettings = Field(default_factory=lambda: SamplerSettings())
     engine: EngineSettings = Field(default_factory=lambda: EngineSettings())
-    enqueue: list[dict[str, Scalar]] = Field(
-        default_factory=list, description="first candidates to try, e.g. vLLM's defaults")
+    pruning: Pruning = Field(default_factory=lambda: Pruning())
+    confirm: Confirm = Field(default_factory=lambda: Confirm())
+    enqueue: list[dict[str, Scalar | None]] = Field(
+        default_factory=list, description="first candidates after vLLM's defaults (which "
+                                          "always go first)")
 
     @field_validator("args", mode="before")
     @classmethod
@@ -325,12 +353,24 @@ def suggest(space: SearchSpace, trial: Suggester) -> TrialParams:
 
 
 def resolve(space: SearchSpace, values: dict[str, Any]) -> TrialParams:
-    """Fixed settings plus the given tuned values (by Optuna name) as one candidate."""
+    """Fixed settings plus the given tuned values (by Optuna name) as one candidate. A tuned
+    parameter that is None, or missing from `values`, is left unset: vLLM's default."""
+    tuned = space.tuned()
     args: dict[str, Any] = {}
     env: dict[str, str] = {}
     for k, spec in space.args.items():
-        args[k] = values[k] if k in space.tuned() else spec
+        v = values.get(k) if k in tuned else spec
+        if v is not None:
+            args[k] = v
     for k, spec in space.env.items():
         key = ENV_PREFIX + k
-        env[k] = env_value(values[key] if key in space.tuned() else spec)
+        v = values.get(key) if key in tuned else spec
+        if v is not None:
+            env[k] = env_value(v)
     return TrialParams(args=args, env=env)
+
+
+def baseline_params(space: SearchSpace) -> TrialParams:
+    """vLLM's defaults: the space's fixed settings and none of its tuned ones, exactly what
+    `vllm serve MODEL` plus those settings gives."""
+    return resolve(space, {})

@@ -7,21 +7,31 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from autotune.errors import AutotuneError, EnvironmentFailure, FailureReason, UserError
-from autotune.objective import TrialResult, score
-from autotune.space import SearchSpace, TrialParams, suggest
+from autotune.errors import (
+    AutotuneError,
+    EnvironmentFailure,
+    FailureReason,
+    UserError,
+    WorkloadError,
+)
+from autotune.measure import PruneRule
+from autotune.objective import PruneCheck, TrialResult, score
+from autotune.pruning import IntervalPruner
+from autotune.space import SearchSpace, TrialParams, baseline_params, suggest
+from autotune.trials import BASELINE, ROLE, is_baseline
 
 log = logging.getLogger(__name__)
 
-TrialRunner = Callable[[TrialParams, int], TrialResult]
+# (candidate, trial number, prune check) -> what the trial measured
+TrialRunner = Callable[[TrialParams, int, PruneCheck], TrialResult]
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,7 @@ class TrialReport:
     value: float
     feasible: bool
     result: TrialResult
+    baseline: bool = False
 
 
 TrialCallback = Callable[[TrialReport], None]
@@ -49,6 +60,9 @@ class StudyConfig:
     name: str
     n_trials: int
     timeout_s: float | None = None
+    # what the study's numbers depend on (model, hardware, vLLM, space, workload): a study
+    # is never continued under other conditions
+    identity: dict[str, str] = field(default_factory=dict)
     # Optuna writes a heartbeat from a thread while a trial runs (a server start blocks nothing
     # but our own thread), so a short grace period still never fails a live trial.
     heartbeat_s: int = 5
@@ -76,6 +90,19 @@ def make_storage(url: str, heartbeat_s: int, grace_s: int) -> optuna.storages.Ba
         raise UserError(f"--storage: cannot open {url!r}: {first}") from exc
 
 
+class StudyMismatch(UserError):
+    """An existing study was measured under other conditions than this run's."""
+
+    def __init__(self, name: str, differs: list[str]) -> None:
+        self.differs = differs
+        super().__init__(f"--study {name}: this study was measured under other conditions "
+                         f"({', '.join(differs)} differ); pass a new --study")
+
+
+def identity_differences(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = make_storage(cfg.storage, cfg.heartbeat_s, cfg.grace_s)
@@ -86,23 +113,36 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
     except KeyError:
         existing = None
     if existing is not None:
-        old = existing.user_attrs.get("space_fingerprint")
-        if old is not None and old != space.fingerprint():
-            raise UserError(
-                f"--study {cfg.name}: this study was run with a different search space or "
-                f"workload (fingerprint {old}, now {space.fingerprint()}); pass a new --study")
+        differs = identity_differences(existing.user_attrs.get("identity") or {}, cfg.identity)
+        if differs:
+            raise StudyMismatch(cfg.name, differs)
     seed = None if space.sampler.seed is None else space.sampler.seed + n_existing
     sampler = optuna.samplers.TPESampler(
         n_startup_trials=space.sampler.n_startup_trials, seed=seed, multivariate=True,
         constant_liar=True)
+    pruner: optuna.pruners.BasePruner = (
+        IntervalPruner(PruneRule(space.objective.direction, space.pruning.margin,
+                                 space.workload.measure.min_rounds))
+        if space.pruning.enabled else optuna.pruners.NopPruner())
     study = optuna.create_study(study_name=cfg.name, storage=storage, sampler=sampler,
-                                direction=space.objective.direction, load_if_exists=True)
+                                pruner=pruner, direction=space.objective.direction,
+                                load_if_exists=True)
     if existing is None:
-        for k, v in {**attrs, "space_fingerprint": space.fingerprint()}.items():
+        for k, v in {**attrs, "identity": cfg.identity}.items():
             study.set_user_attr(k, v)
+        # vLLM's defaults first, always: the baseline every candidate has to beat
+        study.enqueue_trial({}, user_attrs={ROLE: BASELINE})
         for cand in space.enqueue:
             study.enqueue_trial(cand, skip_if_exists=True)
     return study
+
+
+def requeue(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Queue the same candidate again (the baseline stays the baseline)."""
+    if trial.user_attrs.get(ROLE) == BASELINE:
+        study.enqueue_trial({}, user_attrs={ROLE: BASELINE})
+    else:
+        study.enqueue_trial(dict(trial.params))
 
 
 def counted_trials(study: optuna.Study) -> int:
@@ -115,8 +155,11 @@ def record(trial: optuna.Trial, result: TrialResult, constraints: dict[str, floa
     trial.set_user_attr("detail", result.detail)
     trial.set_user_attr("command", result.command)
     trial.set_user_attr("env", result.env)
-    trial.set_user_attr("metrics", {k: (None if math.isnan(v) else v)
+    trial.set_user_attr("metrics", {k: v.model_dump(mode="json")
                                     for k, v in result.metrics.items()})
+    trial.set_user_attr("measure_s", result.measure_s)
+    if result.status == "pruned":
+        trial.set_user_attr("saved_s", result.saved_s)
     if result.log_tail:
         trial.set_user_attr("log_tail", result.log_tail[-2000:])
     for key, value in constraints.items():
@@ -136,9 +179,23 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal env_failures
+        baseline = trial.user_attrs.get(ROLE) == BASELINE
+
+        def prune_check(step: int, value: float) -> bool:
+            if math.isnan(value):
+                return False
+            trial.report(value, step)
+            return trial.should_prune()
+
         try:
-            params = suggest(space, trial)
-            result = runner(params, trial.number)
+            params = baseline_params(space) if baseline else suggest(space, trial)
+            result = runner(params, trial.number, prune_check)
+        except WorkloadError as exc:
+            # the load is at fault, not this candidate: no point trying another
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("reason", "workload")
+            trial.set_user_attr("detail", str(exc))
+            raise
         except EnvironmentFailure as exc:
             # Not the candidate's fault: FAIL (no sampler learns from it), queue it again, and
             # give up on a machine that stays dirty.
@@ -146,7 +203,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
             trial.set_user_attr("status", "failed")
             trial.set_user_attr("reason", FailureReason.ENVIRONMENT.value)
             trial.set_user_attr("detail", str(exc))
-            study.enqueue_trial(dict(trial.params))
+            requeue(study, trial)
             if env_failures >= MAX_ENVIRONMENT_FAILURES:
                 raise AutotuneError(f"stopping: {env_failures} trials in a row found the "
                                     f"machine unfit to measure ({exc})") from exc
@@ -156,13 +213,16 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
             # learns from. Queue the same candidate so the next run measures it after all.
             # (A SIGKILLed tuner leaves a RUNNING trial; the heartbeat callback re-queues it.)
             trial.set_user_attr("interrupted", True)
-            study.enqueue_trial(dict(trial.params))
+            requeue(study, trial)
             raise
         s = score(space.objective, result)
         env_failures = 0
         record(trial, result, s.constraints)
         if on_trial is not None:
-            on_trial(TrialReport(trial.number, dict(trial.params), s.value, s.feasible, result))
+            on_trial(TrialReport(trial.number, dict(trial.params), s.value, s.feasible, result,
+                                 baseline))
+        if result.status == "pruned":
+            raise optuna.TrialPruned(result.detail)
         return s.value
 
     deadline = None if cfg.timeout_s is None else time.monotonic() + cfg.timeout_s
@@ -181,20 +241,4 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
     return study
 
 
-def feasible(t: FrozenTrial) -> bool:
-    if t.user_attrs.get("status") != "ok":
-        return False
-    return all(v <= 0 for v in t.constraints.values())
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best feasible finished trial, or None when no trial met every constraint."""
-    ok = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-          if feasible(t) and t.value is not None]
-    if not ok:
-        return None
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return (max if maximize else min)(ok, key=lambda t: t.value if t.value is not None else 0.0)
-
-
-__all__ = ["StudyConfig", "TrialReport", "best_trial", "counted_trials", "tune"]
+__all__ = ["StudyConfig", "StudyMismatch", "TrialReport", "counted_trials", "is_baseline", "tune"]

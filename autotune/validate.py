@@ -22,7 +22,7 @@ def validate_file(path: Path, verify_options: bool = True) -> str:
     if isinstance(data, dict) and "name" in data:
         space = load_space(path)
         if verify_options:
-            from autotune.app import option_values
+            from autotune.inputs import option_values
             from autotune.vllm_args import check_options
 
             check_options(option_values(space, {}), str(path))

@@ -1,14 +1,12 @@
-"""Workload models (what load a trial drives) and the pure, seeded plan built from them."""
+"""Workload models: what load a trial drives, declared in YAML; datasets read with line errors."""
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -19,9 +17,9 @@ from pydantic import (
     model_validator,
 )
 
-from autotune.builtin_model import WORDS
 from autotune.config import load_model
 from autotune.errors import ConfigError
+from autotune.measure import Measure
 
 
 class Fixed(BaseModel):
@@ -73,22 +71,6 @@ Length = Annotated[
 ]
 
 
-def sample_lengths(spec: Length, n: int, rng: np.random.Generator) -> list[int]:
-    """n lengths drawn from `spec`, rounded and clipped to at least 1 token."""
-    if isinstance(spec, int):
-        return [spec] * n
-    if isinstance(spec, Fixed):
-        return [spec.value] * n
-    if isinstance(spec, Uniform):
-        return [int(x) for x in rng.integers(spec.low, spec.high + 1, size=n)]
-    if isinstance(spec, Normal):
-        raw = rng.normal(spec.mean, spec.std, size=n)
-    else:
-        mu = math.log(spec.mean) - spec.sigma**2 / 2
-        raw = rng.lognormal(mu, spec.sigma, size=n)
-    return [max(1, round(float(x))) for x in raw]
-
-
 class Level(BaseModel):
     """One load level: a fixed number of sessions in flight, or an arrival rate."""
 
@@ -132,9 +114,8 @@ SloName = Literal["ttft_ms", "tpot_ms", "e2el_ms"]
 
 
 class Workload(BaseModel):
-    """What a trial sends. Lengths are in words of a fixed vocabulary: one token each with the
-    built-in model, about one with common tokenizers. Token counts actually sent and received
-    are taken from the server's usage report and recorded."""
+    """What a trial sends. Synthetic lengths are tokens of the model under test (prompts are
+    built with its tokenizer); the counts the server reports are checked against the plan."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -145,10 +126,11 @@ class Workload(BaseModel):
     dataset: Dataset | None = None
     concurrency: PositiveInt = Field(8, description="shortcut for levels: [{concurrency: N}]")
     levels: list[Level] = Field(default_factory=list, description="a sweep; overrides concurrency")
-    num_requests: PositiveInt = Field(64, description="measured sessions per level and repeat")
+    num_requests: PositiveInt = Field(64, description="sessions per measured round")
     duration_s: float | None = Field(None, gt=0, description="stop starting sessions after this")
     warmup_requests: int = Field(2, ge=0, description="sent first, excluded from results")
-    repeats: int = Field(1, ge=1, le=30, description="measure each level k times: mean and 95% CI")
+    measure: Measure = Field(default_factory=lambda: Measure(),
+                             description="rounds per level: until the interval is narrow")
     ignore_eos: bool = Field(True, description="needed for random-weight models")
     seed: int = 0
     request_timeout_s: float = Field(120.0, gt=0)
@@ -294,108 +276,3 @@ def read_dataset(w: Workload) -> list[Session]:
     if not sessions:
         raise ConfigError(str(path), None, "dataset holds no usable prompt")
     return sessions
-
-
-# ---------------------------------------------------------------- plans
-
-
-@dataclass(frozen=True)
-class PlannedTurn:
-    text: str
-    max_tokens: int
-    messages: tuple[dict[str, str], ...] | None = None
-
-
-@dataclass(frozen=True)
-class PlannedSession:
-    turns: tuple[PlannedTurn, ...]
-    start_s: float = 0.0  # offset from the level's start (rate levels)
-
-
-@dataclass(frozen=True)
-class LevelPlan:
-    level: Level
-    repeat: int
-    sessions: tuple[PlannedSession, ...]
-
-
-@dataclass(frozen=True)
-class Plan:
-    warmup: tuple[PlannedSession, ...]
-    levels: tuple[LevelPlan, ...]
-
-
-def _words(rng: np.random.Generator, n: int) -> str:
-    idx = rng.integers(0, len(WORDS), size=n)
-    return " ".join(WORDS[i] for i in idx)
-
-
-def arrival_offsets(level: Level, n: int, rng: np.random.Generator) -> list[float]:
-    """Start times (s) of n sessions at `level`: 0 for concurrency levels; Poisson or gamma
-    inter-arrival gaps for rate levels (gamma shape = burstiness, mean gap = 1/rate)."""
-    if level.rate is None:
-        return [0.0] * n
-    shape = 1.0 if level.arrival == "poisson" else level.burstiness
-    gaps = rng.gamma(shape, 1.0 / (level.rate * shape), size=n)
-    gaps[0] = 0.0
-    return [float(x) for x in np.cumsum(gaps)]
-
-
-def _synthetic(w: Workload, rng: np.random.Generator, n: int, prefix: str) -> list[Session]:
-    ins = sample_lengths(w.input_tokens, n, rng)
-    return [Session((Turn((prefix + " " if prefix else "") + _words(rng, k)),)) for k in ins]
-
-
-def _sessions(w: Workload, rng: np.random.Generator, n: int, pool: list[Session] | None,
-              prefix: str) -> tuple[PlannedSession, ...]:
-    if pool is None:
-        chosen = _synthetic(w, rng, n, prefix)
-    else:
-        order = rng.permutation(len(pool))
-        chosen = [pool[order[i % len(pool)]] for i in range(n)]
-    out = []
-    for s in chosen:
-        outs = sample_lengths(w.output_tokens, len(s.turns), rng)
-        out.append(PlannedSession(tuple(
-            PlannedTurn(t.text, t.output_tokens or o, t.messages)
-            for t, o in zip(s.turns, outs, strict=True))))
-    return tuple(out)
-
-
-def plan(w: Workload, pool: list[Session] | None = None) -> Plan:
-    """Pure and seeded: the same workload always yields the same sessions.
-
-    Synthetic prompts differ between requests, levels and repeats, so prefix caching helps
-    only where the workload asks for it (shared_prefix_tokens, multi-turn history).
-    """
-    if w.dataset is not None and pool is None:
-        pool = read_dataset(w)
-    rng = np.random.default_rng(w.seed)
-    prefix = _words(rng, w.shared_prefix_tokens) if w.shared_prefix_tokens else ""
-    warm = _sessions(w, rng, w.warmup_requests, pool, prefix)
-    levels = []
-    for level in w.load_levels():
-        for r in range(w.repeats):
-            sessions = _sessions(w, rng, w.num_requests, pool, prefix)
-            starts = arrival_offsets(level, len(sessions), rng)
-            levels.append(LevelPlan(level, r, tuple(
-                PlannedSession(s.turns, t) for s, t in zip(sessions, starts, strict=True))))
-    return Plan(warm, tuple(levels))
-
-
-def request_body(w: Workload, turn: PlannedTurn,
-                 history: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    """The JSON body of one request (without `model`, known only once the server is up)."""
-    body: dict[str, Any] = {"max_tokens": turn.max_tokens, "stream": True,
-                            "stream_options": {"include_usage": True}}
-    if w.ignore_eos:
-        body["ignore_eos"] = True
-    if w.endpoint == "chat":
-        if turn.messages is not None:
-            body["messages"] = list(turn.messages)
-        else:
-            body["messages"] = [*(history or []), {"role": "user", "content": turn.text}]
-    else:
-        body["prompt"] = turn.text
-    body.update(w.extra_body)
-    return body

@@ -21,7 +21,9 @@ from autotune.client import Target, run_workload
 from autotune.engine import ServerSpec, VllmServer
 from autotune.metrics import summarize
 from autotune.objective import free_port
-from autotune.workload import Workload, plan
+from autotune.plan import Plan
+from autotune.tokens import ModelTokenizer
+from autotune.workload import Workload
 
 REAL = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
 FAKE = (sys.executable, "-m", "autotune.testing.fake_vllm")
@@ -126,7 +128,8 @@ def autotune_client(base_url: str, n: int, concurrency: int | None, in_len: Any,
     if dataset is not None:
         spec["dataset"] = {"path": str(dataset)}
     w = Workload.model_validate(spec)
-    (run,) = run_workload(Target(base_url, KEY), w, plan(w), watch_metrics_s=None)
+    tok = ModelTokenizer(str(ensure_builtin_model(TINY_QWEN3)))
+    (run,) = run_workload(Target(base_url, KEY), Plan(w, tok), watch_metrics_s=None)
     return summarize(run.samples).flat()
 
 

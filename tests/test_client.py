@@ -9,7 +9,9 @@ import pytest
 from autotune.client import Target, run_workload
 from autotune.engine import ServerSpec, VllmServer
 from autotune.objective import free_port
-from autotune.workload import Workload, plan
+from autotune.plan import Plan
+from autotune.testing.fake_tokenizer import WordTokenizer
+from autotune.workload import Workload
 from tests.conftest import FAKE_LAUNCHER
 
 KEY = "client-key"
@@ -35,7 +37,8 @@ def test_rate_level_is_not_throttled_by_a_concurrency_level(server: VllmServer) 
     # level would let one through at a time)
     w = workload(levels=[{"concurrency": 1}, {"rate": 1000}], num_requests=12,
                  output_tokens=300, warmup_requests=0)
-    runs = run_workload(Target(server.base_url, KEY), w, plan(w), watch_metrics_s=0.02)
+    runs = run_workload(Target(server.base_url, KEY), Plan(w, WordTokenizer()),
+                        watch_metrics_s=0.02)
     assert all(s.ok for s in runs[1].samples)
     assert (runs[0].server.peak_requests_running or 0) <= 1
     # more than one running at once is impossible through a pool of one connection

@@ -15,8 +15,10 @@ import pytest
 
 from autotune.errors import FailureReason
 from autotune.objective import TrialSetup, run_trial
+from autotune.plan import Plan
 from autotune.space import EngineSettings, TrialParams
 from autotune.testing.fake_probe import FakeProbe
+from autotune.tokens import ModelTokenizer
 from autotune.workload import Workload
 from tests.conftest import DATA, REAL_LAUNCHER
 
@@ -38,8 +40,11 @@ def vllm_descendants() -> list[psutil.Process]:
 
 def setup(tiny_model: Path, tmp_path: Path, **workload: object) -> TrialSetup:
     w = Workload.model_validate({"num_requests": 8, "concurrency": 2, "input_tokens": 16,
-                                 "output_tokens": 8, "warmup_requests": 0, **workload})
-    return TrialSetup(model=str(tiny_model), launcher=REAL_LAUNCHER, workload=w,
+                                 "output_tokens": 8, "warmup_requests": 0,
+                                 "measure": {"min_rounds": 1, "max_rounds": 1, "min_s": 0},
+                                 **workload})
+    return TrialSetup(model=str(tiny_model), launcher=REAL_LAUNCHER,
+                      plan=Plan(w, ModelTokenizer(str(tiny_model))),
                       engine=EngineSettings(startup_timeout_s=300, stop_timeout_s=20),
                       probe=FakeProbe(), base_args=dict(BASE), api_key="k")
 

@@ -4,7 +4,13 @@ import math
 
 import pytest
 
-from autotune.metrics import RequestSample, aggregate, mean_ci95, metric_names, summarize
+from autotune.metrics import (
+    RequestSample,
+    aggregate,
+    load_mismatch,
+    metric_names,
+    summarize,
+)
 
 
 def req(start: float, ttft: float, gaps: list[float], out: int, prompt: int = 10
@@ -60,21 +66,34 @@ def test_no_successes_gives_nan_latencies_not_zero() -> None:
     assert m.error_rate == 1.0
 
 
-def test_mean_ci95_uses_student_t() -> None:
-    mean, half = mean_ci95([10.0, 12.0, 14.0])
-    assert mean == 12.0
-    assert half == pytest.approx(4.303 * 2.0 / math.sqrt(3), rel=1e-3)
-    assert math.isnan(mean_ci95([5.0])[1])
-    assert mean_ci95([1.0] * 40)[1] == 0.0
-
-
-def test_aggregate_repeats_and_server_stats() -> None:
+def test_aggregate_rounds_and_server_stats() -> None:
     runs = [summarize([req(0, 0.1, [0.01], out=2)]), summarize([req(0, 0.3, [0.01], out=2)])]
     lv = aggregate("concurrency=1", {"concurrency": 1}, runs,
                    [{"peak_kv_cache_usage": 0.2, "num_preemptions": 1},
                     {"peak_kv_cache_usage": 0.5, "num_preemptions": 2,
                      "peak_requests_waiting": None}])
-    assert lv.metrics["mean_ttft_ms"] == pytest.approx(200.0)
-    # values 100 and 300 ms: s = 141.4, half-width = t(1) * s / sqrt(2) = 12.706 * 100
-    assert lv.ci95["mean_ttft_ms"] == pytest.approx(1270.6, rel=1e-3)
+    e = lv.metrics["mean_ttft_ms"]
+    assert e.value == pytest.approx(200.0)
+    # rounds of 100 and 300 ms: s = 141.4, half-width = t(1) * s / sqrt(2) = 12.706 * 100
+    assert e.half_width == pytest.approx(1270.6, rel=1e-3)
+    assert e.n == 2 and e.basis == "rounds"
+    assert len(lv.rounds) == 2
     assert lv.server == {"peak_kv_cache_usage": 0.5, "num_preemptions": 3.0}
+
+
+def test_load_mismatch_names_the_first_difference() -> None:
+    good = RequestSample(0, 1, ok=True, ttft=0.1, prompt_tokens=128, output_tokens=64,
+                         planned_prompt_tokens=128, max_tokens=64)
+    assert load_mismatch([good], ignore_eos=True) is None
+    longer = RequestSample(0, 1, ok=True, ttft=0.1, prompt_tokens=371, output_tokens=64,
+                           planned_prompt_tokens=128, max_tokens=64)
+    assert "counted 371 prompt tokens where the plan built 128" in (
+        load_mismatch([good, longer], ignore_eos=True) or "")
+    short = RequestSample(0, 1, ok=True, ttft=0.1, prompt_tokens=128, output_tokens=10,
+                          planned_prompt_tokens=128, max_tokens=64)
+    assert "returned 10 tokens where 64" in (load_mismatch([short], ignore_eos=True) or "")
+    assert load_mismatch([short], ignore_eos=False) is None  # EOS may end it early
+    unknown = RequestSample(0, 1, ok=True, ttft=0.1, prompt_tokens=999, output_tokens=64,
+                            max_tokens=64)
+    failed = RequestSample(0, 1, ok=False, error="http_400", planned_prompt_tokens=5)
+    assert load_mismatch([unknown, failed], ignore_eos=True) is None

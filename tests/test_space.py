@@ -8,7 +8,7 @@ import pytest
 from autotune.errors import ConfigError
 from autotune.space import (
     CategoricalParam,
-    IntParam,
+    baseline_params,
     load_space,
     parse_space,
     resolve,
@@ -113,18 +113,43 @@ def test_fingerprint_changes_with_what_is_measured() -> None:
     assert a.fingerprint() == c.fingerprint()
     explicit_default = parse_space(space(args={"max-num-seqs": {"type": "int", "low": 1,
                                                                  "high": 8}},
-                                         workload={"concurrency": 3, "repeats": 1}))
+                                         workload={"concurrency": 3, "warmup_requests": 2}))
     assert explicit_default.fingerprint() == d.fingerprint()
     assert len({a.fingerprint(), b.fingerprint(), d.fingerprint()}) == 3
 
 
 @pytest.mark.parametrize("name", ["cpu.yaml", "default.yaml"])
-def test_shipped_spaces_load(name: str) -> None:
+def test_shipped_spaces_load_and_can_return_to_every_default(name: str) -> None:
     s = load_space(ROOT / "search_spaces" / name)
     assert s.tuned()
-    assert s.enqueue, "shipped spaces start from vLLM's defaults"
-    spec = s.tuned()["max-num-seqs"]
-    assert isinstance(spec, IntParam)
+    # every tuned option can also be left to vLLM: the search can return to a default
+    for key, spec in s.tuned().items():
+        assert isinstance(spec, CategoricalParam) and None in spec.choices, key
+    assert s.confirm.rounds >= 3 and s.confirm.finalists >= 1
+    assert s.workload.measure.max_s <= 120
+
+
+def test_null_leaves_an_option_unset_and_the_baseline_sets_no_tuned_option() -> None:
+    s = parse_space(space(
+        args={"max-model-len": 512, "max-num-seqs": {"type": "categorical",
+                                                     "choices": [None, 8]}},
+        env={"OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": {"type": "categorical",
+                                                               "choices": [None, 2]}},
+        enqueue=[{"max-num-seqs": None, "env:VLLM_CPU_KVCACHE_SPACE": 2}]))
+    p = resolve(s, {"max-num-seqs": None, "env:VLLM_CPU_KVCACHE_SPACE": 2})
+    assert p.args == {"max-model-len": 512} and p.env == {"OMP_NUM_THREADS": "1",
+                                                          "VLLM_CPU_KVCACHE_SPACE": "2"}
+    base = baseline_params(s)
+    assert base.args == {"max-model-len": 512} and base.env == {"OMP_NUM_THREADS": "1"}
+    with pytest.raises(ConfigError, match=r"args\.max-model-len"):
+        parse_space(space(args={"max-model-len": None}))
+
+
+def test_confirm_and_pruning_sections_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"confirm\.rounds"):
+        parse_space(space(confirm={"rounds": 1}))
+    with pytest.raises(ConfigError, match=r"pruning\.margin"):
+        parse_space(space(pruning={"margin": -0.1}))
 
 
 def test_cpu_space_tunes_server_environment() -> None:

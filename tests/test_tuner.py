@@ -6,9 +6,11 @@ import optuna
 import pytest
 
 from autotune.errors import AutotuneError, EnvironmentFailure, FailureReason, UserError
-from autotune.objective import TrialResult
+from autotune.objective import PruneCheck, TrialResult
 from autotune.space import TrialParams, parse_space
-from autotune.tuner import StudyConfig, TrialReport, best_trial, counted_trials, tune
+from autotune.stats import Estimate
+from autotune.trials import best_trial, is_baseline, metrics_of
+from autotune.tuner import StudyConfig, StudyMismatch, TrialReport, counted_trials, tune
 
 SPACE = parse_space({
     "name": "t",
@@ -18,19 +20,29 @@ SPACE = parse_space({
     "sampler": {"n_startup_trials": 3, "seed": 0},
     "enqueue": [{"max-num-seqs": 16}, {"max-num-seqs": 4}],
 })
+DEFAULT_SEQS = 6  # what the scripted engine does when max-num-seqs is left unset
 
 
-def runner(params: TrialParams, number: int) -> TrialResult:
+def result(n: int, rounds: int = 3) -> TrialResult:
+    tput = 100.0 * n
+    return TrialResult(status="ok", command=["vllm"], env={},
+                       metrics={"output_throughput": Estimate(value=tput, low=0.99 * tput,
+                                                              high=1.01 * tput, n=rounds,
+                                                              basis="rounds"),
+                                "p95_ttft_ms": Estimate.single(10.0 * n + (200 if n > 8
+                                                                            else 0))},
+                       round_values=[tput] * rounds)
+
+
+def runner(params: TrialParams, number: int, prune: PruneCheck | None = None) -> TrialResult:
     """A scripted engine: more seqs is faster, but above 12 it runs out of memory and
     above 8 it misses the TTFT SLO."""
-    n = params.args["max-num-seqs"]
+    n = params.args.get("max-num-seqs", DEFAULT_SEQS)
     assert params.args["enforce-eager"] is True
     if n > 12:
         return TrialResult(status="failed", reason=FailureReason.OOM_AT_STARTUP,
                            detail="oom", command=["vllm"], env={})
-    return TrialResult(status="ok", command=["vllm"], env={},
-                       metrics={"output_throughput": 100.0 * n,
-                                "p95_ttft_ms": 10.0 * n + (200 if n > 8 else 0)})
+    return result(n)
 
 
 def cfg(tmp_path: Path, n: int, name: str = "s") -> StudyConfig:
@@ -41,15 +53,19 @@ def test_failures_and_slo_misses_are_never_best(tmp_path: Path) -> None:
     reports: list[TrialReport] = []
     study = tune(SPACE, cfg(tmp_path, 12), runner, {}, reports.append)
     assert len(study.trials) == 12
-    # the enqueued vLLM-default-like candidates go first
-    assert study.trials[0].params == {"max-num-seqs": 16}
-    assert study.trials[0].user_attrs["reason"] == "oom_at_startup"
-    assert not reports[0].feasible
+    # vLLM's defaults go first (no tuned option passed), then the enqueued candidates
+    assert is_baseline(study.trials[0]) and study.trials[0].params == {}
+    assert reports[0].baseline and reports[0].result.status == "ok"
+    assert study.trials[1].params == {"max-num-seqs": 16}
+    assert study.trials[1].user_attrs["reason"] == "oom_at_startup"
+    assert not reports[1].feasible
+    assert metrics_of(study.trials[0])["output_throughput"].value == 100.0 * DEFAULT_SEQS
     best = best_trial(study)
     assert best is not None
     assert best.params["max-num-seqs"] <= 8
     feasible_values = [t.value for t in study.trials
-                       if t.user_attrs["status"] == "ok" and t.params["max-num-seqs"] <= 8]
+                       if t.user_attrs["status"] == "ok" and t.params.get("max-num-seqs",
+                                                                          DEFAULT_SEQS) <= 8]
     assert best.value == max(feasible_values)
     assert all(t.constraints["trial_ok"] == 1.0 for t in study.trials
                if t.user_attrs["status"] == "failed")
@@ -58,7 +74,7 @@ def test_failures_and_slo_misses_are_never_best(tmp_path: Path) -> None:
 def test_budget_is_total_and_a_rerun_continues(tmp_path: Path) -> None:
     calls: list[int] = []
 
-    def counting(params: TrialParams, number: int) -> TrialResult:
+    def counting(params: TrialParams, number: int, prune: PruneCheck) -> TrialResult:
         calls.append(number)
         return runner(params, number)
 
@@ -75,7 +91,7 @@ def test_interrupted_trial_is_rerun_on_resume(tmp_path: Path) -> None:
     c = StudyConfig(storage=f"sqlite:///{tmp_path / 'study.db'}", name="s", n_trials=3,
                     heartbeat_s=1, grace_s=1)
 
-    def dies(params: TrialParams, number: int) -> TrialResult:
+    def dies(params: TrialParams, number: int, prune: PruneCheck) -> TrialResult:
         if number == 1:
             raise KeyboardInterrupt
         return runner(params, number)
@@ -83,21 +99,27 @@ def test_interrupted_trial_is_rerun_on_resume(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         tune(SPACE, c, dies, {})
     study = optuna.load_study(study_name="s", storage=c.storage)
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "WAITING"]
+    # the baseline, the interrupted first enqueued candidate, the second still queued, and
+    # the interrupted one queued again
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "WAITING", "WAITING"]
     assert study.trials[1].user_attrs["interrupted"] is True
     study = tune(SPACE, c, runner, {})
     assert counted_trials(study) == 3
-    # the interrupted candidate (the second enqueued one) was tried again, not skipped
-    assert {"max-num-seqs": 4} in [t.params for t in study.trials
-                                   if t.state.name == "COMPLETE"]
+    # the interrupted candidate (the first enqueued one) was tried again, not skipped
+    assert {"max-num-seqs": 16} in [t.params for t in study.trials
+                                    if t.state.name == "COMPLETE"]
 
 
-def test_study_refuses_a_different_space(tmp_path: Path) -> None:
-    tune(SPACE, cfg(tmp_path, 1), runner, {})
-    other = SPACE.model_copy(update={"workload": SPACE.workload.model_copy(
-        update={"concurrency": 99})})
-    with pytest.raises(UserError, match="different search space"):
-        tune(other, cfg(tmp_path, 2), runner, {})
+def test_study_refuses_other_conditions(tmp_path: Path) -> None:
+    ident = {"model": "m", "vllm": "vllm==1.0", "space": "abc", "workload": "w1"}
+    tune(SPACE, StudyConfig(cfg(tmp_path, 1).storage, "s", 1, identity=ident), runner, {})
+    upgraded = {**ident, "vllm": "vllm==1.1"}
+    with pytest.raises(StudyMismatch, match=r"--study s: .*\(vllm differ\); pass a new"):
+        tune(SPACE, StudyConfig(cfg(tmp_path, 1).storage, "s", 2, identity=upgraded), runner,
+             {})
+    study = tune(SPACE, StudyConfig(cfg(tmp_path, 1).storage, "s", 2, identity=ident),
+                 runner, {})
+    assert counted_trials(study) == 2
 
 
 @pytest.mark.parametrize("url", ["not-a-url", "nosuchdb://x/y"])
@@ -107,7 +129,7 @@ def test_bad_storage_url_is_a_user_error(tmp_path: Path, url: str) -> None:
 
 
 def test_no_feasible_trial_gives_no_best(tmp_path: Path) -> None:
-    def all_fail(params: TrialParams, number: int) -> TrialResult:
+    def all_fail(params: TrialParams, number: int, prune: PruneCheck) -> TrialResult:
         return TrialResult(status="failed", reason=FailureReason.STARTUP_CRASH, command=[],
                            env={})
 
@@ -119,7 +141,7 @@ def test_environment_failures_are_retried_not_learned_and_stop_a_dirty_machine(
         tmp_path: Path) -> None:
     calls: list[int] = []
 
-    def flaky(params: TrialParams, number: int) -> TrialResult:
+    def flaky(params: TrialParams, number: int, prune: PruneCheck) -> TrialResult:
         calls.append(number)
         if number == 1:
             raise EnvironmentFailure("machine not back to its baseline")
@@ -129,11 +151,60 @@ def test_environment_failures_are_retried_not_learned_and_stop_a_dirty_machine(
     states = [(t.state.name, t.user_attrs.get("reason")) for t in study.trials]
     assert states[1] == ("FAIL", "environment")
     assert counted_trials(study) == 3
-    # the candidate the machine could not measure was measured on the next trial
-    assert study.trials[2].params == study.trials[1].params
+    # the candidate the machine could not measure was measured on a later trial
+    assert study.trials[1].params in [t.params for t in study.trials[2:]
+                                      if t.state.name == "COMPLETE"]
 
-    def dirty(params: TrialParams, number: int) -> TrialResult:
+    def dirty(params: TrialParams, number: int, prune: PruneCheck) -> TrialResult:
         raise EnvironmentFailure("6 GiB still in use")
 
     with pytest.raises(AutotuneError, match="3 trials in a row"):
         tune(SPACE, cfg(tmp_path, 3, name="dirty"), dirty, {})
+
+
+def test_the_baseline_passes_no_tuned_option_and_a_null_choice_returns_to_defaults(
+        tmp_path: Path) -> None:
+    space = parse_space({
+        "name": "n",
+        "args": {"enforce-eager": True,
+                 "max-num-seqs": {"type": "categorical", "choices": [None, 2, 4]}},
+        "env": {"VLLM_CPU_KVCACHE_SPACE": {"type": "categorical", "choices": [None, 1]},
+                "OMP_NUM_THREADS": "1"},
+        "sampler": {"n_startup_trials": 2, "seed": 3},
+    })
+    seen: list[TrialParams] = []
+
+    def record(params: TrialParams, number: int, prune: PruneCheck) -> TrialResult:
+        seen.append(params)
+        return runner(params, number)
+
+    study = tune(space, cfg(tmp_path, 8), record, {})
+    base = seen[0]
+    assert base.args == {"enforce-eager": True} and base.env == {"OMP_NUM_THREADS": "1"}
+    assert is_baseline(study.trials[0])
+    # later candidates may leave either option unset: the search can return to a default
+    unset = [p for p in seen[1:] if "max-num-seqs" not in p.args]
+    assert unset, [p.args for p in seen]
+    assert all(p.env["OMP_NUM_THREADS"] == "1" for p in seen)
+
+
+def test_a_hopeless_candidate_is_pruned_and_never_best(tmp_path: Path) -> None:
+    space = SPACE.model_copy(update={"enqueue": [{"max-num-seqs": 1}]})
+
+    def measured(params: TrialParams, number: int, prune: PruneCheck) -> TrialResult:
+        n = params.args.get("max-num-seqs", DEFAULT_SEQS)
+        values = [100.0 * n * f for f in (1.0, 1.01, 0.99, 1.0)]
+        for step, x in enumerate(values):
+            if prune(step, x):
+                r = result(n, rounds=step + 1)
+                return r.model_copy(update={"status": "pruned", "saved_s": 5.0,
+                                            "round_values": values[:step + 1]})
+        return result(n).model_copy(update={"round_values": values})
+
+    study = tune(space, cfg(tmp_path, 2), measured, {})
+    base, slow = study.trials
+    assert base.state.name == "COMPLETE" and not base.user_attrs.get("saved_s")
+    # max-num-seqs 1 measures 100 against the defaults' 600: stopped after its 3rd round
+    assert slow.state.name == "PRUNED"
+    assert len(slow.intermediate_values) == 3 and slow.user_attrs["saved_s"] == 5.0
+    assert best_trial(study) is not None and best_trial(study).number == base.number

@@ -3,6 +3,10 @@
 Run it as `python -m autotune.testing.fake_vllm --model M --port P [vLLM-style options]`. It
 models a batching engine: at most `--max-num-seqs` requests decode at once, each token takes
 `--fake-tpot-ms`, the rest queue. Fault switches (`--fake-*`) script start-up failures.
+
+Prompts are counted with the model's own `tokenizer.json` when `--model` is a directory that
+has one (as vLLM counts them; for chat, the messages' contents without a template), else one
+token per word (`autotune.testing.fake_tokenizer.WordTokenizer`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -56,7 +62,19 @@ class Engine:
         self.preemptions = 0.0
 
 
+def token_counter(model: str) -> Callable[[str], int]:
+    path = Path(model) / "tokenizer.json"
+    if path.is_file():
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(path))
+        return lambda text: len(tok.encode(text, add_special_tokens=True).ids)
+    return lambda text: len(text.split())
+
+
 def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
+    count = token_counter(args.model)
+
     def authorized(request: web.Request) -> bool:
         return not args.api_key or request.headers.get("Authorization") == (
             f"Bearer {args.api_key}")
@@ -91,10 +109,13 @@ def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
             text = " ".join(str(m.get("content", "")) for m in req.get("messages", []))
         else:
             text = str(req.get("prompt", ""))
-        n_prompt = len(text.split())
+        n_prompt = count(text)
         n_out = int(req.get("max_tokens") or 16)
         if n_prompt + n_out > args.max_model_len:
             return web.json_response({"error": "prompt too long"}, status=400)
+        if float(req.get("temperature", 0)) < 0:
+            return web.json_response({"error": {"message": "temperature must be "
+                                                "non-negative, got -1.0"}}, status=400)
         engine.started += 1
         if args.fake_die_after and engine.started >= args.fake_die_after:
             print("RuntimeError: EngineCore encountered a fatal error.", flush=True)

@@ -1,0 +1,105 @@
+"""Turn the verdict into what is on disk: write the chosen profile, or keep the one there.
+
+A profile is replaced only by settings that beat it beyond noise in this run's confirmation
+round; one measured on other hardware only with --replace. A replaced profile is copied to
+`history/` first, and every write is atomic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from autotune import __version__
+from autotune.confirm import Arm, Confirmation, same_settings
+from autotune.engine import default_launcher, vllm_version
+from autotune.incumbent import Incumbent
+from autotune.inputs import Inputs, RunConfig
+from autotune.profile import Profile, ProfileMeta, write_profile
+from autotune.trials import is_baseline, metrics_of
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    written: bool
+    decided: bool  # a verdict was reached: a profile written, or one kept
+    note: str
+
+
+def conclude(path: Path, study: optuna.Study, cfg: RunConfig, inp: Inputs,
+             identity: dict[str, str], name: str, incumbent: Incumbent | None,
+             conf: Confirmation | None, arms: list[Arm]) -> Conclusion:
+    """Keep or write the profile the verdict chose (`conf`; None: a single arm, unconfirmed)."""
+    if conf is None:
+        winner = arms[0]
+        figures = _search_figures(study, winner)
+        summary = (f"{winner.name} is the only setting that served the load: "
+                   "no gain can be stated")
+        gain: dict[str, Any] = {}
+        confirmation: dict[str, Any] = {}
+    else:
+        record = conf.arm(conf.verdict.winner)
+        if record is None:
+            return Conclusion(False, False, f"no profile written: {conf.verdict.summary}")
+        winner = next(a for a in arms if a.name == record.name)
+        figures, summary = record.figures, conf.verdict.summary
+        # vLLM's defaults are not stated against themselves: the finalists' ratios to them
+        # are in the confirmation block
+        gain = {} if winner.role == "baseline" else record.vs_baseline
+        confirmation = _confirmation_summary(conf)
+    if incumbent is not None and incumbent.params is not None and incumbent.comparable and (
+            winner.role == "incumbent" or same_settings(winner.params, incumbent.params)):
+        return Conclusion(False, True, f"kept {path}: {summary}")
+    if incumbent is not None and not incumbent.comparable and not cfg.replace:
+        return Conclusion(False, True, f"kept {path}: {incumbent.why}; this run's result "
+                                       f"({winner.name}) was not written (pass --replace to "
+                                       "replace it)")
+    space, model = inp.space, inp.model
+    meta = ProfileMeta(
+        autotune_version=__version__,
+        created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        target=cfg.target, model=cfg.model, model_revision=identity["model_revision"],
+        hardware=inp.hardware.describe(), vllm_version=vllm_version(), space=space.name,
+        space_fingerprint=space.fingerprint(), workload=space.workload.model_dump(mode="json"),
+        study=name, trial=winner.trial,
+        objective={"metric": space.objective.metric, "direction": space.objective.direction,
+                   "value": figures[space.objective.metric].value
+                   if space.objective.metric in figures else None},
+        metrics=figures, gain=gain, verdict=summary, confirmation=confirmation,
+        env=dict(winner.params.env), serve=serve_prefix(default_launcher()))
+    settings = {"model": model.path, **model.args, **winner.params.args}
+    kept = write_profile(Profile(settings=settings, meta=meta), path)
+    return Conclusion(True, True, summary + (f" (the profile it replaced is in {kept})"
+                                             if kept else ""))
+
+
+def _search_figures(study: optuna.Study, arm: Arm) -> dict[str, Any]:
+    trial = next((t for t in study.trials if (arm.trial is None and is_baseline(t))
+                  or t.number == arm.trial), None)
+    return metrics_of(trial) if trial is not None else {}
+
+
+def _confirmation_summary(conf: Confirmation) -> dict[str, Any]:
+    v = conf.verdict
+    return {
+        "rounds": conf.rounds, "reference": v.reference, "decision_level": round(v.level, 4),
+        "min_gain": v.min_gain,
+        "arms": [{"name": a.name, "role": a.role, "trial": a.trial,
+                  conf.metric: a.figures[conf.metric].model_dump(mode="json")
+                  if conf.metric in a.figures else None,
+                  "vs_baseline": a.vs_baseline[conf.metric].model_dump(mode="json")
+                  if conf.metric in a.vs_baseline else None,
+                  "failure": a.failure} for a in conf.arms],
+        "comparisons": [c.model_dump(mode="json") for c in v.comparisons],
+    }
+
+
+def serve_prefix(launcher: tuple[str, ...]) -> str:
+    """How to start vLLM with a config file on this kind of host."""
+    if launcher[-1] == "serve":
+        return "vllm serve"
+    return "python -m " + launcher[-1]

@@ -1,0 +1,105 @@
+"""Every input of a run (flags, files, model, tokenizer, machine), checked before any start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autotune.errors import ConfigError
+from autotune.models import ResolvedModel, resolve_model
+from autotune.plan import Plan
+from autotune.probes import HardwareInfo, Probe, detect_hardware
+from autotune.space import CategoricalParam, FloatParam, IntParam, SearchSpace, load_space
+from autotune.tokens import context_length, load_tokenizer
+from autotune.workload import load_workload
+
+SPACES_DIRS = (
+    Path(__file__).resolve().parent / "search_spaces",  # installed wheel
+    Path(__file__).resolve().parent.parent / "search_spaces",  # source checkout
+)
+
+
+def default_space_path(target: str) -> Path:
+    name = "cpu.yaml" if target == "cpu" else "default.yaml"
+    for d in SPACES_DIRS:
+        if (d / name).is_file():
+            return d / name
+    return SPACES_DIRS[-1] / name
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    target: str
+    model: str
+    space_path: Path | None = None
+    workload_path: Path | None = None
+    trials: int = 10
+    timeout_s: float | None = None
+    storage: str = "sqlite:///autotune.db"
+    study: str | None = None
+    profiles_dir: Path = Path("profiles")
+    runs_dir: Path = Path("autotune-runs")
+    devices: tuple[int, ...] = ()
+    launcher: tuple[str, ...] | None = None
+    verify_options: bool = True
+    replace: bool = False  # replace a profile measured on other hardware
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a run needs, checked before any server starts."""
+
+    space: SearchSpace
+    space_path: Path
+    hardware: HardwareInfo
+    model: ResolvedModel
+    plan: Plan
+
+
+def option_values(space: SearchSpace, base_args: dict[str, Any]) -> dict[str, list[Any]]:
+    """Every value each vLLM option may take in this space, for checking before any start."""
+    out: dict[str, list[Any]] = {k: [v] for k, v in base_args.items()}
+    for name, spec in space.args.items():
+        if isinstance(spec, (IntParam, FloatParam)):
+            out[name] = [spec.low, spec.high]
+        elif isinstance(spec, CategoricalParam):
+            out[name] = [c for c in spec.choices if c is not None]
+        else:
+            out[name] = [spec]
+    return out
+
+
+def smallest_context(space: SearchSpace, model: ResolvedModel) -> tuple[int | None, str]:
+    """The shortest max-model-len any candidate can get, and where it comes from."""
+    spec = space.args.get("max-model-len", model.args.get("max-model-len"))
+    default = context_length(model.path)
+    if isinstance(spec, IntParam):
+        return spec.low, "args.max-model-len"
+    if isinstance(spec, CategoricalParam):
+        values = [c if c is not None else default for c in spec.choices]
+        known = [int(v) for v in values if isinstance(v, (int, str)) and str(v).isdigit()]
+        return (min(known), "args.max-model-len") if known else (None, "")
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        return spec, "args.max-model-len"
+    return default, "the model's max_position_embeddings"
+
+
+def prepare(cfg: RunConfig, probe: Probe) -> Inputs:
+    """All user-input checks, in the order a user would fix them. Starts no server."""
+    if cfg.trials < 1:
+        raise ConfigError("--trials", None, "must be at least 1")
+    space_path = cfg.space_path or default_space_path(cfg.target)
+    workload = load_workload(cfg.workload_path) if cfg.workload_path else None
+    space = load_space(space_path, workload)
+    hardware = detect_hardware(cfg.target, probe, cfg.devices)
+    model = resolve_model(cfg.model)
+    plan = Plan(space.workload, load_tokenizer(model.path))
+    context, where = smallest_context(space, model)
+    longest = plan.longest_request()
+    if context is not None and longest is not None and longest > context:
+        source = str(cfg.workload_path or space_path)
+        raise ConfigError(source, None if cfg.workload_path else "workload",
+                          f"requests of up to {longest} tokens (prompt plus output) do not "
+                          f"fit a context of {context} ({where})")
+    return Inputs(space, space_path, hardware, model, plan)

@@ -1,0 +1,72 @@
+"""Reading finished trials back from a study: roles, figures, feasibility, best and finalists.
+
+What a trial measured is stored in its user attrs as serialised `Estimate`s and read back
+through the same model here; nothing else parses them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.stats import Estimate, mean_interval
+
+BASELINE = "baseline"  # the trial that measures vLLM's defaults
+ROLE = "role"  # user attr naming a trial's role; search trials have none
+
+
+def is_baseline(t: FrozenTrial) -> bool:
+    return t.user_attrs.get(ROLE) == BASELINE
+
+
+def metrics_of(t: FrozenTrial) -> dict[str, Estimate]:
+    raw: dict[str, Any] = t.user_attrs.get("metrics") or {}
+    return {k: Estimate.model_validate(v) for k, v in raw.items() if v is not None}
+
+
+def objective_estimate(t: FrozenTrial) -> Estimate:
+    """The objective as measured in the trial's rounds (its intermediate values)."""
+    values = [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+    if values:
+        return mean_interval(values)
+    return Estimate.single(t.value) if t.value is not None else Estimate(value=math.nan, n=0)
+
+
+def feasible(t: FrozenTrial) -> bool:
+    if t.user_attrs.get("status") != "ok":
+        return False
+    return all(v <= 0 for v in t.constraints.values())
+
+
+def _ranked(study: optuna.Study) -> list[FrozenTrial]:
+    ok = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+          if feasible(t) and t.value is not None]
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(ok, key=lambda t: t.value if t.value is not None else 0.0, reverse=maximize)
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best feasible finished trial, or None when no trial met every constraint."""
+    ranked = _ranked(study)
+    return ranked[0] if ranked else None
+
+
+def finalists(study: optuna.Study, k: int, settings_of: Any) -> list[FrozenTrial]:
+    """The k best feasible search trials with distinct settings, vLLM's defaults excluded
+    (they are always confirmed as the baseline). `settings_of(trial)` gives comparable
+    settings, so a candidate drawn twice is confirmed once."""
+    out: list[FrozenTrial] = []
+    seen: list[Any] = []
+    for t in _ranked(study):
+        s = settings_of(t)
+        if is_baseline(t) or s in seen:
+            continue
+        seen.append(s)
+        out.append(t)
+        if len(out) == k:
+            break
+    return out
+

@@ -1,0 +1,137 @@
+"""A run's decision end to end, against the stand-in server whose speed its flags set: the
+confirmation round, the stated gain, and what happens to the profile that was already there."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from autotune.cli import main
+from autotune.identity import hardware_key
+from autotune.probes import detect_hardware
+from autotune.profile import Profile, read_profile, write_profile
+from autotune.testing.fake_probe import FakeProbe
+from tests.conftest import DATA, FAKE_LAUNCHER
+from tests.test_profile import meta
+
+SPACE = DATA / "standin_space.yaml"
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(*extra: str, space: Path = SPACE) -> list[str]:
+    return ["run", "--gpu", "cpu", "--model", "builtin:tiny-qwen3", "--space", str(space),
+            "--launcher", shlex.join(FAKE_LAUNCHER), "--no-verify-options", *extra]
+
+
+PROFILE = Path("profiles/cpu/builtin-tiny-qwen3.yaml")
+
+
+def incumbent(tpot_ms: float, hardware: dict[str, object] | None = None) -> str:
+    """A profile at the run's path with the stand-in's speed set to `tpot_ms`."""
+    hw = hardware or detect_hardware("cpu", FakeProbe()).describe()
+    write_profile(Profile(settings={"model": "x", "load-format": "dummy",
+                                    "fake-startup-s": 0.1, "max-num-seqs": 8,
+                                    "fake-tpot-ms": tpot_ms},
+                          meta=meta(hardware=hw)), PROFILE)
+    return PROFILE.read_text()
+
+
+def space_with(tmp: Path, enqueue: list[dict[str, object]]) -> Path:
+    text = SPACE.read_text().split("enqueue:")[0]
+    lines = "".join(f"  - {{fake-tpot-ms: {e['fake-tpot-ms']}}}\n" for e in enqueue)
+    p = tmp / "space.yaml"
+    p.write_text(text + "enqueue:\n" + lines)
+    return p
+
+
+def test_a_faster_candidate_wins_beyond_noise_and_the_profile_states_the_gain(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(run("--trials", "3")) == 0
+    out = capsys.readouterr().out
+    p = read_profile(PROFILE)
+    assert p.settings["fake-tpot-ms"] == 1
+    gain = p.meta.gain["output_throughput"]
+    # 1 ms per token against the default 2 ms: well above 1, measured in 3 paired rounds
+    assert gain.low is not None and gain.low > 1.2 and gain.n == 3 and gain.basis == "starts"
+    assert p.meta.gain["median_tpot_ms"].value < 0.8
+    assert "beats vLLM defaults beyond noise" in p.meta.verdict
+    conf = p.meta.confirmation
+    assert conf["rounds"] == 3 and [a["role"] for a in conf["arms"]] == ["baseline", "finalist"]
+    text = PROFILE.read_text()
+    assert "vs vLLM's defaults, paired, same run and machine" in text
+    assert "confirmation: 3 interleaved rounds" in out and "vs vLLM defaults" in out
+    assert "profile: profiles/cpu/builtin-tiny-qwen3.yaml" in out
+
+
+def test_the_rounds_are_interleaved_each_on_a_fresh_server(in_tmp: Path) -> None:
+    assert main(run("--trials", "3")) == 0
+    study = read_profile(PROFILE).meta.study
+    rounds = sorted(p.name for p in (in_tmp / "autotune-runs" / study / "confirm").iterdir()
+                    if p.is_dir())
+    assert rounds == ["round-01-trial-1", "round-01-vllm-defaults", "round-02-trial-1",
+                      "round-02-vllm-defaults", "round-03-trial-1", "round-03-vllm-defaults"]
+    logs = [in_tmp / "autotune-runs" / study / "confirm" / r / "server.log" for r in rounds]
+    starts = sorted((log.stat().st_mtime, log.parent.name) for log in logs)
+    order = [name.split("-", 2)[2] for _, name in starts]
+    # every round measures both before the next round starts: A B, B A, A B
+    assert order[0:2] != order[2:4] and set(order[0:2]) == set(order[2:4]) == set(order[4:6])
+    for log in logs:
+        assert log.read_text().count("fake vLLM starting") == 1
+
+
+def test_the_current_profile_is_re_measured_and_kept_when_nothing_beats_it(
+        capsys: pytest.CaptureFixture[str], in_tmp: Path) -> None:
+    before = incumbent(1.0)
+    assert main(run("--trials", "2", space=space_with(in_tmp, [{"fake-tpot-ms": 8}]))) == 0
+    out = capsys.readouterr().out
+    assert "confirming vLLM defaults, current profile, trial 1" in out
+    assert f"verdict: kept {PROFILE}: nothing beat the current profile beyond noise" in out
+    assert PROFILE.read_text() == before
+    assert not (PROFILE.parent / "history").exists()
+
+
+def test_a_current_profile_that_loses_beyond_noise_is_replaced_and_kept_in_history(
+        capsys: pytest.CaptureFixture[str], in_tmp: Path) -> None:
+    before = incumbent(8.0)
+    assert main(run("--trials", "2", space=space_with(in_tmp, [{"fake-tpot-ms": 1}]))) == 0
+    out = capsys.readouterr().out
+    assert "beats current profile beyond noise" in out
+    assert read_profile(PROFILE).settings["fake-tpot-ms"] == 1
+    (old,) = (PROFILE.parent / "history").iterdir()
+    assert old.read_text() == before
+
+
+def test_a_profile_from_other_hardware_is_not_compared_and_kept_unless_replace(
+        capsys: pytest.CaptureFixture[str], in_tmp: Path) -> None:
+    other = {**detect_hardware("cpu", FakeProbe()).describe(), "cpu": "Some Other CPU",
+             "cpu_flags": ["avx2"]}
+    assert hardware_key(other) != hardware_key(detect_hardware("cpu", FakeProbe()).describe())
+    before = incumbent(8.0, other)
+    assert main(run("--trials", "2")) == 0
+    out = capsys.readouterr().out
+    assert "current profile" not in out.split("confirming", 1)[1].split("\n", 1)[0]
+    assert "measured on other hardware" in out and "pass --replace" in out
+    assert PROFILE.read_text() == before
+    assert main(run("--trials", "2", "--replace")) == 0
+    assert read_profile(PROFILE).meta.hardware["cpu"] != "Some Other CPU"
+    (old,) = (PROFILE.parent / "history").iterdir()
+    assert old.read_text() == before
+
+
+def test_when_nothing_beats_the_defaults_the_defaults_are_written_and_said(
+        capsys: pytest.CaptureFixture[str], in_tmp: Path) -> None:
+    assert main(run("--trials", "2", space=space_with(in_tmp, [{"fake-tpot-ms": 8}]))) == 0
+    out = capsys.readouterr().out
+    p = read_profile(PROFILE)
+    assert "fake-tpot-ms" not in p.settings and p.meta.trial is None and p.meta.gain == {}
+    assert p.meta.verdict.startswith("nothing beat vLLM's defaults beyond noise")
+    assert "verdict: nothing beat vLLM's defaults beyond noise" in out
+    slower = next(a for a in p.meta.confirmation["arms"] if a["role"] == "finalist")
+    assert slower["vs_baseline"]["high"] < 1

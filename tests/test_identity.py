@@ -1,0 +1,71 @@
+"""What makes two measurements comparable: the model's revision, hardware, vLLM, space, load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from autotune.identity import hardware_key, model_revision, same_hardware, study_identity
+from autotune.incumbent import find_incumbent
+from autotune.probes import DeviceInfo, HardwareInfo
+from autotune.profile import Profile, write_profile
+from autotune.space import parse_space
+from tests.test_profile import meta
+
+HW = HardwareInfo(target="cpu", cpu="Xeon", cpu_count=2, memory_total_bytes=24 * 2**30,
+                  cpu_flags=("avx2", "avx512f"))
+
+
+def test_model_revision_follows_the_files_that_change_what_is_measured(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 256}))
+    a = model_revision("m", str(tmp_path))
+    assert model_revision("m", str(tmp_path)) == a
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 512}))
+    assert model_revision("m", str(tmp_path)) != a
+
+
+def test_study_identity_changes_with_each_condition(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "a b"}\n')
+    space = parse_space({"name": "s", "workload": {"dataset": {"path": str(data)}}})
+    base = study_identity("m", str(tmp_path), HW, "vllm==1.0", space)
+    assert study_identity("m", str(tmp_path), HW, "vllm==1.0", space) == base
+    assert study_identity("m", str(tmp_path), HW, "vllm==1.1", space)["vllm"] != base["vllm"]
+    bf16 = HardwareInfo(**{**HW.__dict__, "cpu_flags": ("avx2", "avx512f", "avx512_bf16")})
+    assert study_identity("m", str(tmp_path), bf16, "vllm==1.0", space)["hardware"] != \
+        base["hardware"]
+    # the same path with other contents is another workload
+    data.write_text('{"prompt": "c d e f"}\n')
+    assert study_identity("m", str(tmp_path), HW, "vllm==1.0", space)["workload"] != \
+        base["workload"]
+
+
+def test_hardware_that_looks_alike_but_differs_in_what_matters_is_not_the_same() -> None:
+    a = HW.describe()
+    assert same_hardware(a, {**a, "memory_total_gib": 23.4})  # what the kernel reserves
+    assert not same_hardware(a, {**a, "cpu_flags": ["avx2"]})
+    assert not same_hardware(a, {**a, "cpu_count": 4})
+    gpu = HardwareInfo(**{**HW.__dict__, "target": "a100-40gb",
+                          "gpus": (DeviceInfo(0, "NVIDIA A100-SXM4-40GB", 40 * 2**30),)})
+    big = HardwareInfo(**{**gpu.__dict__, "gpus": (DeviceInfo(0, "NVIDIA A100-SXM4-80GB",
+                                                              80 * 2**30),)})
+    assert hardware_key(gpu.describe()) != hardware_key(big.describe())
+
+
+def test_the_incumbent_is_comparable_only_on_the_same_hardware(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    assert find_incumbent(path, HW.describe(), {}) is None
+    settings = {"model": "/m", "load-format": "dummy", "max-num-seqs": 8}
+    write_profile(Profile(settings=settings, meta=meta(hardware=HW.describe())), path)
+    inc = find_incumbent(path, HW.describe(), {"load-format": "dummy"})
+    assert inc is not None and inc.comparable and inc.params is not None
+    # its settings as a candidate: not the model, not what the model itself brings
+    assert inc.params.args == {"max-num-seqs": 8}
+    assert inc.params.env == {"VLLM_CPU_KVCACHE_SPACE": "2"}
+    other = find_incumbent(path, {**HW.describe(), "cpu": "EPYC"}, {})
+    assert other is not None and not other.comparable
+    assert "other hardware (cpu: Xeon here EPYC)" in other.why
+    path.write_text("max-num-seqs: [\n")
+    broken = find_incumbent(path, HW.describe(), {})
+    assert broken is not None and not broken.comparable and "cannot be read" in broken.why
