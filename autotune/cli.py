@@ -129,7 +129,8 @@ def summary_rows(study: Any, metric: str) -> tuple[list[str], list[list[str]]]:
         status = t.user_attrs.get("status") or t.state.name.lower()
         reason = t.user_attrs.get("reason")
         params = "vLLM defaults" if is_baseline(t) else " ".join(
-            f"{k}={_fmt(v, 3)}" for k, v in t.params.items())
+            f"{k}={_fmt(v, 3)}" for k, v in t.params.items() if v is not None) or (
+            "vLLM defaults (drawn)")
         mem = m.get("peak_memory_bytes")
         obj = m.get(metric)
         rows.append([
@@ -180,8 +181,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
             print(f"{who}: {measured(r)}, startup {r.value('startup_s') or 0:.0f} s"
                   f"{'' if rep.feasible else ' (misses a constraint)'}", flush=True)
         elif r.status == "pruned":
-            print(f"{who}: pruned, {r.detail} (about {r.saved_s:.0f} s of measuring saved)",
-                  flush=True)
+            saved = f" (about {r.saved_s:.0f} s of measuring saved)" if r.saved_s >= 1 else ""
+            print(f"{who}: pruned, {r.detail}{saved}", flush=True)
         else:
             print(f"{who}: FAILED {r.reason.value if r.reason else ''}: {r.detail}",
                   flush=True)

@@ -37,7 +37,8 @@ def conclude(path: Path, study: optuna.Study, cfg: RunConfig, inp: Inputs,
     if conf is None:
         winner = arms[0]
         figures = _search_figures(study, winner)
-        summary = (f"{winner.name} is the only setting that served the load: "
+        summary = (f"{winner.name}: no other candidate finished the search feasible (pruned, "
+                   "failed or off a constraint), so there was nothing to confirm against and "
                    "no gain can be stated")
         gain: dict[str, Any] = {}
         confirmation: dict[str, Any] = {}
@@ -78,7 +79,8 @@ def conclude(path: Path, study: optuna.Study, cfg: RunConfig, inp: Inputs,
 
 
 def _search_figures(study: optuna.Study, arm: Arm) -> dict[str, Any]:
-    trial = next((t for t in study.trials if (arm.trial is None and is_baseline(t))
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    trial = next((t for t in done if (arm.trial is None and is_baseline(t))
                   or t.number == arm.trial), None)
     return metrics_of(trial) if trial is not None else {}
 

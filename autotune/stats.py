@@ -144,7 +144,8 @@ def _clean(values: Sequence[float | None]) -> list[float]:
 
 def mean_interval(values: Sequence[float | None], basis: Basis = "rounds",
                   level: float = 0.95) -> Estimate:
-    """Mean of the observations and its Student t interval (none from a single one)."""
+    """Mean of the observations and its Student t interval (none from a single one); the
+    interval of observations that are all >= 0 is cut at 0."""
     xs = _clean(values)
     if not xs:
         return Estimate(value=math.nan, n=0, basis=basis)
@@ -154,7 +155,9 @@ def mean_interval(values: Sequence[float | None], basis: Basis = "rounds",
         return Estimate(value=mean, n=1, basis=basis)
     sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
     half = t_quantile(0.5 + level / 2.0, n - 1) * sd / math.sqrt(n)
-    return Estimate(value=mean, low=mean - half, high=mean + half, n=n, basis=basis)
+    # a figure that cannot be negative (a rate, a latency) gets no negative bound
+    low = max(0.0, mean - half) if min(xs) >= 0 else mean - half
+    return Estimate(value=mean, low=low, high=mean + half, n=n, basis=basis)
 
 
 def paired_ratio(challenger: Sequence[float | None], reference: Sequence[float | None],

@@ -25,7 +25,13 @@ from autotune.errors import (
 from autotune.measure import PruneRule
 from autotune.objective import PruneCheck, TrialResult, score
 from autotune.pruning import IntervalPruner
-from autotune.space import SearchSpace, TrialParams, baseline_params, suggest
+from autotune.space import (
+    CategoricalParam,
+    SearchSpace,
+    TrialParams,
+    baseline_params,
+    suggest,
+)
 from autotune.trials import BASELINE, ROLE, is_baseline
 
 log = logging.getLogger(__name__)
@@ -133,8 +139,18 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
         # vLLM's defaults first, always: the baseline every candidate has to beat
         study.enqueue_trial({}, user_attrs={ROLE: BASELINE})
         for cand in space.enqueue:
-            study.enqueue_trial(cand, skip_if_exists=True)
+            study.enqueue_trial(with_defaults(space, cand), skip_if_exists=True)
     return study
+
+
+def with_defaults(space: SearchSpace, candidate: dict[str, Any]) -> dict[str, Any]:
+    """An enqueued candidate is vLLM's defaults plus what it names: every other tuned option
+    that may be left unset is left unset, not sampled."""
+    out = dict(candidate)
+    for name, spec in space.tuned().items():
+        if name not in out and isinstance(spec, CategoricalParam) and None in spec.choices:
+            out[name] = None
+    return out
 
 
 def requeue(study: optuna.Study, trial: optuna.Trial) -> None:

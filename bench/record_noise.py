@@ -53,7 +53,8 @@ def record_start(plan: Plan, args: dict[str, Any], rounds: int, log: Path) -> di
         out.append([[round(x.start - t_base, 6), round(x.end - t_base, 6),
                      None if x.ttft is None else round(x.ttft, 6), round(x.e2el, 6),
                      x.prompt_tokens, x.output_tokens, x.ok] for x in run.samples])
-    return {"startup_s": round(startup, 2), "rounds": out}
+    return {"startup_s": round(startup, 2), "warmup_requests": plan.workload.warmup_requests,
+            "recorded": time.strftime("%Y-%m-%dT%H:%M:%S"), "rounds": out}
 
 
 def main() -> None:
@@ -61,12 +62,16 @@ def main() -> None:
     ap.add_argument("--starts", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=10, help="rounds of requests per start")
     ap.add_argument("--out", type=Path, default=Path("bench/data/noise-cpu.json.gz"))
+    ap.add_argument("--append", action="store_true", help="add to the starts already in --out")
     ns = ap.parse_args()
     space = load_space(SPACE)
     plan = Plan(space.workload, ModelTokenizer(str(ensure_builtin_model(TINY_QWEN3))))
     # vLLM's defaults: the space's fixed settings and none of its tuned ones
     args = {"load-format": "dummy", **baseline_params(space).args}
     starts: list[dict[str, Any]] = []
+    if ns.append and ns.out.exists():
+        with gzip.open(ns.out, "rt") as f:
+            starts = json.load(f)["starts"]
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(ns.starts):
             rec = record_start(plan, args, ns.rounds, Path(tmp) / f"server-{i}.log")
@@ -77,7 +82,7 @@ def main() -> None:
                 toks = sum(x[5] for x in r if x[6])
                 span = max(x[1] for x in r) - min(x[0] for x in r)
                 tputs.append(toks / span)
-            print(f"start {i}: startup {rec['startup_s']} s, output tok/s per round "
+            print(f"start {len(starts) - 1}: startup {rec['startup_s']} s, output tok/s per round "
                   f"{min(tputs):.0f}-{max(tputs):.0f}, mean {sum(tputs) / len(tputs):.0f}",
                   flush=True)
 

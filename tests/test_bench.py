@@ -51,3 +51,17 @@ def test_capacity_bench_reports_both_rates() -> None:
     assert [who for who, _ in rates] == ["vllm bench", "autotune"], out
     assert all(int(rate) > 0 for _, rate in rates)
     assert re.search(r"^ratio autotune/vllm:\s+[\d.]+", out, re.M), out
+
+
+def test_verdicts_bench_replays_the_recorded_starts() -> None:
+    from autotune.measure import Measure
+    from bench.verdicts import DATA, Recording, simulate
+
+    rec = Recording(DATA)
+    assert len(rec.rounds) >= 20 and all(len(r) >= 3 for r in rec.rounds)
+    m = Measure(min_rounds=3, min_s=0, max_s=1e9, max_rounds=3)
+    same, secs, rounds = simulate(rec, m, 3, 2, 1.0, 300, seed=1)
+    doubled, _, _ = simulate(rec, m, 3, 2, 2.0, 300, seed=1)
+    halved, _, _ = simulate(rec, m, 3, 2, 0.5, 300, seed=1)
+    assert same < 0.1 and doubled > 0.9 and halved == 0.0
+    assert rounds == 3 and secs > 0

@@ -171,6 +171,7 @@ def test_the_baseline_passes_no_tuned_option_and_a_null_choice_returns_to_defaul
         "env": {"VLLM_CPU_KVCACHE_SPACE": {"type": "categorical", "choices": [None, 1]},
                 "OMP_NUM_THREADS": "1"},
         "sampler": {"n_startup_trials": 2, "seed": 3},
+        "enqueue": [{"max-num-seqs": 4}],
     })
     seen: list[TrialParams] = []
 
@@ -182,6 +183,9 @@ def test_the_baseline_passes_no_tuned_option_and_a_null_choice_returns_to_defaul
     base = seen[0]
     assert base.args == {"enforce-eager": True} and base.env == {"OMP_NUM_THREADS": "1"}
     assert is_baseline(study.trials[0])
+    # an enqueued candidate is vLLM's defaults plus what it names, nothing drawn
+    assert seen[1].args == {"enforce-eager": True, "max-num-seqs": 4}
+    assert seen[1].env == {"OMP_NUM_THREADS": "1"}
     # later candidates may leave either option unset: the search can return to a default
     unset = [p for p in seen[1:] if "max-num-seqs" not in p.args]
     assert unset, [p.args for p in seen]
