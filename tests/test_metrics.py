@@ -74,8 +74,10 @@ def test_aggregate_rounds_and_server_stats() -> None:
                      "peak_requests_waiting": None}])
     e = lv.metrics["mean_ttft_ms"]
     assert e.value == pytest.approx(200.0)
-    # rounds of 100 and 300 ms: s = 141.4, half-width = t(1) * s / sqrt(2) = 12.706 * 100
-    assert e.half_width == pytest.approx(1270.6, rel=1e-3)
+    # rounds of 100 and 300 ms: s = 141.4, half-width = t(1) * s / sqrt(2) = 12.706 * 100,
+    # and a latency's interval stops at 0
+    assert e.high == pytest.approx(200.0 + 1270.6, rel=1e-3)
+    assert e.low == 0.0
     assert e.n == 2 and e.basis == "rounds"
     assert len(lv.rounds) == 2
     assert lv.server == {"peak_kv_cache_usage": 0.5, "num_preemptions": 3.0}

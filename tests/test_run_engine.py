@@ -162,8 +162,9 @@ def test_a_fresh_server_from_the_profile_serves(confirmed: tuple[Path, Profile, 
 
 def test_a_current_profile_is_re_measured_and_kept_when_the_challenger_is_within_noise(
         tmp_path: Path) -> None:
-    # the current profile differs from its challengers only in the sampling seed: the same
-    # speed, so whatever separates them is noise, and noise must not replace it
+    # the current profile differs from its challenger, vLLM's defaults (the only search trial
+    # here, to keep CI short), only in the sampling seed: the same speed, so whatever
+    # separates them is noise, and noise must not replace it
     from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
 
     hw = detect_hardware("cpu", SystemProbe()).describe()
@@ -173,20 +174,21 @@ def test_a_current_profile_is_re_measured_and_kept_when_the_challenger_is_within
     write_profile(Profile(settings=settings, meta=meta(hardware=hw, env={})),
                   tmp_path / PROFILE)
     before = (tmp_path / PROFILE).read_text()
-    proc = autotune(tmp_path, "--space", str(DATA / "incumbent_space.yaml"), "--trials", "2")
+    proc = autotune(tmp_path, "--space", str(DATA / "incumbent_space.yaml"), "--trials", "1")
     assert f"verdict: kept {PROFILE}: nothing beat the current profile beyond noise" \
         in proc.stdout, proc.stdout
     assert (tmp_path / PROFILE).read_text() == before
     runs = next((tmp_path / "autotune-runs").iterdir())
     conf = json.loads((runs / "confirm" / "confirmation.json").read_text())
     arms = {a["name"]: a for a in conf["arms"]}
-    assert set(arms) == {"vLLM defaults", "current profile", "trial 1"}
+    assert set(arms) == {"vLLM defaults", "current profile"}
     # the current profile was measured again, in every round, beside its challengers
     assert len(arms["current profile"]["objective"]) == 3
     assert None not in arms["current profile"]["objective"]
     assert "--seed 7" in " ".join(json.loads(next(
         (runs / "confirm").glob("round-01-current-profile/result.json")).read_text())["command"])
     comparisons = conf["verdict"]["comparisons"]
-    assert {c["challenger"] for c in comparisons} == {"vLLM defaults", "trial 1"}
+    assert {c["challenger"] for c in comparisons} == {"vLLM defaults"}
+    assert conf["verdict"]["reference"] == "current profile"
     assert not any(c["beats"] for c in comparisons)
     assert vllm_processes() == []
