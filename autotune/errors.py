@@ -29,6 +29,7 @@ class ConfigError(UserError):
     def __init__(self, path: str, field: str | None, message: str) -> None:
         self.path = path
         self.field = field
+        self.message = message
         where = f"{path}: {field}" if field else path
         super().__init__(f"{where}: {message}")
 

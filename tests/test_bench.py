@@ -24,6 +24,7 @@ def run_bench(*args: str) -> str:
     return r.stdout
 
 
+@pytest.mark.engine  # vLLM's own client
 def test_fidelity_bench_compares_both_clients_on_the_stand_in() -> None:
     out = run_bench("bench.fidelity", "--server", "stand-in", "--rounds", "1",
                     "--requests", "16")
@@ -45,6 +46,7 @@ def test_fidelity_bench_compares_both_clients_on_the_stand_in() -> None:
     assert int(load[5]) > 0 and load[5] == load[6]
 
 
+@pytest.mark.engine  # vLLM's own client
 def test_capacity_bench_reports_both_rates() -> None:
     out = run_bench("bench.capacity", "--rounds", "1", "--requests", "200")
     rates = re.findall(r"^(vllm bench|autotune) client:\s+(\d+) req/s", out, re.M)

