@@ -19,8 +19,9 @@ from autotune.errors import ConfigError
 from autotune.identity import identity_digest, study_identity
 from autotune.incumbent import Incumbent, find_incumbent
 from autotune.inputs import RunConfig, option_values, prepare
+from autotune.memory import MemoryBaseline
 from autotune.objective import PruneCheck, TrialResult, TrialSetup, run_trial
-from autotune.probes import MemoryBaseline, Probe, SystemProbe
+from autotune.probes import Probe, SystemProbe
 from autotune.profile import model_slug, profile_path
 from autotune.records import write_json
 from autotune.space import SearchSpace, TrialParams, baseline_params, resolve

@@ -84,7 +84,8 @@ class ServerStats:
     peak_requests_waiting: float | None = None
     peak_requests_running: float | None = None
     preemptions: float | None = None
-    samples: int = 0
+    samples: int = 0  # reads of /metrics
+    samples_under_load: int = 0  # reads begun and ended while requests were in flight
 
 
 @dataclass
@@ -191,6 +192,7 @@ class _Driver:
         self.url = target.base_url + ENDPOINT_PATHS[w.endpoint]
         self.chat = w.endpoint == "chat"
         self.multi_turn = bool(w.dataset and w.dataset.multi_turn)
+        self.in_flight = 0
 
     async def session(self, s: PlannedSession) -> list[RequestSample]:
         """A session's turns in order; each chat turn resends the history with the replies."""
@@ -198,8 +200,12 @@ class _Driver:
         history: list[dict[str, str]] = []
         for i, turn in enumerate(s.turns):
             body = {"model": self.model, **request_body(self.w, turn, history)}
-            sample, reply = await _request(self.http, self.url, body, self.chat,
-                                           self.multi_turn, turn)
+            self.in_flight += 1
+            try:
+                sample, reply = await _request(self.http, self.url, body, self.chat,
+                                               self.multi_turn, turn)
+            finally:
+                self.in_flight -= 1
             out.append(sample)
             if not sample.ok:
                 # the rest of a broken conversation cannot be sent; count it, don't drop it
@@ -253,7 +259,8 @@ class _Driver:
 
 
 async def _watch(http: aiohttp.ClientSession, base_url: str, stop: asyncio.Event,
-                 interval_s: float, ready: asyncio.Event) -> ServerStats:
+                 interval_s: float, ready: asyncio.Event,
+                 busy: Callable[[], bool]) -> ServerStats:
     stats = ServerStats()
     first: float | None = None
     last: float | None = None
@@ -267,10 +274,12 @@ async def _watch(http: aiohttp.ClientSession, base_url: str, stop: asyncio.Event
 
     while True:
         with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+            loaded = busy()
             async with http.get(base_url + "/metrics") as r:
                 if r.status == 200:
                     v = prometheus_values(await r.text(), names)
                     stats.samples += 1
+                    stats.samples_under_load += loaded and busy()
                     stats.peak_kv_cache_usage = peak(stats.peak_kv_cache_usage,
                                                      v.get("vllm:kv_cache_usage_perc"))
                     stats.peak_requests_waiting = peak(stats.peak_requests_waiting,
@@ -349,7 +358,8 @@ async def _run(target: Target, p: Plan, watch_s: float | None,
                     lp = p.round(index, rnd)
                     stop, ready = asyncio.Event(), asyncio.Event()
                     watcher = (asyncio.create_task(_watch(side, target.base_url, stop,
-                                                          watch_s, ready))
+                                                          watch_s, ready,
+                                                          lambda: d.in_flight > 0))
                                if watch_s else None)
                     if watcher:
                         await ready.wait()

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -146,6 +146,20 @@ def kv_cache_tokens(log_text: str) -> int | None:
     return int(m.group(1).replace(",", "")) if m else None
 
 
+# The memory vLLM reserved for the KV cache: "Available KV cache memory: 12.34 GiB" (GPU),
+# "Auto set (2.52/11.21) GiB for KV cache on node 0" (CPU; one line per NUMA node).
+_KV_GPU = re.compile(r"Available KV cache memory: ([\d.]+) GiB")
+_KV_CPU = re.compile(r"Auto set \(([\d.]+)/[\d.]+\) GiB for KV cache on node (\d+)")
+
+
+def kv_cache_bytes(log_text: str) -> int | None:
+    gpu = _KV_GPU.findall(log_text)
+    if gpu:
+        return int(float(gpu[-1]) * 2**30)
+    nodes = {node: float(gib) for gib, node in _KV_CPU.findall(log_text)}
+    return int(sum(nodes.values()) * 2**30) if nodes else None
+
+
 def tail(path: Path, max_bytes: int = 4000) -> str:
     try:
         with path.open("rb") as f:
@@ -169,8 +183,10 @@ class VllmServer:
     """Owns one server process group: nothing it started outlives its `with` block."""
 
     def __init__(self, spec: ServerSpec, log_path: Path, *, startup_timeout_s: float = 600.0,
-                 stop_timeout_s: float = 30.0, poll_interval_s: float = 0.5) -> None:
+                 stop_timeout_s: float = 30.0, poll_interval_s: float = 0.5,
+                 on_start: Callable[[int], None] | None = None) -> None:
         self.spec = spec
+        self.on_start = on_start  # called with the server's pid as soon as it is spawned
         self.log_path = log_path
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
@@ -222,6 +238,8 @@ class VllmServer:
              repr(psutil.Process().create_time()), str(self.proc.pid)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
+        if self.on_start is not None:
+            self.on_start(self.proc.pid)
 
     def log_tail(self, max_bytes: int = 4000) -> str:
         return tail(self.log_path, max_bytes)

@@ -214,9 +214,13 @@ def aggregate(label: str, level: dict[str, Any], runs: Sequence[LoadMetrics],
 TRIAL_EXTRAS: tuple[str, ...] = (
     "startup_s",
     "peak_memory_bytes",
-    "peak_rss_bytes",
-    "peak_gpu_memory_bytes",
+    "peak_host_pss_bytes",
+    "peak_host_uss_bytes",
+    "peak_host_rss_bytes",
+    "peak_gpu_process_bytes",
+    "peak_gpu_device_used_bytes",
     "kv_cache_tokens",
+    "kv_cache_bytes",
     *SERVER_STATS,
 )
 

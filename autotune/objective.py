@@ -18,11 +18,13 @@ from autotune.engine import (
     VllmServer,
     build_command,
     classify_startup_failure,
+    kv_cache_bytes,
     kv_cache_tokens,
     redact,
 )
 from autotune.errors import EnvironmentFailure, FailureReason, TrialFailure, WorkloadError
 from autotune.measure import next_step, time_to_finish
+from autotune.memory import MemoryBaseline, MemorySampler, memory_metrics, wait_for_memory
 from autotune.metrics import (
     ROUND_METRICS,
     LevelResult,
@@ -32,7 +34,7 @@ from autotune.metrics import (
     summarize,
 )
 from autotune.plan import Plan
-from autotune.probes import MemoryBaseline, MemorySampler, Probe, wait_for_memory
+from autotune.probes import Probe
 from autotune.records import write_samples
 from autotune.space import EngineSettings, Objective, TrialParams
 from autotune.stats import Estimate, mean_interval
@@ -189,16 +191,16 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
     command = redact(build_command(spec))
     w = setup.workload
     rounds = _Rounds(setup, prune, watched_metric(setup.objective_metric))
+    # memory is sampled from the server's spawn to its stop: start-up and compilation too
+    mem = MemorySampler(setup.probe, None, setup.gpu_indices)
     server = VllmServer(spec, trial_dir / "server.log",
                         startup_timeout_s=setup.engine.startup_timeout_s,
-                        stop_timeout_s=setup.engine.stop_timeout_s)
+                        stop_timeout_s=setup.engine.stop_timeout_s, on_start=mem.watch)
     try:
-        with server:
-            assert server.pid is not None
+        with mem, server:
             try:
-                with MemorySampler(setup.probe, server.pid, setup.gpu_indices) as mem:
-                    runs = run_workload(Target(server.base_url, setup.api_key), setup.plan,
-                                        alive=server.alive, after_round=rounds.after)
+                runs = run_workload(Target(server.base_url, setup.api_key), setup.plan,
+                                    alive=server.alive, after_round=rounds.after)
             except ServerGone:
                 runs = None
             any_failed = runs is not None and any(not s.ok for r in runs for s in r.samples)
@@ -226,15 +228,12 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
     chosen = next((lv for lv in levels if lv.label == objective_label), levels[-1])
     metrics: dict[str, Estimate] = dict(chosen.metrics)
     metrics.update({k: Estimate.single(v) for k, v in chosen.server.items()})
-    extras = {"startup_s": startup_s, "peak_rss_bytes": float(mem.peaks.rss_bytes),
-              "peak_gpu_memory_bytes": float(mem.peaks.gpu_bytes),
-              "peak_memory_bytes": float(mem.peaks.gpu_bytes if setup.gpu_indices
-                                         else mem.peaks.rss_bytes)}
-    for i, used in sorted(mem.peaks.per_gpu.items()):
-        extras[f"peak_gpu{i}_memory_bytes"] = float(used)
-    kv = kv_cache_tokens(log_text)
+    extras = {"startup_s": startup_s, **memory_metrics(mem.peaks, bool(setup.gpu_indices))}
+    kv, kv_bytes = kv_cache_tokens(log_text), kv_cache_bytes(log_text)
     if kv is not None:
         extras["kv_cache_tokens"] = float(kv)
+    if kv_bytes is not None:
+        extras["kv_cache_bytes"] = float(kv_bytes)
     metrics.update({k: Estimate.single(v) for k, v in extras.items()})
     round_values = rounds.values.get(rounds.objective_index, [])
     common: dict[str, Any] = {

@@ -174,6 +174,12 @@ def record(trial: optuna.Trial, result: TrialResult, constraints: dict[str, floa
     trial.set_user_attr("metrics", {k: v.model_dump(mode="json")
                                     for k, v in result.metrics.items()})
     trial.set_user_attr("measure_s", result.measure_s)
+    # every level's figures with their intervals (result.json beside the log has the rounds)
+    trial.set_user_attr("levels", [
+        {"label": lv.label, "level": lv.level, "server": lv.server,
+         "metrics": {k: v.model_dump(mode="json") for k, v in lv.metrics.items()}}
+        for lv in result.levels])
+    trial.set_user_attr("round_values", result.round_values)
     if result.status == "pruned":
         trial.set_user_attr("saved_s", result.saved_s)
     if result.log_tail:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from autotune.client import prometheus_values
 from autotune.errors import EnvironmentFailure, FailureReason, WorkloadError
+from autotune.memory import MemoryBaseline
 from autotune.objective import (
     OK_CONSTRAINT,
     TrialResult,
@@ -15,7 +17,6 @@ from autotune.objective import (
     score,
 )
 from autotune.plan import Plan
-from autotune.probes import MemoryBaseline
 from autotune.records import read_samples
 from autotune.space import EngineSettings, Objective, TrialParams
 from autotune.stats import Estimate
@@ -103,8 +104,13 @@ def test_run_trial_against_stand_in(tmp_path: Path) -> None:
     assert v(r, "total_input_tokens") == 8 * 8
     assert 0 < v(r, "median_ttft_ms") < v(r, "median_e2el_ms")
     assert v(r, "output_throughput") > 0
-    assert v(r, "peak_rss_bytes") > 0 and v(r, "peak_memory_bytes") == v(r, "peak_rss_bytes")
+    # host memory is the tree's PSS; USS <= PSS <= RSS on any process
+    assert 0 < v(r, "peak_host_uss_bytes") <= v(r, "peak_host_pss_bytes") \
+        <= v(r, "peak_host_rss_bytes")
+    assert v(r, "peak_memory_bytes") == v(r, "peak_host_pss_bytes")
+    assert "peak_gpu_device_used_bytes" not in r.metrics  # no GPU watched: no GPU figure
     assert v(r, "kv_cache_tokens") > 0
+    assert v(r, "kv_cache_bytes") == pytest.approx(v(r, "kv_cache_tokens") * 2**12, rel=0.01)
     assert v(r, "num_preemptions") == 0
     assert v(r, "peak_requests_running") >= 1
     assert "--api-key=***" in r.command and "--api-key=k" not in r.command
@@ -207,14 +213,23 @@ def test_a_hopeless_candidate_is_stopped_and_its_time_saved_counted(tmp_path: Pa
 
 
 def test_gpu_memory_comes_from_the_probe_when_gpus_are_used(tmp_path: Path) -> None:
+    # the card is 7 GiB used, 3 of them by the server's processes (the stand-in's pid)
+    seen: list[tuple[int, ...]] = []
+
+    def own(pids: Sequence[int], idx: Sequence[int]) -> int:
+        seen.append(tuple(pids))
+        return 3 * 2**30
+
     s = setup(tmp_path)
     s = TrialSetup(**{**s.__dict__, "gpu_indices": (0,),
-                      "probe": FakeProbe(gpu_used=lambda idx: 7 * 2**30)})
+                      "probe": FakeProbe(gpu_used=lambda idx: 7 * 2**30, gpu_process=own)})
     r = run_trial(TrialParams(), s, tmp_path / "t3")
     assert r.status == "ok"
-    assert v(r, "peak_gpu_memory_bytes") == 7 * 2**30
-    assert v(r, "peak_gpu0_memory_bytes") == 7 * 2**30
-    assert v(r, "peak_memory_bytes") == 7 * 2**30
+    assert v(r, "peak_gpu_device_used_bytes") == 7 * 2**30
+    assert v(r, "peak_gpu0_device_used_bytes") == 7 * 2**30
+    assert v(r, "peak_gpu_process_bytes") == 3 * 2**30
+    assert v(r, "peak_memory_bytes") == 3 * 2**30  # the server's own, not the whole card
+    assert seen and all(len(pids) >= 1 for pids in seen)
 
 
 def test_server_death_mid_benchmark_is_detected_at_once(tmp_path: Path) -> None:
@@ -253,3 +268,14 @@ def test_memory_not_back_is_an_environment_failure(tmp_path: Path) -> None:
     ok = TrialSetup(**{**dirty.__dict__, "probe": settling,
                        "engine": EngineSettings(settle_timeout_s=5)})
     assert run_trial(TrialParams(), ok, tmp_path / "t9").status == "ok"
+
+
+def test_memory_is_sampled_from_the_server_start_not_only_under_load(tmp_path: Path) -> None:
+    # the stand-in holds 400 MiB while it starts (as compilation does), then frees it
+    r = run_trial(TrialParams(args={"fake-startup-mib": 400, "fake-startup-s": 1.5}),
+                  setup(tmp_path), tmp_path / "t0")
+    assert r.status == "ok", r
+    assert v(r, "peak_host_pss_bytes") > 400 * 2**20
+    quiet = run_trial(TrialParams(args={"fake-startup-s": 1.5}), setup(tmp_path),
+                      tmp_path / "t1")
+    assert v(quiet, "peak_host_pss_bytes") < 300 * 2**20

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,13 +12,8 @@ from pathlib import Path
 import pytest
 
 from autotune.errors import UserError
-from autotune.probes import (
-    DeviceInfo,
-    MemorySampler,
-    SystemProbe,
-    detect_hardware,
-    process_tree_rss,
-)
+from autotune.memory import MemorySampler, TreeMemory, memory_metrics, process_tree_memory
+from autotune.probes import DeviceInfo, SystemProbe, detect_hardware
 from autotune.testing.fake_probe import FakeProbe
 
 A10G = DeviceInfo(0, "NVIDIA A10G", 24 * 2**30)
@@ -42,33 +39,88 @@ def test_gpu_target_must_match_the_device() -> None:
         detect_hardware("tpu-v5", probe)
 
 
-def test_process_tree_rss_counts_children(tmp_path: Path) -> None:
-    code = ("import subprocess,sys,time;"
-            "c=subprocess.Popen([sys.executable,'-c','b=bytearray(80*2**20);import time;"
-            "time.sleep(30)']);time.sleep(30)")
+GIB = 2**30
+
+
+@pytest.mark.parametrize(("target", "name", "gib", "ok"), [
+    ("a10g", "NVIDIA A10G", 22.5, True),
+    ("a10", "NVIDIA A10G", 22.5, False),  # an A10 is not an A10G
+    ("a10", "NVIDIA A100-SXM4-40GB", 40.0, False),  # nor an A100
+    ("a10", "NVIDIA A10", 22.5, True),
+    ("l4", "NVIDIA L4", 22.5, True),
+    ("l4", "NVIDIA L40S", 45.0, False),
+    ("l40s", "NVIDIA L40S", 45.0, True),
+    ("a100-40gb", "NVIDIA A100-SXM4-40GB", 40.0, True),
+    ("a100-40gb", "NVIDIA A100-SXM4-80GB", 79.2, False),  # told apart by memory
+    ("a100-80gb", "NVIDIA A100 80GB PCIe", 79.2, True),
+    ("a100-80gb", "NVIDIA A100-PCIE-40GB", 40.0, False),
+    ("h100", "NVIDIA H100 80GB HBM3", 79.6, True),
+    ("h100", "NVIDIA H100 NVL", 93.6, True),
+    ("h100", "NVIDIA H200", 140.4, False),
+    ("h200", "NVIDIA H200", 140.4, True),
+    ("t4", "Tesla T4", 15.0, True),
+])
+def test_gpu_names_match_exactly_and_memory_is_checked(target: str, name: str, gib: float,
+                                                       ok: bool) -> None:
+    probe = FakeProbe(devices=(DeviceInfo(0, name, int(gib * GIB)),))
+    if ok:
+        assert detect_hardware(target, probe).gpus[0].name == name
+    else:
+        with pytest.raises(UserError, match=f"--gpu {target}: GPU 0 is a '{name}' with"):
+            detect_hardware(target, probe)
+
+
+def test_process_tree_memory_counts_children_and_shared_pages_once(tmp_path: Path) -> None:
+    # a parent fills 100 MiB, then forks 3 children that share those pages without writing
+    # them: RSS counts the 100 MiB in each of the 4 processes, PSS once, USS in none
+    code = ("import os,time\n"
+            "b=bytearray(b'\\x01')*(100*2**20)\n"
+            "kids=[os.fork() for _ in range(1)]\n"
+            "kids+=[os.fork() for _ in range(1)]\n"
+            "time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 10
-        while process_tree_rss(parent.pid) < 80 * 2**20 and time.monotonic() < deadline:
+        tree = process_tree_memory(parent.pid)
+        while len(tree.pids) < 4 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert process_tree_rss(parent.pid) >= 80 * 2**20
+            tree = process_tree_memory(parent.pid)
+        assert len(tree.pids) == 4
+        assert tree.rss >= 4 * 100 * 2**20
+        assert 100 * 2**20 <= tree.pss < 1.5 * 100 * 2**20
+        assert tree.uss < 100 * 2**20
     finally:
-        subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
-        parent.kill()
+        for pid in process_tree_memory(parent.pid).pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         parent.wait()
-    assert process_tree_rss(parent.pid) == 0
+    assert process_tree_memory(parent.pid) == TreeMemory()
 
 
 def test_sampler_keeps_peaks() -> None:
-    readings = iter([1, 5, 3, 2] + [0] * 1000)
+    readings = iter([TreeMemory(1, 1, 2, (7,)), TreeMemory(5, 4, 9, (7, 8)),
+                     TreeMemory(3, 2, 4, (7,))] + [TreeMemory()] * 1000)
     probe = FakeProbe(gpu_used=lambda idx: sum(10 * (i + 1) for i in idx),
-                      rss=lambda pid: next(readings))
+                      gpu_process=lambda pids, idx: 3 * len(pids),
+                      tree=lambda pid: next(readings))
     with MemorySampler(probe, os.getpid(), gpu_indices=(0, 1), interval_s=0.01) as m:
         time.sleep(0.1)
-    assert m.peaks.rss_bytes == 5
-    assert m.peaks.gpu_bytes == 30
-    assert m.peaks.per_gpu == {0: 10, 1: 20}
-    assert m.peaks.samples >= 4
+    p = m.peaks
+    assert (p.host_pss_bytes, p.host_uss_bytes, p.host_rss_bytes) == (5, 4, 9)
+    assert p.gpu_device_used_bytes == 30
+    assert p.per_gpu_device_used == {0: 10, 1: 20}
+    assert p.gpu_process_bytes == 6
+    assert p.samples >= 4
+    figures = memory_metrics(p, on_gpu=True)
+    # on a GPU the score is the server's own processes, not the whole card
+    assert figures["peak_memory_bytes"] == figures["peak_gpu_process_bytes"] == 6
+    assert figures["peak_gpu_device_used_bytes"] == 30
+    assert figures["peak_gpu1_device_used_bytes"] == 20
+    # where NVML does not give the processes' memory, the cards' use stands in, named as such
+    p.gpu_process_bytes = None
+    figures = memory_metrics(p, on_gpu=True)
+    assert "peak_gpu_process_bytes" not in figures and figures["peak_memory_bytes"] == 30
+    assert memory_metrics(p, on_gpu=False)["peak_memory_bytes"] == 5
 
 
 def test_system_probe_reads_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,10 +134,17 @@ def test_system_probe_reads_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
     nv.nvmlDeviceGetName = lambda h: b"NVIDIA L4" if h == "h0" else "NVIDIA L4"
     nv.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(total=24 * 2**30,
                                                                  used=used[h])
+    procs = {"h0": [types.SimpleNamespace(pid=11, usedGpuMemory=2 * 2**30),
+                    types.SimpleNamespace(pid=99, usedGpuMemory=1 * 2**30)],  # not ours
+             "h1": [types.SimpleNamespace(pid=12, usedGpuMemory=None)]}  # hidden by the driver
+    nv.nvmlDeviceGetComputeRunningProcesses = lambda h: procs[h]
     monkeypatch.setitem(sys.modules, "pynvml", nv)
     probe = SystemProbe()
     assert [g.name for g in probe.gpus()] == ["NVIDIA L4", "NVIDIA L4"]
     assert probe.gpu_memory_used([0, 1]) == 8 * 2**30
+    assert probe.gpu_process_memory([11, 12], [0, 1]) == 2 * 2**30
+    assert probe.gpu_process_memory([12], [1]) is None
+    assert probe.gpu_process_memory([11], [1]) is None
     assert detect_hardware("l4", probe, devices=[1]).gpus[0].index == 1
 
 

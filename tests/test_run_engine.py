@@ -77,6 +77,9 @@ def test_search_trials_are_measured_in_rounds(confirmed: tuple[Path, Profile, st
         assert m["completed"].value == w.num_requests and m["failed"].value == 0
         assert 0 < m["median_ttft_ms"].value < m["median_e2el_ms"].value
         assert m["peak_memory_bytes"].value > 100 * 2**20 and m["kv_cache_tokens"].value > 0
+        assert m["peak_memory_bytes"].value == m["peak_host_pss_bytes"].value
+        assert m["peak_host_pss_bytes"].value < m["peak_host_rss_bytes"].value
+        assert 0 < m["kv_cache_bytes"].value < m["peak_host_rss_bytes"].value
         trial_dir = work / "autotune-runs" / profile.meta.study / f"trial-{t.number:04d}"
         result = json.loads((trial_dir / "result.json").read_text())
         assert len(result["round_values"]) == rounds.n

@@ -14,10 +14,11 @@ import pytest
 
 from autotune.client import Target, prometheus_values, run_workload, scrape_metrics, served_model
 from autotune.engine import ServerSpec, VllmServer, kv_cache_tokens
+from autotune.memory import MemorySampler, process_tree_memory
 from autotune.metrics import RequestSample, summarize
 from autotune.objective import free_port
 from autotune.plan import Plan
-from autotune.probes import MemorySampler, SystemProbe
+from autotune.probes import SystemProbe
 from autotune.testing.models import make_other_tokenizer_model
 from autotune.tokens import ModelTokenizer
 from autotune.workload import Workload
@@ -131,7 +132,9 @@ def test_server_metrics_are_watched_during_load(server: VllmServer) -> None:
     w = workload(num_requests=16, concurrency=4, output_tokens=200, warmup_requests=0)
     (run,) = run_workload(Target(server.base_url, KEY),
                           Plan(w, ModelTokenizer(str(server.spec.model))), watch_metrics_s=0.05)
-    assert run.server.samples >= 2
+    # read while requests were in flight, not only before and after the round
+    assert run.server.samples_under_load >= 5, run.server
+    assert run.server.samples > run.server.samples_under_load
     # the gauges were read; the real server refreshes them too sparsely to assert their peak
     assert run.server.peak_requests_running is not None
     assert run.server.peak_kv_cache_usage is not None
@@ -141,9 +144,18 @@ def test_server_metrics_are_watched_during_load(server: VllmServer) -> None:
 def test_memory_of_the_process_tree(server: VllmServer) -> None:
     assert server.pid is not None
     with MemorySampler(SystemProbe(), server.pid, interval_s=0.05) as m:
-        pass
-    assert m.peaks.rss_bytes > 10 * 2**20
-
+        drive(server, workload(num_requests=8, concurrency=4, output_tokens=40))
+    p = m.peaks
+    assert p.samples >= 3
+    assert 10 * 2**20 < p.host_uss_bytes <= p.host_pss_bytes <= p.host_rss_bytes
+    tree = process_tree_memory(server.pid)
+    if server.spec.launcher == REAL_LAUNCHER:
+        # API server, engine core: several processes sharing torch's pages, which RSS counts
+        # once per process and PSS once in all
+        assert len(tree.pids) >= 2
+        assert tree.pss < 0.9 * tree.rss
+    else:
+        assert tree.pids == (server.pid,)
 
 
 @pytest.fixture(scope="module", params=["fake", pytest.param("real", marks=pytest.mark.engine)])

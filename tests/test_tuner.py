@@ -212,3 +212,26 @@ def test_a_hopeless_candidate_is_pruned_and_never_best(tmp_path: Path) -> None:
     assert slow.state.name == "PRUNED"
     assert len(slow.intermediate_values) == 3 and slow.user_attrs["saved_s"] == 5.0
     assert best_trial(study) is not None and best_trial(study).number == base.number
+
+
+def test_the_study_keeps_every_level_with_its_intervals(tmp_path: Path) -> None:
+    from autotune.metrics import LevelResult
+
+    def with_levels(params: TrialParams, number: int, prune: PruneCheck | None = None
+                    ) -> TrialResult:
+        r = result(4)
+        est = Estimate(value=50.0, low=45.0, high=55.0, n=3, basis="rounds")
+        levels = [LevelResult(label=f"concurrency={c}", level={"concurrency": c},
+                              metrics={"output_throughput": est}, server={}, rounds=[])
+                  for c in (1, 8)]
+        return r.model_copy(update={"levels": levels})
+
+    study = tune(SPACE, cfg(tmp_path, 1), with_levels, {})
+    t = study.trials[0]
+    stored = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}"
+                               ).trials[0].user_attrs
+    assert t.user_attrs["levels"] == stored["levels"]
+    assert [lv["label"] for lv in stored["levels"]] == ["concurrency=1", "concurrency=8"]
+    assert stored["levels"][1]["metrics"]["output_throughput"] == {
+        "value": 50.0, "low": 45.0, "high": 55.0, "n": 3, "basis": "rounds"}
+    assert stored["round_values"] == [400.0] * 3

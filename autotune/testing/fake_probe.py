@@ -5,16 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from autotune.probes import DeviceInfo, process_tree_rss
+from autotune.memory import TreeMemory, process_tree_memory
+from autotune.probes import DeviceInfo
 
 
 @dataclass
 class FakeProbe:
-    """Satisfies `autotune.probes.Probe`. GPUs are scripted; RSS is real unless scripted."""
+    """Satisfies `autotune.probes.Probe`. GPUs are scripted; host memory is real unless
+    scripted."""
 
     devices: tuple[DeviceInfo, ...] = ()
     gpu_used: Callable[[Sequence[int]], int] = field(default=lambda idx: 0)
-    rss: Callable[[int], int] = field(default=process_tree_rss)
+    gpu_process: Callable[[Sequence[int], Sequence[int]], int | None] = field(
+        default=lambda pids, idx: None)
+    tree: Callable[[int], TreeMemory] = field(default=process_tree_memory)
     host_available: Callable[[], int] = field(default=lambda: 16 * 2**30)
 
     def gpus(self) -> tuple[DeviceInfo, ...]:
@@ -23,8 +27,11 @@ class FakeProbe:
     def gpu_memory_used(self, indices: Sequence[int]) -> int:
         return self.gpu_used(indices)
 
-    def process_tree_rss(self, pid: int) -> int:
-        return self.rss(pid)
+    def gpu_process_memory(self, pids: Sequence[int], indices: Sequence[int]) -> int | None:
+        return self.gpu_process(pids, indices)
+
+    def process_tree_memory(self, pid: int) -> TreeMemory:
+        return self.tree(pid)
 
     def host_memory_available(self) -> int:
         return self.host_available()

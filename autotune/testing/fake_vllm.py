@@ -39,6 +39,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--load-format", default="auto")
     p.add_argument("--fake-startup-s", type=float, default=0.2)
     p.add_argument("--fake-tpot-ms", type=float, default=2.0)
+    p.add_argument("--fake-startup-mib", type=int, default=0,
+                   help="hold this much memory during start-up only, as compilation does")
     p.add_argument("--fake-max-memory-utilization", type=float, default=0.9)
     p.add_argument("--fake-crash", action="store_true", help="exit 1 during start-up")
     p.add_argument("--fake-hang", action="store_true", help="never become healthy")
@@ -165,7 +167,9 @@ def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     print(f"fake vLLM starting: {args}", flush=True)
+    held = bytearray(b"\x01") * (args.fake_startup_mib * 2**20)  # resident, not lazily mapped
     time.sleep(args.fake_startup_s)
+    del held
     if args.gpu_memory_utilization > args.fake_max_memory_utilization:
         print("ValueError: Available memory on node 0 (7.6 GiB) is less than desired CPU memory "
               f"utilization ({args.gpu_memory_utilization})", flush=True)
@@ -177,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             time.sleep(1)
     kv_tokens = int(args.gpu_memory_utilization * 100_000)
+    print(f"Auto set ({kv_tokens * 2**12 / 2**30:.2f}/8.00) GiB for KV cache on node 0",
+          flush=True)
     print(f"CPU KV cache size: {kv_tokens:,} tokens, Maximum concurrency for "
           f"{args.max_model_len} tokens per request: {kv_tokens / args.max_model_len:.2f}x",
           flush=True)
