@@ -42,21 +42,82 @@ def validation_message(exc: ValidationError) -> tuple[str, str]:
     return field_path(tuple(err["loc"])), msg
 
 
-def read_yaml(path: str | Path) -> Any:
+# A search space, workload or profile is a page of YAML; anything far larger is not one.
+MAX_CONFIG_BYTES = 4 * 2**20
+MAX_DATASET_BYTES = 2 * 2**30
+MAX_ALIASES = 100  # anchors reused more often than this are a "billion laughs", not a config
+MAX_DEPTH = 100
+
+
+def read_text(path: str | Path, what: str = "", max_bytes: int = MAX_CONFIG_BYTES) -> str:
+    """A file's UTF-8 text, or ConfigError naming the file: missing, unreadable, too large,
+    not UTF-8."""
     p = Path(path)
     if not p.exists():
-        raise ConfigError(str(p), None, "file not found")
+        raise ConfigError(str(p), None, f"{what}file not found")
     try:
-        text = p.read_text()
+        if p.is_dir():
+            raise ConfigError(str(p), None, f"{what}is a directory, not a file")
+        size = p.stat().st_size
+        if size > max_bytes:
+            raise ConfigError(str(p), None, f"{what}too large: {size / 2**20:.1f} MiB "
+                              f"(at most {max_bytes / 2**20:.0f} MiB)")
+        data = p.read_bytes()
     except OSError as exc:
-        raise ConfigError(str(p), None, f"cannot read: {exc.strerror}") from exc
+        raise ConfigError(str(p), None, f"{what}cannot read: {exc.strerror}") from exc
     try:
-        return yaml.safe_load(text)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(p), None, f"{what}not UTF-8 text (byte 0x{data[exc.start]:02x} "
+                          f"at offset {exc.start})") from exc
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses alias bombs and nesting deep enough to exhaust the stack."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.YAMLError(f"nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def parse_yaml(text: str, source: str, field: str | None = None) -> Any:
+    """The one YAML document in `text`; ConfigError naming `source` (and `field`) if not."""
+    try:
+        loader = _Loader(text)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(str(p), None, f"malformed YAML: {where}{problem}") from exc
+        raise ConfigError(source, field, f"malformed YAML: {where}{problem}") from exc
+    except RecursionError as exc:  # deep flow collections recurse in the scanner too
+        raise ConfigError(source, field, "malformed YAML: nested too deeply") from exc
+    return data
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The one YAML document in a file; ConfigError naming the file for anything else."""
+    data = parse_yaml(read_text(path), str(path))
+    if data is None:
+        raise ConfigError(str(path), None, "empty: expected a YAML mapping")
+    return data
 
 
 def parse_model(model: type[M], data: Any, source: str, prefix: str = "") -> M:

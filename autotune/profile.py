@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from autotune.config import parse_model, read_yaml
+from autotune.config import parse_model, parse_yaml, read_text, read_yaml
 from autotune.errors import ConfigError
 from autotune.records import atomic_write
 from autotune.stats import Estimate
@@ -150,15 +150,12 @@ def read_profile(path: str | Path) -> Profile:
     settings = read_yaml(p)
     if not isinstance(settings, dict):
         raise ConfigError(str(p), None, "a profile must be a mapping of vLLM options")
-    text = p.read_text()
+    text = read_text(p)
     if META_BEGIN not in text or META_END not in text:
         raise ConfigError(str(p), None, "no autotune metadata block")
     block = text.split(META_BEGIN, 1)[1].split(META_END, 1)[0]
     meta_lines = [line[2:] if line.startswith("# ") else line.lstrip("#")
                   for line in block.strip("\n").splitlines()]
-    try:
-        meta = yaml.safe_load("\n".join(meta_lines))
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(p), "metadata", f"malformed YAML: {exc}") from exc
+    meta = parse_yaml("\n".join(meta_lines), str(p), "metadata")
     parsed = parse_model(Profile, {"settings": settings, "meta": meta}, str(p))
     return parsed

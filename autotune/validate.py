@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autotune.config import read_yaml
+from autotune.config import read_text, read_yaml
 from autotune.profile import META_BEGIN, read_profile
 from autotune.space import load_space
 from autotune.workload import load_workload
@@ -16,7 +16,7 @@ def validate_file(path: Path, verify_options: bool = True) -> str:
     A search space's vLLM options are also checked against the installed vLLM's parser, as
     `autotune run` does before it starts anything."""
     data = read_yaml(path)
-    if path.exists() and META_BEGIN in path.read_text():
+    if META_BEGIN in read_text(path):
         read_profile(path)
         return "profile"
     if isinstance(data, dict) and "name" in data:

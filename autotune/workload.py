@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from autotune.config import load_model
+from autotune.config import MAX_DATASET_BYTES, load_model, read_text
 from autotune.errors import ConfigError
 from autotune.measure import Measure
 
@@ -246,10 +246,7 @@ def read_dataset(w: Workload) -> list[Session]:
     ds = w.dataset
     assert ds is not None
     path = ds.path
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(str(path), None, f"cannot read dataset: {exc.strerror}") from exc
+    text = read_text(path, "dataset: ", MAX_DATASET_BYTES)
     records: list[tuple[int, Any]] = []
     stripped = text.lstrip()
     if ds.format == "sharegpt" and stripped.startswith("["):
