@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ import httpx
 import psutil
 
 from autotune.errors import FailureReason, TrialFailure
+from autotune.watchdog import OWNER_MARK, marked_processes
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,11 @@ _FAILURE_PATTERNS: tuple[tuple[FailureReason, re.Pattern[str]], ...] = (
 )
 
 
+# The engine died during start-up; the API server process may linger, silent, until its
+# deadline (seen with vLLM 0.32): read it from the log at once.
+_ENGINE_DEAD = re.compile(r"Engine core initialization failed|EngineCore failed to start|"
+                          r"Engine process failed to start")
+
 # Messages that mean a start-up is lost even if the process has not exited yet.
 _FATAL_OOM = re.compile(
     r"is less than desired (?:CPU|GPU) memory utilization|torch\.OutOfMemoryError|"
@@ -171,6 +178,13 @@ def tail(path: Path, max_bytes: int = 4000) -> str:
         return ""
 
 
+INTERRUPT_GRACE_S = 2.0
+
+
+def _interrupted(exc: BaseException | None) -> bool:
+    return isinstance(exc, (KeyboardInterrupt, SystemExit))
+
+
 def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child before exec
     """Ask Linux to SIGKILL the server if the tuner dies, even by SIGKILL."""
     with contextlib.suppress(Exception):
@@ -195,6 +209,7 @@ class VllmServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.watchdog: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
+        self.mark = ""
 
     @property
     def base_url(self) -> str:
@@ -210,22 +225,25 @@ class VllmServer:
             # leave it running
             self.start()
             self.wait_ready()
-        except BaseException:
-            self.stop()
+        except BaseException as exc:
+            self.stop(INTERRUPT_GRACE_S if _interrupted(exc) else None)
             raise
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.stop()
+        # interrupted (Ctrl-C, SIGTERM): the user wants the tuner gone in seconds, and a
+        # server's graceful shutdown is not worth waiting for
+        self.stop(INTERRUPT_GRACE_S if _interrupted(ev) else None)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log.info("starting server: %s", " ".join(redact(self.argv)))
+        self.mark = secrets.token_hex(8)
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 self.argv,
-                env=build_env(self.spec, os.environ),
+                env={**build_env(self.spec, os.environ), OWNER_MARK: self.mark},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -235,7 +253,7 @@ class VllmServer:
         self._t0 = time.monotonic()
         self.watchdog = subprocess.Popen(
             [sys.executable, "-m", "autotune.watchdog", str(os.getpid()),
-             repr(psutil.Process().create_time()), str(self.proc.pid)],
+             repr(psutil.Process().create_time()), str(self.proc.pid), self.mark],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
         if self.on_start is not None:
@@ -265,10 +283,14 @@ class VllmServer:
                     raise TrialFailure(reason, f"server exited with code {code} during start-up",
                                        text)
                 text = self.log_tail()
+                # Fail as soon as the log says so, not when the process gets round to dying.
                 if _FATAL_OOM.search(text):
-                    # Fail as soon as the log says so, not when the process gets round to dying.
                     raise TrialFailure(FailureReason.OOM_AT_STARTUP,
                                        "server reported insufficient memory", text)
+                if _ENGINE_DEAD.search(text):
+                    head = self.log_head()
+                    raise TrialFailure(classify_startup_failure(head + text),
+                                       "the engine failed to start (its log says so)", text)
                 if self._answers_health(http):
                     self.startup_s = time.monotonic() - self._t0
                     log.info("server ready in %.1f s", self.startup_s)
@@ -302,27 +324,32 @@ class VllmServer:
         except httpx.HTTPError:
             return False
 
-    def stop(self) -> None:
-        """SIGTERM the whole group, then SIGKILL what is left, including strays outside it."""
+    def stop(self, grace_s: float | None = None) -> None:
+        """SIGTERM the whole group, wait up to `grace_s` (default the stop timeout), then
+        SIGKILL what is left, including strays outside the group: every process that carries
+        this server's mark in its environment (a child that made a session of its own, or
+        whose parent died)."""
         proc = self.proc
         if proc is None:
             return
-        try:
-            family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        except psutil.Error:
-            family = []
+        grace = self.stop_timeout_s if grace_s is None else grace_s
+        family = {p.pid: p for p in marked_processes(self.mark)}
+        with contextlib.suppress(psutil.Error):
+            family[proc.pid] = psutil.Process(proc.pid)
+            family.update((c.pid, c) for c in psutil.Process(proc.pid).children(recursive=True))
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=self.stop_timeout_s)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            log.warning("server did not stop in %.0f s: killing it", self.stop_timeout_s)
+            log.warning("server did not stop in %.0f s: killing it", grace)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        for p in family:
+        family.update((p.pid, p) for p in marked_processes(self.mark))
+        for p in family.values():
             with contextlib.suppress(psutil.Error):
                 p.kill()
-        _, alive = psutil.wait_procs(family, timeout=self.stop_timeout_s)
+        _, alive = psutil.wait_procs(list(family.values()), timeout=self.stop_timeout_s)
         if alive:
             log.error("processes still alive after stop: %s", [p.pid for p in alive])
         with contextlib.suppress(subprocess.TimeoutExpired):

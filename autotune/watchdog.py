@@ -1,10 +1,11 @@
 """Kill a server's process group when the tuner that owns it dies, however it dies.
 
 `VllmServer` starts one of these per server, in a session of its own:
-`python -m autotune.watchdog OWNER_PID OWNER_START SERVER_PGID`. It polls; when the owner is
-gone (even by SIGKILL, which no handler in the owner can catch) it SIGTERMs the server's group,
-then SIGKILLs it. PR_SET_PDEATHSIG covers only the server's first process; vLLM's engine and
-worker processes are its children, and this covers them too.
+`python -m autotune.watchdog OWNER_PID OWNER_START SERVER_PGID MARK`. It polls; when the owner
+is gone (even by SIGKILL, which no handler in the owner can catch) it SIGTERMs the server's
+group, then SIGKILLs it and every process whose environment carries the server's MARK (a
+compile worker or any child that left the group with a session of its own). PR_SET_PDEATHSIG
+covers only the server's first process; this covers the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +17,24 @@ import sys
 import time
 
 import psutil
+
+# Every process of a server carries this variable (inherited through fork, spawn and setsid),
+# valued with the server's own random mark: how VllmServer.stop() and this watchdog find
+# its strays.
+OWNER_MARK = "AUTOTUNE_SERVER_MARK"
+
+
+def marked_processes(mark: str) -> list[psutil.Process]:
+    """The live processes whose environment carries `mark` (this user's processes only)."""
+    out = []
+    me = os.getpid()
+    for p in psutil.process_iter():
+        if p.pid == me:
+            continue
+        with contextlib.suppress(psutil.Error):
+            if p.environ().get(OWNER_MARK) == mark and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+    return out
 
 
 def owner_alive(pid: int, start: float) -> bool:
@@ -36,7 +55,7 @@ def group_members(pgid: int) -> list[psutil.Process]:
     return out
 
 
-def kill_group(pgid: int, grace_s: float = 5.0) -> None:
+def kill_group(pgid: int, mark: str, grace_s: float = 3.0) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -44,16 +63,21 @@ def kill_group(pgid: int, grace_s: float = 5.0) -> None:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+    strays = marked_processes(mark)
+    for p in strays:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(strays, timeout=5)
 
 
 def main(argv: list[str]) -> int:
-    owner, start, pgid = int(argv[0]), float(argv[1]), int(argv[2])
+    owner, start, pgid, mark = int(argv[0]), float(argv[1]), int(argv[2]), argv[3]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the tuner
     while True:
-        if not group_members(pgid):
+        if not group_members(pgid) and not marked_processes(mark):
             return 0  # the server is gone: nothing left to guard
         if not owner_alive(owner, start):
-            kill_group(pgid)
+            kill_group(pgid, mark)
             return 0
         time.sleep(0.5)
 

@@ -142,3 +142,34 @@ def test_server_env_reaches_process(tmp_path: Path) -> None:
         assert s.pid is not None
         assert psutil.Process(s.pid).environ().get("AUTOTUNE_PROBE_VAR") == "42"
     assert os.environ.get("AUTOTUNE_PROBE_VAR") is None
+
+
+def test_engine_death_in_the_log_ends_the_start_at_once_even_if_the_server_lingers(
+        tmp_path: Path) -> None:
+    # the stand-in logs the engine's death, then lingers silent and deaf to SIGTERM
+    s = fake_server(tmp_path, **{"fake-engine-dead": True, "fake-ignore-sigterm": True})
+    s.startup_timeout_s = 60
+    t0 = time.monotonic()
+    with pytest.raises(TrialFailure) as e, s:
+        pass
+    assert e.value.reason is FailureReason.STARTUP_CRASH
+    assert "its log says so" in e.value.detail
+    assert time.monotonic() - t0 < 10  # neither the 60 s deadline nor the 30 s stop timeout
+    assert s.proc is None
+
+
+def strays(tag: str) -> list[psutil.Process]:
+    """The stand-in's strays started for this test (`tag`: "cwd=DIR" or "port=N")."""
+    return [p for p in psutil.process_iter(["cmdline"])
+            if "fake_vllm_stray" in " ".join(cmd := p.info["cmdline"] or [])
+            and tag in " ".join(cmd)]
+
+
+def test_a_child_that_left_the_group_is_stopped_too(tmp_path: Path) -> None:
+    with fake_server(tmp_path, **{"fake-stray": True}) as s:
+        assert s.pid is not None
+        tag = f"port={s.spec.port}"
+        (stray,) = strays(tag)
+        assert os.getpgid(stray.pid) != os.getpgid(s.pid)  # out of the server's group
+    assert psutil.wait_procs([stray], timeout=5)[1] == []
+    assert strays(tag) == []

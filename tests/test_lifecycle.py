@@ -24,10 +24,10 @@ from tests.conftest import DATA, FAKE_LAUNCHER
 SPACE = DATA / "lifecycle_space.yaml"
 
 
-def cli(work: Path, trials: int) -> subprocess.Popen[str]:
+def cli(work: Path, trials: int, space: Path = SPACE) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "autotune.cli", "run", "--gpu", "cpu", "--model",
-         "builtin:tiny-qwen3", "--space", str(SPACE), "--trials", str(trials),
+         "builtin:tiny-qwen3", "--space", str(space), "--trials", str(trials),
          "--launcher", shlex.join(FAKE_LAUNCHER), "--no-verify-options"],
         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -144,3 +144,54 @@ def test_interrupt_stops_the_server_and_requeues_the_candidate(tmp_path: Path,
     assert states[:2] == ["COMPLETE", "FAIL"] and states[2] == "WAITING"
     # queued (WAITING) with the interrupted candidate's parameters
     assert s.trials[2].system_attrs["fixed_params"] == s.trials[1].params != {}
+
+
+def stubborn_space(work: Path) -> Path:
+    """The lifecycle space on a server that ignores SIGTERM and leaves a child outside its
+    process group."""
+    text = SPACE.read_text().replace("  fake-tpot-ms: 20\n", "  fake-tpot-ms: 20\n"
+                                     "  fake-ignore-sigterm: true\n  fake-stray: true\n")
+    assert "fake-stray" in text
+    out = work / "stubborn.yaml"
+    out.write_text(text)
+    return out
+
+
+def strays(tag: str) -> list[psutil.Process]:
+    """The stand-in's strays started for this test (`tag`: "cwd=DIR" or "port=N")."""
+    return [p for p in psutil.process_iter(["cmdline"])
+            if "fake_vllm_stray" in " ".join(cmd := p.info["cmdline"] or [])
+            and tag in " ".join(cmd)]
+
+
+def test_a_sigkilled_tuner_leaves_no_stray_outside_the_group(tmp_path: Path) -> None:
+    proc = cli(tmp_path, trials=2, space=stubborn_space(tmp_path))
+    try:
+        wait_until_serving(tmp_path, proc, 0)
+        servers = servers_of(proc)
+        assert len(strays(f"cwd={tmp_path}")) == 1
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # the watchdog: the group (deaf to SIGTERM: killed) and the stray in its own session
+    wait_for(lambda: gone(servers) and strays(f"cwd={tmp_path}") == [], 20,
+             "the server and its stray to die")
+
+
+def test_sigterm_ends_the_tuner_in_seconds_whatever_its_server_does(tmp_path: Path) -> None:
+    proc = cli(tmp_path, trials=2, space=stubborn_space(tmp_path))
+    try:
+        wait_until_serving(tmp_path, proc, 0)
+        servers = servers_of(proc)
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert took < 8, f"{took:.1f} s"  # not the 30 s stop timeout: the server ignores SIGTERM
+    assert gone(servers) and strays(f"cwd={tmp_path}") == []

@@ -15,6 +15,8 @@ import argparse
 import asyncio
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +46,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fake-max-memory-utilization", type=float, default=0.9)
     p.add_argument("--fake-crash", action="store_true", help="exit 1 during start-up")
     p.add_argument("--fake-hang", action="store_true", help="never become healthy")
+    p.add_argument("--fake-engine-dead", action="store_true",
+                   help="log that the engine failed to start, then linger silent, as vLLM's "
+                        "API server has been seen to")
+    p.add_argument("--fake-ignore-sigterm", action="store_true",
+                   help="ignore SIGTERM, as a busy or wedged server may")
+    p.add_argument("--fake-stray", action="store_true",
+                   help="start a child that leaves the process group (a session of its own)")
     p.add_argument("--fake-die-after", type=int, default=0,
                    help="exit abruptly when this many requests have started (0: never)")
     p.add_argument("--fake-preemptions-per-request", type=float, default=0.0)
@@ -167,6 +176,13 @@ def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     print(f"fake vLLM starting: {args}", flush=True)
+    if args.fake_ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.fake_stray:
+        # named after the working directory and port, so a test finds its own strays
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)",
+                          f"fake_vllm_stray cwd={os.getcwd()} port={args.port}"],
+                         start_new_session=True)
     held = bytearray(b"\x01") * (args.fake_startup_mib * 2**20)  # resident, not lazily mapped
     time.sleep(args.fake_startup_s)
     del held
@@ -178,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         print("RuntimeError: Engine core initialization failed.", flush=True)
         return 1
     if args.fake_hang:
+        while True:
+            time.sleep(1)
+    if args.fake_engine_dead:
+        print("RuntimeError: Engine core initialization failed. See root cause above. "
+              "Failed core proc(s): {}", flush=True)
         while True:
             time.sleep(1)
     kv_tokens = int(args.gpu_memory_utilization * 100_000)
