@@ -225,8 +225,9 @@ class VllmServer:
             # leave it running
             self.start()
             self.wait_ready()
-        except BaseException as exc:
-            self.stop(INTERRUPT_GRACE_S if _interrupted(exc) else None)
+        except BaseException:
+            # a start that failed or was interrupted has nothing worth a graceful shutdown
+            self.stop(INTERRUPT_GRACE_S)
             raise
         return self
 
