@@ -12,11 +12,12 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import httpx
 import psutil
 
-from autotune.errors import FailureReason, TrialFailure
+from autotune.errors import EnvironmentFailure, FailureReason, TrialFailure
 from autotune.watchdog import OWNER_MARK, marked_processes
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,18 @@ def tail(path: Path, max_bytes: int = 4000) -> str:
 
 
 INTERRUPT_GRACE_S = 2.0
+PORT_ATTEMPTS = 3  # a port taken between choosing it and binding it: try new ones
+_PORT_TAKEN = re.compile(r"address already in use|Errno 98\b", re.I)
+
+
+class _PortTaken(Exception):
+    """The port chosen for the server was bound by another process first."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def _interrupted(exc: BaseException | None) -> bool:
@@ -220,16 +233,33 @@ class VllmServer:
         return self.proc.pid if self.proc else None
 
     def __enter__(self) -> VllmServer:
-        try:
-            # start() too: an interrupt between spawning the server and returning must not
-            # leave it running
-            self.start()
-            self.wait_ready()
-        except BaseException:
-            # a start that failed or was interrupted has nothing worth a graceful shutdown
-            self.stop(INTERRUPT_GRACE_S)
-            raise
-        return self
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                # start() too: an interrupt between spawning the server and returning must
+                # not leave it running
+                self.start()
+                self.wait_ready()
+                return self
+            except _PortTaken as exc:
+                self.stop(INTERRUPT_GRACE_S)
+                if attempt == PORT_ATTEMPTS:
+                    raise EnvironmentFailure(
+                        f"{exc} ({PORT_ATTEMPTS} ports in a row): is another process "
+                        "grabbing ports?") from None
+                new = replace(self.spec, port=free_port(self.spec.host))
+                self._note(f"{exc}: starting again on port {new.port} "
+                           "(not the candidate's fault)")
+                self.spec, self.argv = new, build_command(new)
+            except BaseException:
+                # a start that failed or was interrupted has nothing worth a graceful shutdown
+                self.stop(INTERRUPT_GRACE_S)
+                raise
+        raise AssertionError("unreachable")
+
+    def _note(self, line: str) -> None:
+        log.warning("%s", line)
+        with self.log_path.open("a") as f:
+            f.write(f"autotune: {line}\n")
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -280,6 +310,8 @@ class VllmServer:
                 code = self.proc.poll()
                 if code is not None:
                     text = self.log_tail()
+                    if _PORT_TAKEN.search(text):
+                        raise _PortTaken(f"port {self.spec.port} was taken by another process")
                     reason = classify_startup_failure(text)
                     raise TrialFailure(reason, f"server exited with code {code} during start-up",
                                        text)
@@ -293,6 +325,9 @@ class VllmServer:
                     raise TrialFailure(classify_startup_failure(head + text),
                                        "the engine failed to start (its log says so)", text)
                 if self._answers_health(http):
+                    if not self._listens():
+                        # someone else's server answered on our port
+                        raise _PortTaken(f"port {self.spec.port} is served by another process")
                     self.startup_s = time.monotonic() - self._t0
                     log.info("server ready in %.1f s", self.startup_s)
                     return
@@ -301,6 +336,22 @@ class VllmServer:
                                        f"not healthy after {self.startup_timeout_s:.0f} s",
                                        self.log_tail())
                 time.sleep(self.poll_interval_s)
+
+    def _listens(self) -> bool:
+        """Whether the port is bound by this server's own processes."""
+        assert self.proc is not None
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return False
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                for c in p.net_connections(kind="inet"):
+                    if c.status == psutil.CONN_LISTEN and c.laddr and \
+                            c.laddr.port == self.spec.port:
+                        return True
+        return False
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -123,11 +123,14 @@ class MemorySampler:
         p.samples += 1
 
     def watch(self, pid: int) -> None:
-        """Start sampling `pid` (call right after the server is spawned)."""
+        """Sample `pid` from now on (call right after the server is spawned; again if it is
+        started anew)."""
         self.pid = pid
         self.sample()
-        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
-        self._thread.start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="memory-sampler",
+                                            daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

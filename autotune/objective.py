@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from autotune.engine import (
     VllmServer,
     build_command,
     classify_startup_failure,
+    free_port,
     kv_cache_bytes,
     kv_cache_tokens,
     redact,
@@ -95,12 +95,6 @@ class TrialSetup:
 # Called after each round of the objective's level with the round's index and its value of
 # the watched metric; True stops measuring the candidate (it cannot reach the best so far).
 PruneCheck = Callable[[int, float], bool]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def server_spec(params: TrialParams, setup: TrialSetup, port: int) -> ServerSpec:
@@ -198,6 +192,7 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
                         stop_timeout_s=setup.engine.stop_timeout_s, on_start=mem.watch)
     try:
         with mem, server:
+            command = redact(server.argv)  # its port may have changed (a port was taken)
             try:
                 runs = run_workload(Target(server.base_url, setup.api_key), setup.plan,
                                     alive=server.alive, after_round=rounds.after)

@@ -18,9 +18,8 @@ import aiohttp
 
 from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
 from autotune.client import Target, run_workload
-from autotune.engine import ServerSpec, VllmServer
+from autotune.engine import ServerSpec, VllmServer, free_port
 from autotune.metrics import summarize
-from autotune.objective import free_port
 from autotune.plan import Plan
 from autotune.tokens import ModelTokenizer
 from autotune.workload import Workload

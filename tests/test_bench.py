@@ -67,3 +67,19 @@ def test_verdicts_bench_replays_the_recorded_starts() -> None:
     halved, _, _ = simulate(rec, m, 3, 2, 0.5, 300, seed=1)
     assert same < 0.1 and doubled > 0.9 and halved == 0.0
     assert rounds == 3 and secs > 0
+
+
+def test_kill_bench_counts_what_each_kill_leaves_on_the_stand_in() -> None:
+    import shlex
+
+    from tests.conftest import FAKE_LAUNCHER
+
+    out = run_bench("bench.kills", "--per-signal", "1", "--launcher", shlex.join(FAKE_LAUNCHER),
+                    "--min-delay", "2", "--max-delay", "4", "--trials", "2")
+    rows = re.findall(r"^\s+\d+\s+(SIGINT|SIGTERM|SIGKILL)\s+[\d.]+\s+(.+?)\s+(-?\d+)\s+"
+                      r"([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)$", out, re.M)
+    assert sorted(r[0] for r in rows) == ["SIGINT", "SIGKILL", "SIGTERM"], out
+    codes = {r[0]: int(r[2]) for r in rows}
+    assert codes["SIGKILL"] == -9 and codes["SIGTERM"] in (130, 0) and codes["SIGINT"] in (130, 0)
+    assert all(r[4] == "0" and r[5] == "0" for r in rows), out
+    assert "total: 3 kills, 0 server processes left, 0 MiB of them" in out

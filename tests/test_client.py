@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from autotune.client import Target, run_workload
-from autotune.engine import ServerSpec, VllmServer
-from autotune.objective import free_port
+from autotune.engine import ServerSpec, VllmServer, free_port
 from autotune.plan import Plan
 from autotune.testing.fake_tokenizer import WordTokenizer
 from autotune.workload import Workload

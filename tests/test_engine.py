@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -13,12 +16,12 @@ from autotune.engine import (
     build_command,
     build_env,
     classify_startup_failure,
+    free_port,
     kv_cache_tokens,
     option_argv,
     redact,
 )
-from autotune.errors import FailureReason, TrialFailure
-from autotune.objective import free_port
+from autotune.errors import EnvironmentFailure, FailureReason, TrialFailure
 from tests.conftest import FAKE_LAUNCHER
 
 
@@ -173,3 +176,36 @@ def test_a_child_that_left_the_group_is_stopped_too(tmp_path: Path) -> None:
         assert os.getpgid(stray.pid) != os.getpgid(s.pid)  # out of the server's group
     assert psutil.wait_procs([stray], timeout=5)[1] == []
     assert strays(tag) == []
+
+
+@pytest.fixture
+def squatted() -> Iterator[int]:
+    """A port another process listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_a_port_taken_before_the_server_binds_it_is_retried_on_another(
+        tmp_path: Path, squatted: int) -> None:
+    s = fake_server(tmp_path)
+    s.spec = replace(s.spec, port=squatted)
+    s.argv = build_command(s.spec)
+    with s:
+        assert s.spec.port != squatted and s.alive()
+        assert f"--port={s.spec.port}" in s.argv or str(s.spec.port) in s.argv
+    text = (tmp_path / "server.log").read_text()
+    assert f"port {squatted} was taken by another process: starting again on port " \
+           f"{s.spec.port} (not the candidate's fault)" in text
+
+
+def test_ports_taken_again_and_again_are_the_machines_fault(
+        tmp_path: Path, squatted: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("autotune.engine.free_port", lambda host="": squatted)
+    s = fake_server(tmp_path)
+    s.spec = replace(s.spec, port=squatted)
+    s.argv = build_command(s.spec)
+    with pytest.raises(EnvironmentFailure, match=r"\(3 ports in a row\)"), s:
+        pass
+    assert s.proc is None

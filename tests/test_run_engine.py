@@ -16,8 +16,7 @@ import optuna
 import psutil
 import pytest
 
-from autotune.engine import ServerSpec, VllmServer
-from autotune.objective import free_port
+from autotune.engine import ServerSpec, VllmServer, free_port
 from autotune.probes import SystemProbe, detect_hardware
 from autotune.profile import Profile, read_profile, write_profile
 from autotune.records import read_samples

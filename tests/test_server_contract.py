@@ -13,10 +13,9 @@ import httpx
 import pytest
 
 from autotune.client import Target, prometheus_values, run_workload, scrape_metrics, served_model
-from autotune.engine import ServerSpec, VllmServer, kv_cache_tokens
+from autotune.engine import ServerSpec, VllmServer, free_port, kv_cache_tokens
 from autotune.memory import MemorySampler, process_tree_memory
 from autotune.metrics import RequestSample, summarize
-from autotune.objective import free_port
 from autotune.plan import Plan
 from autotune.probes import SystemProbe
 from autotune.testing.models import make_other_tokenizer_model
