@@ -76,6 +76,11 @@ class ServerGone(Exception):
     """The server process exited while the workload ran."""
 
 
+class ServerHung(Exception):
+    """The server is alive but makes no progress: no byte to any request in flight and no
+    answer to /health."""
+
+
 @dataclass
 class ServerStats:
     """What the server's /metrics said while a level ran."""
@@ -96,7 +101,8 @@ class LevelRun:
 
 
 async def _request(http: aiohttp.ClientSession, url: str, body: dict[str, Any],
-                   chat: bool, keep_text: bool, turn: PlannedTurn
+                   chat: bool, keep_text: bool, turn: PlannedTurn,
+                   progress: Callable[[], None] = lambda: None
                    ) -> tuple[RequestSample, str]:
     pp, mt = turn.prompt_tokens, turn.max_tokens
     start = time.perf_counter()
@@ -118,6 +124,7 @@ async def _request(http: aiohttp.ClientSession, url: str, body: dict[str, Any],
                 return fail(f"http_{r.status}", _error_message(body_text))
             done = False
             async for data in r.content.iter_any():
+                progress()
                 buf += data
                 # one read may hold several events, or part of one
                 *events, buf = buf.split(b"\n\n")
@@ -130,6 +137,8 @@ async def _request(http: aiohttp.ClientSession, url: str, body: dict[str, Any],
                         done = True
                         break
                     chunk = json.loads(payload)
+                    if not isinstance(chunk, dict):
+                        return fail("protocol:not_an_object")
                     if chunk.get("error"):
                         return fail("stream_error")
                     if choices := chunk.get("choices"):
@@ -156,8 +165,9 @@ async def _request(http: aiohttp.ClientSession, url: str, body: dict[str, Any],
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError,
             aiohttp.ClientOSError):
         return fail("disconnect")
-    except (aiohttp.ClientError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return fail(f"protocol:{type(exc).__name__}")
+    except (aiohttp.ClientError, ValueError, TypeError, AttributeError, KeyError,
+            IndexError) as exc:  # a reply not shaped like the API's
+        return fail(f"protocol:{type(exc).__name__}", str(exc)[:200])
     if ttft is None:
         return fail("empty_stream")
     if usage is None:
@@ -193,6 +203,10 @@ class _Driver:
         self.chat = w.endpoint == "chat"
         self.multi_turn = bool(w.dataset and w.dataset.multi_turn)
         self.in_flight = 0
+        self.last_progress = time.perf_counter()  # the last byte from the server, or a send
+
+    def progress(self) -> None:
+        self.last_progress = time.perf_counter()
 
     async def session(self, s: PlannedSession) -> list[RequestSample]:
         """A session's turns in order; each chat turn resends the history with the replies."""
@@ -200,10 +214,12 @@ class _Driver:
         history: list[dict[str, str]] = []
         for i, turn in enumerate(s.turns):
             body = {"model": self.model, **request_body(self.w, turn, history)}
+            if self.in_flight == 0:
+                self.progress()  # idle time is not a stall
             self.in_flight += 1
             try:
                 sample, reply = await _request(self.http, self.url, body, self.chat,
-                                               self.multi_turn, turn)
+                                               self.multi_turn, turn, self.progress)
             finally:
                 self.in_flight -= 1
             out.append(sample)
@@ -300,21 +316,43 @@ async def _watch(http: aiohttp.ClientSession, base_url: str, stop: asyncio.Event
     return stats
 
 
+@dataclass
+class Liveness:
+    """How the load notices a server that died or hung, within seconds (not at a request's
+    timeout): `alive` is polled every 0.25 s; when requests are in flight and no byte came for
+    `stall_s`, `healthy` (a /health probe, run off the event loop) decides."""
+
+    alive: Callable[[], bool]
+    healthy: Callable[[], bool] | None = None
+    stall_s: float = 10.0
+
+
 async def _unless_dead(work: Coroutine[Any, Any, list[RequestSample]],
-                       alive: Callable[[], bool] | None) -> list[RequestSample]:
-    """Run `work`, but stop at once (ServerGone) if the server process dies meanwhile."""
+                       live: Liveness | None, d: _Driver) -> list[RequestSample]:
+    """Run `work`, but stop at once if the server dies (ServerGone) or hangs (ServerHung)."""
     task = asyncio.ensure_future(work)
-    if alive is None:
+    if live is None:
         return await task
+    probed = 0.0
     while True:
         done, _ = await asyncio.wait({task}, timeout=0.25)
         if done:
             return task.result()
-        if not alive():
+        why: Exception | None = None
+        now = time.perf_counter()
+        if not live.alive():
+            why = ServerGone("the server exited while the workload ran")
+        elif (live.healthy is not None and d.in_flight and now - d.last_progress > live.stall_s
+              and now - probed > live.stall_s):
+            probed = now
+            if not await asyncio.to_thread(live.healthy):
+                why = ServerHung(f"no byte to {d.in_flight} requests in flight for "
+                                 f"{now - d.last_progress:.0f} s and no answer to /health")
+        if why is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            raise ServerGone("the server exited while the workload ran")
+            raise why
 
 
 # After each round of a level: measure another round of it, go on to the next level, or stop
@@ -327,9 +365,8 @@ def one_round(run: LevelRun) -> Next:
     return "next"
 
 
-async def _run(target: Target, p: Plan, watch_s: float | None,
-               alive: Callable[[], bool] | None, after_round: RoundCallback
-               ) -> list[LevelRun]:
+async def _run(target: Target, p: Plan, watch_s: float | None, live: Liveness | None,
+               after_round: RoundCallback) -> list[LevelRun]:
     w = p.workload
     levels = p.levels
     # the connection pool never throttles a level: unbounded if any rate level is unbounded
@@ -348,7 +385,7 @@ async def _run(target: Target, p: Plan, watch_s: float | None,
         d = _Driver(target, w, http, model)
         first = levels[0]
         await _unless_dead(
-            d.level(p.warmup, first.concurrency or first.max_concurrency or 1, None), alive)
+            d.level(p.warmup, first.concurrency or first.max_concurrency or 1, None), live, d)
         runs: list[LevelRun] = []
         async with aiohttp.ClientSession(headers=target.headers(),
                                          timeout=aiohttp.ClientTimeout(total=5)) as side:
@@ -366,7 +403,7 @@ async def _run(target: Target, p: Plan, watch_s: float | None,
                     try:
                         samples = await _unless_dead(
                             d.level(lp.sessions, level.concurrency, level.max_concurrency),
-                            alive)
+                            live, d)
                     finally:
                         stop.set()
                         stats = await watcher if watcher else ServerStats()
@@ -381,13 +418,15 @@ async def _run(target: Target, p: Plan, watch_s: float | None,
 
 
 def run_workload(target: Target, p: Plan, watch_metrics_s: float | None = 0.5,
-                 alive: Callable[[], bool] | None = None,
+                 alive: Callable[[], bool] | Liveness | None = None,
                  after_round: RoundCallback = one_round) -> list[LevelRun]:
     """Drive a planned workload: warm-up first (unrecorded), then rounds of every level, as
     many as `after_round` asks for (by default one each).
 
     Every measured request comes back as a sample, success or classified error. While a round
     runs, the server's /metrics is read every `watch_metrics_s` seconds (None: never). If
-    `alive` turns false the load stops at once with ServerGone.
+    `alive` turns false the load stops at once with ServerGone; given a Liveness with a health
+    probe, a server that stalls stops it with ServerHung.
     """
-    return asyncio.run(_run(target, p, watch_metrics_s, alive, after_round))
+    live = Liveness(alive) if callable(alive) else alive
+    return asyncio.run(_run(target, p, watch_metrics_s, live, after_round))

@@ -179,7 +179,7 @@ def tail(path: Path, max_bytes: int = 4000) -> str:
         return ""
 
 
-INTERRUPT_GRACE_S = 2.0
+SHORT_GRACE_S = 2.0  # the SIGTERM grace of a failed, interrupted or hung server
 PORT_ATTEMPTS = 3  # a port taken between choosing it and binding it: try new ones
 _PORT_TAKEN = re.compile(r"address already in use|Errno 98\b", re.I)
 
@@ -192,10 +192,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def _interrupted(exc: BaseException | None) -> bool:
-    return isinstance(exc, (KeyboardInterrupt, SystemExit))
 
 
 def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child before exec
@@ -241,7 +237,7 @@ class VllmServer:
                 self.wait_ready()
                 return self
             except _PortTaken as exc:
-                self.stop(INTERRUPT_GRACE_S)
+                self.stop(SHORT_GRACE_S)
                 if attempt == PORT_ATTEMPTS:
                     raise EnvironmentFailure(
                         f"{exc} ({PORT_ATTEMPTS} ports in a row): is another process "
@@ -252,7 +248,7 @@ class VllmServer:
                 self.spec, self.argv = new, build_command(new)
             except BaseException:
                 # a start that failed or was interrupted has nothing worth a graceful shutdown
-                self.stop(INTERRUPT_GRACE_S)
+                self.stop(SHORT_GRACE_S)
                 raise
         raise AssertionError("unreachable")
 
@@ -263,9 +259,9 @@ class VllmServer:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
-        # interrupted (Ctrl-C, SIGTERM): the user wants the tuner gone in seconds, and a
-        # server's graceful shutdown is not worth waiting for
-        self.stop(INTERRUPT_GRACE_S if _interrupted(ev) else None)
+        # interrupted (Ctrl-C, SIGTERM), or the trial failed (a hung or dying server): the
+        # user wants the tuner gone in seconds, and a graceful shutdown is not worth waiting for
+        self.stop(None if ev is None else SHORT_GRACE_S)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

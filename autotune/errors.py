@@ -53,6 +53,8 @@ class FailureReason(str, Enum):
     STARTUP_TIMEOUT = "startup_timeout"
     DIED_DURING_BENCHMARK = "died_during_benchmark"
     OOM_UNDER_LOAD = "oom_under_load"
+    HUNG_UNDER_LOAD = "hung_under_load"
+    LOAD_ERROR = "load_error"
     TOO_MANY_ERRORS = "too_many_errors"
     ENVIRONMENT = "environment"
 

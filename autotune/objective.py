@@ -11,7 +11,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from autotune.client import LevelRun, Next, ServerGone, Target, run_workload
+from autotune.client import (
+    LevelRun,
+    Liveness,
+    Next,
+    ServerGone,
+    ServerHung,
+    Target,
+    run_workload,
+)
 from autotune.engine import (
     ServerSpec,
     VllmServer,
@@ -193,11 +201,21 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
     try:
         with mem, server:
             command = redact(server.argv)  # its port may have changed (a port was taken)
+            live = Liveness(server.alive, lambda: server.healthy(wait_s=2.0),
+                            setup.engine.stall_s)
             try:
                 runs = run_workload(Target(server.base_url, setup.api_key), setup.plan,
-                                    alive=server.alive, after_round=rounds.after)
+                                    alive=live, after_round=rounds.after)
             except ServerGone:
                 runs = None
+            except ServerHung as exc:
+                raise TrialFailure(FailureReason.HUNG_UNDER_LOAD, str(exc),
+                                   server.log_tail()) from None
+            except Exception as exc:  # anything else the load met ends the trial, classified
+                log.warning("the load generator failed", exc_info=True)
+                raise TrialFailure(FailureReason.LOAD_ERROR, "the load generator failed: "
+                                   f"{type(exc).__name__}: {exc}"[:500],
+                                   server.log_tail()) from None
             any_failed = runs is not None and any(not s.ok for r in runs for s in r.samples)
             if runs is None or not server.alive() or (any_failed and not server.healthy()):
                 text = server.log_tail()

@@ -212,6 +212,9 @@ class EngineSettings(BaseModel):
     stop_timeout_s: float = Field(30.0, gt=0)
     settle_timeout_s: float = Field(60.0, ge=0, description="wait for the last trial's memory "
                                                             "to come back before the next")
+    stall_s: float = Field(10.0, gt=0, description="requests in flight with no byte from the "
+                                                   "server this long: probe /health; no "
+                                                   "answer is hung_under_load")
 
 
 class SearchSpace(BaseModel):

@@ -279,3 +279,32 @@ def test_memory_is_sampled_from_the_server_start_not_only_under_load(tmp_path: P
     quiet = run_trial(TrialParams(args={"fake-startup-s": 1.5}), setup(tmp_path),
                       tmp_path / "t1")
     assert v(quiet, "peak_host_pss_bytes") < 300 * 2**20
+
+
+def test_a_server_that_hangs_under_load_is_noticed_in_seconds(tmp_path: Path) -> None:
+    s = setup(tmp_path, num_requests=40, concurrency=2, output_tokens=20)
+    s = TrialSetup(**{**s.__dict__, "engine": EngineSettings(stall_s=1.0)})
+    t0 = time.monotonic()
+    r = run_trial(TrialParams(args={"fake-hang-after": 6}), s, tmp_path / "t0")
+    took = time.monotonic() - t0
+    assert r.status == "failed" and r.reason is FailureReason.HUNG_UNDER_LOAD, (r.reason,
+                                                                              r.detail)
+    assert "no answer to /health" in (r.detail or "")
+    assert took < 20  # not the 120 s request timeout
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    ({"fake-models-status": 502}, "the load generator failed: ClientResponseError"),
+])
+def test_an_error_inside_the_load_generator_ends_the_trial_classified(
+        tmp_path: Path, args: dict[str, object], said: str) -> None:
+    r = run_trial(TrialParams(args=args), setup(tmp_path), tmp_path / "t0")
+    assert r.status == "failed" and r.reason is FailureReason.LOAD_ERROR, r
+    assert said in (r.detail or "")
+
+
+def test_a_malformed_chunk_is_a_classified_request_error(tmp_path: Path) -> None:
+    r = run_trial(TrialParams(args={"fake-garbage-chunk": True}), setup(tmp_path),
+                  tmp_path / "t0")
+    assert r.status == "failed" and r.reason is FailureReason.TOO_MANY_ERRORS, r
+    assert "protocol:not_an_object" in (r.detail or "")

@@ -56,6 +56,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fake-die-after", type=int, default=0,
                    help="exit abruptly when this many requests have started (0: never)")
     p.add_argument("--fake-preemptions-per-request", type=float, default=0.0)
+    p.add_argument("--fake-hang-after", type=int, default=0,
+                   help="wedge (no token, no /health) when this many requests have started")
+    p.add_argument("--fake-models-status", type=int, default=200,
+                   help="the status /v1/models answers with")
+    p.add_argument("--fake-garbage-chunk", action="store_true",
+                   help="stream a chunk that is JSON but not an object")
     return p.parse_args(argv)
 
 
@@ -96,6 +102,9 @@ def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
     async def models(request: web.Request) -> web.Response:
         if not authorized(request):
             return web.json_response({"error": "Unauthorized"}, status=401)
+        if args.fake_models_status != 200:
+            return web.Response(text="<html>upstream error</html>",
+                                status=args.fake_models_status)
         return web.json_response({"object": "list", "data": [{"id": args.model}]})
 
     async def metrics(request: web.Request) -> web.Response:
@@ -132,6 +141,10 @@ def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
             print("RuntimeError: EngineCore encountered a fatal error.", flush=True)
             os._exit(1)
         engine.preemptions += args.fake_preemptions_per_request
+        if args.fake_hang_after and engine.started >= args.fake_hang_after:
+            print("wedged: the event loop stops", flush=True)
+            while True:
+                time.sleep(1)  # blocks every stream and /health, the process stays alive
         engine.waiting += 1
         async with engine.slots:
             engine.waiting -= 1
@@ -140,6 +153,8 @@ def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
                 resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
                 await resp.prepare(request)
                 kind = "chat.completion.chunk" if chat else "text_completion"
+                if args.fake_garbage_chunk:
+                    await resp.write(b"data: [1, 2, 3]\n\n")
                 for i in range(n_out):
                     if engine.tpot_s:
                         await asyncio.sleep(engine.tpot_s)
