@@ -139,6 +139,33 @@ _FATAL_OOM = re.compile(
     r"CUDA out of memory|No available memory for the cache blocks")
 
 
+# Start-up failures that no setting can change: every candidate would fail alike.
+_SETUP_CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"Cannot find any model weights|No model weights found|"
+                r"does not appear to have (?:a )?files? named (\S*(?:safetensors|\.bin)\S*)"),
+     "the model has no weights"),
+    (re.compile(r"(?:Can't load tokenizer|tokenizer(?:\.json)? (?:was )?not found|"
+                r"does not appear to have a file named (\S*tokenizer\S*))", re.I),
+     "the model's tokenizer cannot be loaded"),
+    (re.compile(r"does not appear to have a file named (\S*config\.json)"),
+     "the model has no config.json"),
+    (re.compile(r"ModuleNotFoundError: No module named '([\w.]+)'"),
+     "the engine's Python lacks a module"),
+    (re.compile(r"ImportError: (.{0,120})|undefined symbol: (\S+)"),
+     "the engine install is broken"),
+)
+
+
+def setup_failure_cause(log_text: str) -> str | None:
+    """Why a start-up failed, when the cause is the model or the install, not the settings."""
+    for pattern, cause in _SETUP_CAUSES:
+        m = pattern.search(log_text)
+        if m:
+            detail = next((g for g in m.groups() if g), None)
+            return f"{cause} ({detail.strip()})" if detail else cause
+    return None
+
+
 def classify_startup_failure(log_text: str) -> FailureReason:
     for reason, pattern in _FAILURE_PATTERNS:
         if pattern.search(log_text):

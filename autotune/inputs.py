@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import ConfigError
-from autotune.models import ResolvedModel, resolve_model
+from autotune.models import ResolvedModel, check_weights, resolve_model
 from autotune.plan import Plan
 from autotune.probes import HardwareInfo, Probe, detect_hardware
 from autotune.space import CategoricalParam, FloatParam, IntParam, SearchSpace, load_space
@@ -94,6 +94,7 @@ def prepare(cfg: RunConfig, probe: Probe) -> Inputs:
     space = load_space(space_path, workload)
     hardware = detect_hardware(cfg.target, probe, cfg.devices)
     model = resolve_model(cfg.model)
+    check_weights(model, space.args.get("load-format"))
     plan = Plan(space.workload, load_tokenizer(model.path))
     context, where = smallest_context(space, model)
     longest = plan.longest_request()

@@ -39,6 +39,25 @@ def resolve_model(model: str) -> ResolvedModel:
     return ResolvedModel(model, model)
 
 
+# What vLLM loads weights from (safetensors, PyTorch bins, GGUF, their shard indexes).
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf",
+                   "*.safetensors.index.json", "*.bin.index.json")
+
+
+def check_weights(model: ResolvedModel, load_format: object) -> None:
+    """A local model directory must hold weights unless every candidate loads dummy ones:
+    without them every start-up fails alike, whatever the settings."""
+    if load_format == "dummy" or model.args.get("load-format") == "dummy":
+        return
+    p = Path(model.path)
+    if not p.is_dir():
+        return  # a hub id: vLLM downloads the weights
+    if not any(next(p.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
+        raise UserError(f"--model: {model.name!r} has no weights ({', '.join(WEIGHT_PATTERNS[:5])})"
+                        "; add them, or set `load-format: dummy` in the space to measure "
+                        "random weights")
+
+
 def _check_hub(repo: str) -> None:
     """A hub id must be cached or exist on the hub; an unreachable hub is only a warning."""
     try:

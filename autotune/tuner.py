@@ -15,6 +15,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
+from autotune.engine import setup_failure_cause
 from autotune.errors import (
     AutotuneError,
     EnvironmentFailure,
@@ -161,6 +162,13 @@ def requeue(study: optuna.Study, trial: optuna.Trial) -> None:
         study.enqueue_trial(dict(trial.params))
 
 
+# This many start-ups in a row failing for the same cause that no setting can change (the
+# model's weights or tokenizer missing, a broken engine install) stop the run.
+SAME_CAUSE_STOPS = 2
+STARTUP_FAILURES = (FailureReason.STARTUP_CRASH, FailureReason.STARTUP_TIMEOUT,
+                    FailureReason.INVALID_ARGS)
+
+
 def counted_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED))
 
@@ -198,6 +206,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
         return study
 
     env_failures = 0
+    setup_causes: list[str] = []  # start-up failures in a row that no setting can change
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal env_failures
@@ -240,6 +249,14 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
         s = score(space.objective, result)
         env_failures = 0
         record(trial, result, s.constraints)
+        cause = (setup_failure_cause(result.log_tail) if result.reason in STARTUP_FAILURES
+                 else None)
+        if cause is None:
+            setup_causes.clear()
+        else:
+            setup_causes.append(cause)
+            if len(setup_causes) >= SAME_CAUSE_STOPS and len(set(setup_causes)) == 1:
+                study.stop()  # after this trial, recorded as it is
         if on_trial is not None:
             on_trial(TrialReport(trial.number, dict(trial.params), s.value, s.feasible, result,
                                  baseline))
@@ -257,6 +274,9 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
         study.optimize(objective, n_trials=remaining, timeout=left,
                        callbacks=[MaxTrialsCallback(cfg.n_trials, states=COUNTED)],
                        catch=(EnvironmentFailure,), gc_after_trial=True)
+        if len(setup_causes) >= SAME_CAUSE_STOPS and len(set(setup_causes)) == 1:
+            raise AutotuneError(f"stopping: {len(setup_causes)} start-ups in a row failed "
+                                f"alike, for a reason no setting changes: {setup_causes[0]}")
         before, remaining = remaining, cfg.n_trials - counted_trials(study)
         if remaining == before:
             break  # nothing finished (timeout, or other workers took the budget)

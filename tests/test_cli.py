@@ -204,3 +204,42 @@ def test_a_workload_every_candidate_fails_alike_stops_the_run_in_one_line(
     assert len(runs) == 1 and [p.name for p in runs[0].iterdir()] == ["trial-0000"], \
         "stopped after the first trial, not one candidate after another"
     assert servers_running() == []
+
+
+def test_start_ups_failing_alike_for_a_reason_no_setting_changes_stop_the_run(
+        in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = write(in_tmp / "broken.yaml", {
+        "name": "x", "args": {"fake-missing-module": "vllm._C",
+                              "max-num-seqs": {"type": "int", "low": 1, "high": 64}},
+        "workload": {"num_requests": 4, "concurrency": 2, "input_tokens": 8,
+                     "output_tokens": 4, "warmup_requests": 0}})
+    assert main(fake_run("--trials", "6", space=f)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert ("stopping: 2 start-ups in a row failed alike, for a reason no setting changes: "
+            "the engine's Python lacks a module (vllm._C)") in err
+    runs = next((in_tmp / "autotune-runs").iterdir())
+    assert sorted(p.name for p in runs.iterdir()) == ["trial-0000", "trial-0001"]
+    assert servers_running() == []
+
+
+def test_a_model_directory_without_weights_is_refused_before_any_start(
+        in_tmp: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the built-in model's directory holds a config and a tokenizer, no weights
+    argv = fake_run("--trials", "1")
+    argv[argv.index("--model") + 1] = str(tiny_model)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no weights" in err and "load-format: dummy" in err
+    assert not (in_tmp / "autotune-runs").exists()
+    # with dummy weights declared in the space, the same directory is fine
+    space = write(in_tmp / "dummy.yaml", {
+        "name": "d", "args": {"load-format": "dummy", "max-num-seqs": {"type": "int", "low": 1,
+                                                                      "high": 8}},
+        "workload": {"num_requests": 2, "concurrency": 1, "input_tokens": 8,
+                     "output_tokens": 4, "warmup_requests": 0,
+                     "measure": {"min_rounds": 1, "max_rounds": 1, "min_s": 0}},
+        "confirm": {"finalists": 1, "rounds": 2}})
+    argv = fake_run("--trials", "1", space=space)
+    argv[argv.index("--model") + 1] = str(tiny_model)
+    assert main(argv) == 0, capsys.readouterr()

@@ -20,6 +20,7 @@ from autotune.engine import (
     kv_cache_tokens,
     option_argv,
     redact,
+    setup_failure_cause,
 )
 from autotune.errors import EnvironmentFailure, FailureReason, TrialFailure
 from tests.conftest import FAKE_LAUNCHER
@@ -209,3 +210,17 @@ def test_ports_taken_again_and_again_are_the_machines_fault(
     with pytest.raises(EnvironmentFailure, match=r"\(3 ports in a row\)"), s:
         pass
     assert s.proc is None
+
+
+@pytest.mark.parametrize(("log", "cause"), [
+    ("ModuleNotFoundError: No module named 'vllm._C'",
+     "the engine's Python lacks a module (vllm._C)"),
+    ("RuntimeError: Cannot find any model weights with `/m`", "the model has no weights"),
+    ("OSError: Can't load tokenizer for '/m'.", "the model's tokenizer cannot be loaded"),
+    ("ImportError: libcudart.so.12: cannot open shared object file",
+     "the engine install is broken (libcudart.so.12: cannot open shared object file)"),
+    ("torch.OutOfMemoryError: CUDA out of memory", None),  # a setting can change that
+    ("ValueError: max_num_batched_tokens (16) is smaller than max_model_len", None),
+])
+def test_causes_no_setting_can_change(log: str, cause: str | None) -> None:
+    assert setup_failure_cause(log) == cause

@@ -45,6 +45,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="hold this much memory during start-up only, as compilation does")
     p.add_argument("--fake-max-memory-utilization", type=float, default=0.9)
     p.add_argument("--fake-crash", action="store_true", help="exit 1 during start-up")
+    p.add_argument("--fake-missing-module",
+                   help="exit 1 during start-up as an engine install that lacks this module")
     p.add_argument("--fake-hang", action="store_true", help="never become healthy")
     p.add_argument("--fake-engine-dead", action="store_true",
                    help="log that the engine failed to start, then linger silent, as vLLM's "
@@ -204,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpu_memory_utilization > args.fake_max_memory_utilization:
         print("ValueError: Available memory on node 0 (7.6 GiB) is less than desired CPU memory "
               f"utilization ({args.gpu_memory_utilization})", flush=True)
+        return 1
+    if args.fake_missing_module:
+        print(f"ModuleNotFoundError: No module named '{args.fake_missing_module}'", flush=True)
         return 1
     if args.fake_crash:
         print("RuntimeError: Engine core initialization failed.", flush=True)
