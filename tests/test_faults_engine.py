@@ -3,6 +3,7 @@ fast, and leaves no process behind."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -102,23 +103,29 @@ def test_engine_killed_mid_benchmark(tiny_model: Path, tmp_path: Path) -> None:
     assert vllm_descendants() == []
 
 
-def test_sigkilled_tuner_leaves_no_vllm_process(tmp_path: Path) -> None:
+def test_sigkilled_tuner_leaves_no_vllm_process_even_mid_compilation(tmp_path: Path) -> None:
+    # a compiled server (not eager), as the shipped CPU space draws them, killed while
+    # torch.compile runs in its worker: the watchdog leaves nothing of the server behind
+    space = tmp_path / "compiled.yaml"
+    space.write_text((DATA / "engine_space.yaml").read_text()
+                     .replace("enforce-eager: true", "enforce-eager: false"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "autotune.cli", "run", "--gpu", "cpu", "--model",
-         "builtin:tiny-qwen3", "--space", str(DATA / "engine_space.yaml"), "--trials", "1",
+         "builtin:tiny-qwen3", "--space", str(space), "--trials", "1",
          "--no-verify-options"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     family: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            family = psutil.Process(proc.pid).children(recursive=True)
-            if any(p.name() == "VLLM::Worker" for p in family if p.is_running()):
+            logs = list(tmp_path.glob("autotune-runs/*/trial-0000/server.log"))
+            if logs and "Warming up model for the compilation" in logs[0].read_text():
                 break
             time.sleep(0.3)
         else:
-            raise AssertionError("the server never started its worker")
+            raise AssertionError("the server never began compiling")
         family = psutil.Process(proc.pid).children(recursive=True)
+        assert any(p.name() == "VLLM::Worker" for p in family if p.is_running())
         proc.kill()
         proc.wait()
     finally:
@@ -126,7 +133,11 @@ def test_sigkilled_tuner_leaves_no_vllm_process(tmp_path: Path) -> None:
             proc.kill()
     _, alive = psutil.wait_procs(family, timeout=30)
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
-    leftovers = [p for p in psutil.process_iter(["name", "cmdline"])
-                 if (p.info["name"] or "").startswith("VLLM::")
-                 or "vllm.entrypoints" in " ".join(p.info["cmdline"] or [])]
+    # anything the tuner started runs in its directory: a server, its engine, its workers,
+    # compile workers, and any child of theirs that left the process group
+    leftovers = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if Path(p.cwd()).is_relative_to(tmp_path) and p.status() != psutil.STATUS_ZOMBIE:
+                leftovers.append(p)
     assert leftovers == []
