@@ -73,12 +73,24 @@ def read_text(path: str | Path, what: str = "", max_bytes: int = MAX_CONFIG_BYTE
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses alias bombs and nesting deep enough to exhaust the stack."""
+    """SafeLoader that refuses keys given twice, alias bombs and nesting deep enough to
+    exhaust the stack."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._aliases = 0
         self._depth = 0
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # a key given twice would silently keep the last value: refuse it, naming the line
+        seen: set[str] = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                if key.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key.value!r} given twice", key.start_mark)
+                seen.add(key.value)
+        return super().construct_mapping(node, deep=deep)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):

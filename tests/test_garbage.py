@@ -39,6 +39,7 @@ BAD: dict[str, bytes] = {
     "tab-indent": b"name: x\n\targs: 1\n",
     "zip": b"PK\x03\x04" + bytes(range(256)) * 4,
     "wrong-types": b"name: [1, 2]\nargs: 7\nworkload: {concurrency: many}\n",
+    "key-twice": b"name: a\nargs: {max-num-seqs: 4}\nname: b\n",
 }
 
 
@@ -136,3 +137,13 @@ def test_a_garbage_dataset_is_named_too(content: bytes, said: str, tmp_path: Pat
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"autotune: error: {data}") and said in err, err
     assert len(err.splitlines()) == 1
+
+
+def test_a_key_given_twice_is_named_with_its_line(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "twice.yaml"
+    f.write_text("input_tokens: 64\noutput_tokens: 8\ninput_tokens: 128\n")
+    assert main(["validate", str(f)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"autotune: error: {f}: malformed YAML: line 3, column 1: key 'input_tokens' given "
+        "twice")
