@@ -177,7 +177,10 @@ def cmd_run(ns: argparse.Namespace) -> int:
     def on_trial(rep: TrialReport) -> None:
         r = rep.result
         who = f"trial {rep.number}" + (" (vLLM defaults)" if rep.baseline else "")
-        if r.status == "ok":
+        if rep.repeat_of is not None:
+            print(f"{who}: the same settings as trial {rep.repeat_of}: answered from its "
+                  "measurement, no server started", flush=True)
+        elif r.status == "ok":
             print(f"{who}: {measured(r)}, startup {r.value('startup_s') or 0:.0f} s"
                   f"{'' if rep.feasible else ' (misses a constraint)'}", flush=True)
         elif r.status == "pruned":

@@ -60,10 +60,11 @@ def finalists(study: optuna.Study, k: int, settings_of: Any) -> list[FrozenTrial
     settings, so a candidate drawn twice is confirmed once."""
     out: list[FrozenTrial] = []
     seen: list[Any] = []
+    seen += [settings_of(t) for t in study.get_trials(deepcopy=False) if is_baseline(t)]
     for t in _ranked(study):
         s = settings_of(t)
         if is_baseline(t) or s in seen:
-            continue
+            continue  # vLLM's defaults, drawn again by the sampler, are still the baseline
         seen.append(s)
         out.append(t)
         if len(out) == k:

@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from autotune.engine import setup_failure_cause
 from autotune.errors import (
@@ -31,8 +31,10 @@ from autotune.space import (
     SearchSpace,
     TrialParams,
     baseline_params,
+    resolve,
     suggest,
 )
+from autotune.stats import Estimate
 from autotune.trials import BASELINE, ROLE, is_baseline
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class TrialReport:
     feasible: bool
     result: TrialResult
     baseline: bool = False
+    repeat_of: int | None = None  # answered from this earlier trial's measurement
 
 
 TrialCallback = Callable[[TrialReport], None]
@@ -169,6 +172,35 @@ STARTUP_FAILURES = (FailureReason.STARTUP_CRASH, FailureReason.STARTUP_TIMEOUT,
                     FailureReason.INVALID_ARGS)
 
 
+REPEAT_OF = "repeat_of"  # user attr: the earlier trial whose measurement answered this one
+
+
+def measured_twin(study: optuna.Study, space: SearchSpace, params: TrialParams,
+                  number: int) -> FrozenTrial | None:
+    """An earlier trial that measured exactly these settings (ok or failed), if any."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number == number or t.user_attrs.get(REPEAT_OF) is not None:
+            continue
+        if t.user_attrs.get("status") not in ("ok", "failed"):
+            continue
+        if (baseline_params(space) if is_baseline(t) else resolve(space, t.params)) == params:
+            return t
+    return None
+
+
+def result_of(twin: FrozenTrial) -> TrialResult:
+    """A finished trial's result, as recorded in the study, for a repeat of it."""
+    a = twin.user_attrs
+    return TrialResult(
+        status=a["status"], reason=a.get("reason"),
+        detail=f"the same settings as trial {twin.number}, answered from its measurement "
+               f"(no server started){': ' + a['detail'] if a.get('detail') else ''}",
+        command=a.get("command") or [], env=a.get("env") or {},
+        metrics={k: Estimate.model_validate(v) for k, v in (a.get("metrics") or {}).items()},
+        round_values=a.get("round_values") or [], measure_s=0.0,
+        log_tail=a.get("log_tail") or "")
+
+
 def counted_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED))
 
@@ -220,7 +252,14 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
 
         try:
             params = baseline_params(space) if baseline else suggest(space, trial)
-            result = runner(params, trial.number, prune_check)
+            twin = measured_twin(study, space, params, trial.number)
+            if twin is not None:
+                # a repeat draw costs no server start: the search never measures a candidate
+                # twice (repeats belong to the confirmation round)
+                trial.set_user_attr(REPEAT_OF, twin.number)
+                result = result_of(twin)
+            else:
+                result = runner(params, trial.number, prune_check)
         except WorkloadError as exc:
             # the load is at fault, not this candidate: no point trying another
             trial.set_user_attr("status", "failed")
@@ -259,7 +298,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
                 study.stop()  # after this trial, recorded as it is
         if on_trial is not None:
             on_trial(TrialReport(trial.number, dict(trial.params), s.value, s.feasible, result,
-                                 baseline))
+                                 baseline, trial.user_attrs.get(REPEAT_OF)))
         if result.status == "pruned":
             raise optuna.TrialPruned(result.detail)
         return s.value

@@ -235,3 +235,45 @@ def test_the_study_keeps_every_level_with_its_intervals(tmp_path: Path) -> None:
     assert stored["levels"][1]["metrics"]["output_throughput"] == {
         "value": 50.0, "low": 45.0, "high": 55.0, "n": 3, "basis": "rounds"}
     assert stored["round_values"] == [400.0] * 3
+
+
+def test_a_repeat_draw_is_answered_from_the_study_without_a_start(tmp_path: Path) -> None:
+    # two tuned values plus vLLM's defaults (None): 3 distinct candidates, 8 trials
+    space = parse_space({
+        "name": "tiny",
+        "args": {"max-num-seqs": {"type": "categorical", "choices": [None, 2, 4]},
+                 "enforce-eager": True},
+        "objective": {"metric": "output_throughput"},
+        "sampler": {"n_startup_trials": 2, "seed": 3},
+    })
+    started: list[TrialParams] = []
+
+    def counting(params: TrialParams, number: int, prune: PruneCheck | None = None
+                 ) -> TrialResult:
+        started.append(params)
+        return runner(params, number, prune)
+
+    reports: list[TrialReport] = []
+    study = tune(space, cfg(tmp_path, 8), counting, {}, reports.append)
+    assert counted_trials(study) == 8
+    # every candidate measured once: None is vLLM's defaults, the baseline trial's settings
+    assert len(started) == len({repr(p) for p in started}) <= 3
+    repeats = [t for t in study.trials if t.user_attrs.get("repeat_of") is not None]
+    assert len(repeats) == 8 - len(started)
+    for t in repeats:
+        twin = study.trials[t.user_attrs["repeat_of"]]
+        assert t.value == twin.value and twin.user_attrs.get("repeat_of") is None
+        assert t.user_attrs["metrics"] == twin.user_attrs["metrics"]
+        assert "answered from its measurement (no server started)" in t.user_attrs["detail"]
+    assert {r.repeat_of for r in reports} - {None} == {t.user_attrs["repeat_of"]
+                                                      for t in repeats}
+    # vLLM's defaults drawn again by the sampler are not a finalist: they are the baseline
+    from autotune.space import baseline_params, resolve
+    from autotune.trials import finalists
+
+    def settings(t: optuna.trial.FrozenTrial) -> TrialParams:
+        return baseline_params(space) if is_baseline(t) else resolve(space, t.params)
+
+    chosen = finalists(study, 3, settings)
+    assert baseline_params(space) not in [settings(t) for t in chosen]
+    assert len({repr(settings(t)) for t in chosen}) == len(chosen)
