@@ -70,6 +70,18 @@ def option_values(space: SearchSpace, base_args: dict[str, Any]) -> dict[str, li
     return out
 
 
+# vLLM options that are fractions: its parser takes any float, the engine refuses the rest
+# only after a start-up.
+FRACTIONS = ("gpu-memory-utilization",)
+
+
+def check_fractions(space: SearchSpace, source: str) -> None:
+    for name in FRACTIONS:
+        for v in option_values(space, {}).get(name, []):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not 0 < v <= 1:
+                raise ConfigError(source, f"args.{name}", f"{v} is not a fraction in (0, 1]")
+
+
 def smallest_context(space: SearchSpace, model: ResolvedModel) -> tuple[int | None, str]:
     """The shortest max-model-len any candidate can get, and where it comes from."""
     spec = space.args.get("max-model-len", model.args.get("max-model-len"))
@@ -92,6 +104,7 @@ def prepare(cfg: RunConfig, probe: Probe) -> Inputs:
     space_path = cfg.space_path or default_space_path(cfg.target)
     workload = load_workload(cfg.workload_path) if cfg.workload_path else None
     space = load_space(space_path, workload)
+    check_fractions(space, str(space_path))
     hardware = detect_hardware(cfg.target, probe, cfg.devices)
     model = resolve_model(cfg.model)
     check_weights(model, space.args.get("load-format"))

@@ -21,8 +21,10 @@ def validate_file(path: Path, verify_options: bool = True) -> str:
         return "profile"
     if isinstance(data, dict) and "name" in data:
         space = load_space(path)
+        from autotune.inputs import check_fractions, option_values
+
+        check_fractions(space, str(path))
         if verify_options:
-            from autotune.inputs import option_values
             from autotune.vllm_args import check_options
 
             check_options(option_values(space, {}), str(path))

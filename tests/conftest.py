@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna  # noqa: F401  (its log handler binds to the real stderr, not a test's capture)
 import pytest
 
 DATA = Path(__file__).parent / "data"

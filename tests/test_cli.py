@@ -243,3 +243,14 @@ def test_a_model_directory_without_weights_is_refused_before_any_start(
     argv = fake_run("--trials", "1", space=space)
     argv[argv.index("--model") + 1] = str(tiny_model)
     assert main(argv) == 0, capsys.readouterr()
+
+
+@pytest.mark.parametrize("value", [1.5, 0, {"type": "float", "low": 0.5, "high": 1.2}])
+def test_a_fraction_outside_0_1_is_refused_before_any_start(
+        value: object, in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = write(in_tmp / "frac.yaml", {"name": "x", "args": {"gpu-memory-utilization": value}})
+    assert main(fake_run("--trials", "1", space=f)) == 2
+    err = capsys.readouterr().err
+    assert "frac.yaml: args.gpu-memory-utilization: " in err and "is not a fraction in (0, 1]" \
+        in err
+    assert not (in_tmp / "autotune-runs").exists()
