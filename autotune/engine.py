@@ -361,20 +361,23 @@ class VllmServer:
                 time.sleep(self.poll_interval_s)
 
     def _listens(self) -> bool:
-        """Whether the port is bound by this server's own processes."""
+        """Whether the port is bound by this server's own processes (True where the system
+        does not let us see its sockets: only a clear "someone else" counts)."""
         assert self.proc is not None
         try:
             root = psutil.Process(self.proc.pid)
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
             return False
+        seen = False
         for p in procs:
             with contextlib.suppress(psutil.Error):
                 for c in p.net_connections(kind="inet"):
                     if c.status == psutil.CONN_LISTEN and c.laddr and \
                             c.laddr.port == self.spec.port:
                         return True
-        return False
+                seen = True
+        return not seen
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
