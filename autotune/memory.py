@@ -126,7 +126,8 @@ class MemorySampler:
         """Sample `pid` from now on (call right after the server is spawned; again if it is
         started anew)."""
         self.pid = pid
-        self.sample()
+        with contextlib.suppress(Exception):  # a probe error must not fail the start
+            self.sample()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="memory-sampler",
                                             daemon=True)
