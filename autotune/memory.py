@@ -7,6 +7,9 @@ and its workers share (torch, the model's mapped weights) once per process.
 
 GPU memory is the server's own processes as NVML reports them; the whole card's "used" figure,
 roughly `gpu-memory-utilization` times its size, is kept too but under its own name.
+
+Reading PSS makes the kernel walk a process's page tables (about 10 ms for each of vLLM's CPU
+processes, measured): once a second keeps that near 4% of one core beside the server.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ class MemorySampler:
     the `with` block ends; keeps the peaks."""
 
     def __init__(self, probe: Probe, pid: int | None = None, gpu_indices: Sequence[int] = (),
-                 interval_s: float = 0.25) -> None:
+                 interval_s: float = 1.0) -> None:
         self.probe = probe
         self.pid = pid
         self.gpu_indices = tuple(gpu_indices)
