@@ -182,9 +182,10 @@ def kv_cache_tokens(log_text: str) -> int | None:
 
 
 # The memory vLLM reserved for the KV cache: "Available KV cache memory: 12.34 GiB" (GPU),
-# "Auto set (2.52/11.21) GiB for KV cache on node 0" (CPU; one line per NUMA node).
+# "Auto set (2.52/11.21) GiB for KV cache on node 0" or "Explicitly set (1.0/13.09) GiB ..."
+# (CPU, VLLM_CPU_KVCACHE_SPACE unset or set; one line per NUMA node).
 _KV_GPU = re.compile(r"Available KV cache memory: ([\d.]+) GiB")
-_KV_CPU = re.compile(r"Auto set \(([\d.]+)/[\d.]+\) GiB for KV cache on node (\d+)")
+_KV_CPU = re.compile(r"(?:Auto|Explicitly) set \(([\d.]+)/[\d.]+\) GiB for KV cache on node (\d+)")
 
 
 def kv_cache_bytes(log_text: str) -> int | None:

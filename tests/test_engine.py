@@ -17,6 +17,7 @@ from autotune.engine import (
     build_env,
     classify_startup_failure,
     free_port,
+    kv_cache_bytes,
     kv_cache_tokens,
     option_argv,
     redact,
@@ -224,3 +225,16 @@ def test_ports_taken_again_and_again_are_the_machines_fault(
 ])
 def test_causes_no_setting_can_change(log: str, cause: str | None) -> None:
     assert setup_failure_cause(log) == cause
+
+
+@pytest.mark.parametrize(("log", "gib"), [
+    ("INFO [gpu_worker.py:298] Available KV cache memory: 12.5 GiB", 12.5),
+    ("Auto set (3.23/13.09) GiB for KV cache on node 0, with 3.93 GiB requested memory", 3.23),
+    ("Explicitly set (1.0/13.09) GiB for KV cache on node 0.", 1.0),
+    ("Auto set (1.5/8.00) GiB for KV cache on node 0\nAuto set (1.5/8.00) GiB for KV cache "
+     "on node 1", 3.0),
+    ("nothing about it", None),
+])
+def test_kv_cache_bytes_from_log(log: str, gib: float | None) -> None:
+    got = kv_cache_bytes(log)
+    assert got == (None if gib is None else int(gib * 2**30))
