@@ -15,12 +15,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna  # noqa: F401  (its log handler binds to the real stderr, not a test's capture)
+import psutil
 import pytest
 
 DATA = Path(__file__).parent / "data"
 NO_VLLM = Path(__file__).parent / "no_vllm"
 FAKE_LAUNCHER = (sys.executable, "-m", "autotune.testing.fake_vllm")
 REAL_LAUNCHER = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
+
+
+def strays(tag: str) -> list[psutil.Process]:
+    """Processes the stand-in started outside its group (`--fake-stray`), found by the
+    `tag` their command line carries: "cwd=DIR" or "port=N"."""
+    return [p for p in psutil.process_iter(["cmdline"])
+            if "fake_vllm_stray" in " ".join(cmd := p.info["cmdline"] or [])
+            and tag in " ".join(cmd)]
 
 
 @functools.cache

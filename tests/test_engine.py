@@ -24,7 +24,7 @@ from autotune.engine import (
     setup_failure_cause,
 )
 from autotune.errors import EnvironmentFailure, FailureReason, TrialFailure
-from tests.conftest import FAKE_LAUNCHER
+from tests.conftest import FAKE_LAUNCHER, strays
 
 
 def test_option_argv_follows_vllm_conventions() -> None:
@@ -161,13 +161,6 @@ def test_engine_death_in_the_log_ends_the_start_at_once_even_if_the_server_linge
     assert "its log says so" in e.value.detail
     assert time.monotonic() - t0 < 10  # neither the 60 s deadline nor the 30 s stop timeout
     assert s.proc is None
-
-
-def strays(tag: str) -> list[psutil.Process]:
-    """The stand-in's strays started for this test (`tag`: "cwd=DIR" or "port=N")."""
-    return [p for p in psutil.process_iter(["cmdline"])
-            if "fake_vllm_stray" in " ".join(cmd := p.info["cmdline"] or [])
-            and tag in " ".join(cmd)]
 
 
 def test_a_child_that_left_the_group_is_stopped_too(tmp_path: Path) -> None:

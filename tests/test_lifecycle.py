@@ -19,7 +19,7 @@ import optuna
 import psutil
 import pytest
 
-from tests.conftest import DATA, FAKE_LAUNCHER
+from tests.conftest import DATA, FAKE_LAUNCHER, strays
 
 SPACE = DATA / "lifecycle_space.yaml"
 
@@ -155,13 +155,6 @@ def stubborn_space(work: Path) -> Path:
     out = work / "stubborn.yaml"
     out.write_text(text)
     return out
-
-
-def strays(tag: str) -> list[psutil.Process]:
-    """The stand-in's strays started for this test (`tag`: "cwd=DIR" or "port=N")."""
-    return [p for p in psutil.process_iter(["cmdline"])
-            if "fake_vllm_stray" in " ".join(cmd := p.info["cmdline"] or [])
-            and tag in " ".join(cmd)]
 
 
 def test_a_sigkilled_tuner_leaves_no_stray_outside_the_group(tmp_path: Path) -> None:
