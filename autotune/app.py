@@ -16,16 +16,17 @@ from autotune.conclude import conclude
 from autotune.confirm import Arm, Confirmation, RoundCallback, confirm, distinct
 from autotune.engine import default_launcher, vllm_version
 from autotune.errors import ConfigError
+from autotune.front import front_record
 from autotune.identity import identity_digest, study_identity
 from autotune.incumbent import Incumbent, find_incumbent
 from autotune.inputs import RunConfig, option_values, prepare
 from autotune.memory import MemoryBaseline
-from autotune.objective import PruneCheck, TrialResult, TrialSetup, run_trial
+from autotune.objective import PruneCheck, TrialResult, TrialSetup, derive, run_trial
 from autotune.probes import Probe, SystemProbe
 from autotune.profile import model_slug, profile_path
 from autotune.records import write_json
 from autotune.space import SearchSpace, TrialParams, baseline_params, resolve
-from autotune.trials import best_trial, feasible, finalists, is_baseline
+from autotune.trials import best_trial, feasible, finalists, is_baseline, pareto_trials
 from autotune.tuner import StudyConfig, StudyMismatch, TrialCallback, tune
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class RunOutcome:
     decided: bool = False  # a verdict was reached: a profile written, or one kept
     note: str = ""
     results: dict[int, TrialResult] = field(default_factory=dict)
+    front: list[FrozenTrial] = field(default_factory=list)  # multi-objective: chosen first
 
     @property
     def saved_s(self) -> float:
@@ -85,11 +87,17 @@ def run(cfg: RunConfig, probe: Probe | None = None,
     results: dict[int, TrialResult] = {}
     attrs = {"target": cfg.target, "model": cfg.model, "space": space.name,
              "metric": space.objective.metric,
+             "objective": space.objective.model_dump(mode="json"),
+             "model_path": model.path, "model_args": dict(model.args),
+             "hardware": inp.hardware.describe(), "vllm_version": vllm_version(),
              "workload": space.workload.model_dump(mode="json")}
     study, name = _tune(cfg, space, identity, setup, results, attrs, on_trial, on_ready)
     run_dir = cfg.runs_dir / name
-    outcome = RunOutcome(study=study, best=best_trial(study), results=results,
-                         profile_path=path)
+    outcome = RunOutcome(study=study, best=best_trial(study, space.objective),
+                         results=results, profile_path=path)
+    if space.objective.multi:
+        outcome.front = pareto_trials(study, space.objective)
+        write_json(run_dir / "front.json", front_record(study, space.objective))
 
     arms = _arms(study, space, incumbent)
     lone_infeasible_baseline = len(arms) == 1 and arms[0].role == "baseline" and not any(
@@ -153,6 +161,7 @@ def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: T
 def _record(result: TrialResult, trial_dir: Path, cfg: RunConfig, study: str,
             params: TrialParams, space: SearchSpace, number: int | None = None
             ) -> TrialResult:
+    result = derive(space.objective, result)
     write_json(trial_dir / "result.json", {
         "trial": number, "study": study, "model": cfg.model, "target": cfg.target,
         "args": params.args, "workload": space.workload.model_dump(mode="json"),
@@ -168,7 +177,7 @@ def _arms(study: optuna.Study, space: SearchSpace, incumbent: Incumbent | None) 
         out.append(Arm(BASELINE_NAME, "baseline", baseline_params(space)))
     if incumbent is not None and incumbent.comparable and incumbent.params is not None:
         out.append(Arm(INCUMBENT_NAME, "incumbent", incumbent.params))
-    for t in finalists(study, space.confirm.finalists, _settings(space)):
+    for t in finalists(study, space.confirm.finalists, _settings(space), space.objective):
         out.append(Arm(f"trial {t.number}", "finalist", resolve(space, t.params), t.number))
     return distinct(out)
 

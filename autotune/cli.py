@@ -81,11 +81,78 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace an existing profile even if it was measured on other "
                         "hardware (it is kept in history/)")
 
+    o = r.add_argument_group("objective and search (override the space file's)")
+    o.add_argument("--objective", type=parse_objective, metavar="METRIC[:max|min],...",
+                   help="one metric, or several for a Pareto front, e.g. "
+                        "output_throughput:max,p95_ttft_ms:min,peak_memory_bytes:min "
+                        "(the first is the primary)")
+    o.add_argument("--weights", type=parse_weights, metavar="METRIC=W,...",
+                   help="a weighted score: the product of each metric to its weight, e.g. "
+                        "output_throughput=1,p95_ttft_ms=-0.5")
+    o.add_argument("--choose", choices=("primary", "knee"),
+                   help="which point of a Pareto front becomes the profile")
+    o.add_argument("--sampler", choices=SAMPLER_NAMES, help="tpe (default), gp, nsga2, "
+                   "random or grid")
+    o.add_argument("--seed", type=int, help="the sampler's seed (repeatable searches)")
+
+    f = sub.add_parser("pareto", help="list a multi-objective study's Pareto front, or "
+                       "export its points as profiles")
+    f.add_argument("--study", required=True)
+    f.add_argument("--storage", default="sqlite:///autotune.db")
+    f.add_argument("--export", type=Path, metavar="DIR",
+                   help="write every point of the front as a profile in DIR")
+
     v = sub.add_parser("validate", help="check search spaces, workloads and profiles")
     v.add_argument("files", nargs="+", type=Path)
     v.add_argument("--no-verify-options", action="store_true",
                    help="skip checking options against vLLM's own parser")
     return p
+
+
+SAMPLER_NAMES = ("tpe", "gp", "nsga2", "random", "grid")
+_DIRECTIONS = {"max": "maximize", "min": "minimize", "maximize": "maximize",
+               "minimize": "minimize"}
+
+
+def parse_objective(text: str) -> dict[str, Any]:
+    """'a:max,b:min' -> {metric: a, direction: maximize, pareto: [{b, minimize}]}."""
+    goals = []
+    for part in (x.strip() for x in text.split(",")):
+        metric, _, d = part.partition(":")
+        if not metric or (d and d not in _DIRECTIONS):
+            raise argparse.ArgumentTypeError(f"not METRIC[:max|min]: {part!r}")
+        goals.append({"metric": metric,
+                      "direction": _DIRECTIONS.get(d or "", _default_direction(metric))})
+    first, *rest = goals
+    return {**first, "pareto": rest}
+
+
+def _default_direction(metric: str) -> str:
+    """Throughputs up; latencies, errors and memory down."""
+    return "maximize" if "throughput" in metric or "goodput" in metric else "minimize"
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    out = {}
+    for part in (x.strip() for x in text.split(",")):
+        metric, eq, w = part.partition("=")
+        try:
+            out[metric] = float(w)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not METRIC=WEIGHT: {part!r}") from None
+        if not eq or not metric:
+            raise argparse.ArgumentTypeError(f"not METRIC=WEIGHT: {part!r}")
+    return out
+
+
+def objective_override(ns: argparse.Namespace) -> dict[str, Any] | None:
+    out: dict[str, Any] = dict(ns.objective or {})
+    if ns.weights:
+        out.update(metric="weighted_score", direction="maximize", weights=ns.weights)
+        out["pareto"] = out.get("pareto", [])
+    if ns.choose:
+        out["choose"] = ns.choose
+    return out or None
 
 
 def _fmt(v: Any, digits: int = 1) -> str:
@@ -167,6 +234,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         profiles_dir=ns.profiles_dir, runs_dir=ns.runs_dir, devices=ns.devices,
         launcher=tuple(shlex.split(ns.launcher)) if ns.launcher else None,
         verify_options=not ns.no_verify_options, replace=ns.replace,
+        objective=objective_override(ns), sampler=ns.sampler, seed=ns.seed,
     )
 
     def measured(r: TrialResult) -> str:
@@ -206,6 +274,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
     header, rows = summary_rows(outcome.study, metric)
     print("\nsearch: one server start per trial; intervals over its rounds (95%)")
     print(table(rows, header))
+    if outcome.front:
+        print_front(outcome.study, outcome.study.user_attrs.get("objective", {}).get(
+            "choose", "primary"))
     if outcome.confirmation is not None:
         conf = outcome.confirmation
         header, rows = confirmation_rows(conf)
@@ -226,6 +297,55 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return 0
 
 
+def front_rows(study: Any) -> tuple[list[str], list[list[str]]]:
+    from autotune.front import study_objective
+    from autotune.trials import is_baseline, metrics_of, pareto_trials
+
+    objective = study_objective(study)
+    goals = objective.goals()
+    header = ["rank", "trial", *(f"{g.metric} ({g.direction[:3]}) [95%]" for g in goals),
+              "settings"]
+    rows = []
+    for i, t in enumerate(pareto_trials(study, objective)):
+        m = metrics_of(t)
+        settings = "vLLM defaults" if is_baseline(t) else " ".join(
+            f"{k}={_fmt(v, 3)}" for k, v in t.params.items() if v is not None) or (
+            "vLLM defaults (drawn)")
+        rows.append([str(i + 1) + (" (chosen)" if i == 0 else ""), str(t.number),
+                     *(_est(m.get(g.metric)) for g in goals), settings])
+    return header, rows
+
+
+def print_front(study: Any, choose: str) -> None:
+    header, rows = front_rows(study)
+    print(f"\nPareto front: {len(rows)} point(s) no other feasible trial beats on every goal "
+          f"(search figures, one server start each; ranked by the {choose} rule)")
+    print(table(rows, header))
+
+
+def cmd_pareto(ns: argparse.Namespace) -> int:
+    import optuna
+
+    from autotune.front import export_front, study_objective
+    from autotune.tuner import make_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(ns.storage, 5, 20)
+    try:
+        study = optuna.load_study(study_name=ns.study, storage=storage)
+    except KeyError:
+        raise UserError(f"--study: no study {ns.study!r} in {ns.storage}") from None
+    objective = study_objective(study)
+    if not objective.multi:
+        raise UserError(f"--study {ns.study}: one objective ({objective.metric}), no Pareto "
+                        "front")
+    print_front(study, objective.choose)
+    if ns.export:
+        for path in export_front(study, ns.export):
+            print(f"wrote {path}")
+    return 0
+
+
 def cmd_validate(ns: argparse.Namespace) -> int:
     from autotune.validate import validate_file
 
@@ -243,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if ns.command == "run":
             return cmd_run(ns)
+        if ns.command == "pareto":
+            return cmd_pareto(ns)
         return cmd_validate(ns)
     except UserError as exc:
         if ns.debug:

@@ -69,7 +69,11 @@ def conclude(path: Path, study: optuna.Study, cfg: RunConfig, inp: Inputs,
         study=name, trial=winner.trial,
         objective={"metric": space.objective.metric, "direction": space.objective.direction,
                    "value": figures[space.objective.metric].value
-                   if space.objective.metric in figures else None},
+                   if space.objective.metric in figures else None,
+                   **({"pareto": [g.model_dump() for g in space.objective.pareto],
+                       "choose": space.objective.choose} if space.objective.multi else {}),
+                   **({"weights": space.objective.weights} if space.objective.weights
+                      else {})},
         metrics=figures, gain=gain, verdict=summary, confirmation=confirmation,
         env=dict(winner.params.env), serve=serve_prefix(default_launcher()))
     settings = {"model": model.path, **model.args, **winner.params.args}

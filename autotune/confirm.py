@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from autotune.objective import TrialResult, score
 from autotune.space import Objective, TrialParams
 from autotune.stats import Estimate, mean_interval, paired_ratio
-from autotune.verdict import ArmFigures, Role, Verdict, decide
+from autotune.verdict import ArmFigures, Role, Verdict, decide, decide_pareto
 
 # Figures whose change against vLLM's defaults a profile states (besides the objective's).
 KEY_METRICS = ("output_throughput", "request_throughput", "median_ttft_ms", "p95_ttft_ms",
@@ -61,6 +61,8 @@ class ArmRecord(BaseModel):
     args: dict[str, object]
     env: dict[str, str]
     objective: list[float | None]  # per round; None: that round failed or broke an SLO
+    # multi-objective: each goal's value per round (None: that round failed or broke an SLO)
+    goals: dict[str, list[float | None]] = {}
     failure: str | None = None
     figures: dict[str, Estimate]  # each metric over the rounds that served (basis: starts)
     vs_baseline: dict[str, Estimate] = {}  # paired ratios to vLLM's defaults
@@ -113,18 +115,27 @@ def confirm(arms: Sequence[Arm], rounds: int, objective: Objective, runner: Conf
                 else:
                     why = "broke a constraint"
                 failure = failure or why
+        goals = {g.metric: [res.value(g.metric) if v is not None else None
+                            for res, v in zip(results[i], values, strict=True)]
+                 for g in objective.goals()} if objective.multi else {}
         records.append(ArmRecord(
             name=arm.name, role=arm.role, trial=arm.trial, args=dict(arm.params.args),
-            env=dict(arm.params.env), objective=values, failure=failure,
+            env=dict(arm.params.env), objective=values, goals=goals, failure=failure,
             figures=_figures(results[i])))
-    verdict = decide([ArmFigures(a.name, a.role, tuple(a.objective), a.failure)
-                      for a in records], objective.direction, min_gain)
+    figures = [ArmFigures(a.name, a.role, tuple(a.objective), a.failure,
+                          tuple(tuple(v) for v in a.goals.values())) for a in records]
+    if objective.multi:
+        verdict = decide_pareto(figures, [(g.metric, g.direction) for g in objective.goals()],
+                                min_gain)
+    else:
+        verdict = decide(figures, objective.direction, min_gain)
     base = next((i for i, a in enumerate(arms) if a.role == "baseline"), None)
     if base is not None:
         for i, rec in enumerate(records):
             rec.vs_baseline = {m: paired_ratio(_per_round(results[i], m),
                                                _per_round(results[base], m))
-                               for m in (objective.metric, *KEY_METRICS)}
+                               for m in dict.fromkeys((*(g.metric for g in
+                                                          objective.goals()), *KEY_METRICS))}
     return Confirmation(metric=objective.metric, direction=objective.direction, rounds=rounds,
                         arms=records, verdict=verdict)
 

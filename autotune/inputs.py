@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autotune.config import parse_model
 from autotune.errors import ConfigError
 from autotune.models import ResolvedModel, check_weights, resolve_model
 from autotune.plan import Plan
 from autotune.probes import HardwareInfo, Probe, detect_hardware
+from autotune.samplers import grid_of
 from autotune.space import CategoricalParam, FloatParam, IntParam, SearchSpace, load_space
 from autotune.tokens import context_length, load_tokenizer
 from autotune.workload import load_workload
@@ -44,6 +46,10 @@ class RunConfig:
     launcher: tuple[str, ...] | None = None
     verify_options: bool = True
     replace: bool = False  # replace a profile measured on other hardware
+    # command-line overrides of the space file
+    objective: dict[str, Any] | None = None  # fields of `objective:` to replace
+    sampler: str | None = None
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,14 +103,30 @@ def smallest_context(space: SearchSpace, model: ResolvedModel) -> tuple[int | No
     return default, "the model's max_position_embeddings"
 
 
+def override(space: SearchSpace, cfg: RunConfig, source: str) -> SearchSpace:
+    """The space with the command line's objective, sampler and seed in place of its own."""
+    if cfg.objective is None and cfg.sampler is None and cfg.seed is None:
+        return space
+    data = space.model_dump()
+    if cfg.objective is not None:
+        data["objective"] = {**data["objective"], **cfg.objective}
+    if cfg.sampler is not None:
+        data["sampler"]["name"] = cfg.sampler
+    if cfg.seed is not None:
+        data["sampler"]["seed"] = cfg.seed
+    return parse_model(SearchSpace, data, f"{source} (with --objective/--sampler/--seed)")
+
+
 def prepare(cfg: RunConfig, probe: Probe) -> Inputs:
     """All user-input checks, in the order a user would fix them. Starts no server."""
     if cfg.trials < 1:
         raise ConfigError("--trials", None, "must be at least 1")
     space_path = cfg.space_path or default_space_path(cfg.target)
     workload = load_workload(cfg.workload_path) if cfg.workload_path else None
-    space = load_space(space_path, workload)
+    space = override(load_space(space_path, workload), cfg, str(space_path))
     check_fractions(space, str(space_path))
+    if space.sampler.name == "grid":
+        grid_of(space, str(space_path))
     hardware = detect_hardware(cfg.target, probe, cfg.devices)
     model = resolve_model(cfg.model)
     check_weights(model, space.args.get("load-format"))

@@ -44,7 +44,7 @@ from autotune.metrics import (
 from autotune.plan import Plan
 from autotune.probes import Probe
 from autotune.records import write_samples
-from autotune.space import EngineSettings, Objective, TrialParams
+from autotune.space import WEIGHTED, EngineSettings, Objective, TrialParams
 from autotune.stats import Estimate, mean_interval
 from autotune.workload import Workload
 
@@ -301,10 +301,15 @@ def client_refusal(samples: Sequence[RequestSample]) -> str | None:
 
 @dataclass(frozen=True)
 class Score:
-    """The value Optuna optimizes and the constraints (<= 0 is feasible) it learns from."""
+    """The values Optuna optimizes (the primary first, then each Pareto goal) and the
+    constraints (<= 0 is feasible) it learns from."""
 
-    value: float
+    values: tuple[float, ...]
     constraints: dict[str, float]
+
+    @property
+    def value(self) -> float:
+        return self.values[0]
 
     @property
     def feasible(self) -> bool:
@@ -322,14 +327,53 @@ def _violation(value: float, bound: float, upper: bool) -> float:
     return excess / scale
 
 
+def _worst(direction: str) -> float:
+    return 0.0 if direction == "maximize" else 1e18
+
+
+def weighted_score(objective: Objective, metrics: dict[str, Estimate]) -> Estimate | None:
+    """Product of each metric raised to its weight, with an interval from the metrics' own
+    relative half-widths combined in quadrature (on the log scale). None when a weighted
+    metric was not measured or is not positive."""
+    log_value, rel2, n = 0.0, 0.0, None
+    for name, w in objective.weights.items():
+        e = metrics.get(name)
+        if e is None or math.isnan(e.value) or e.value <= 0:
+            return None
+        log_value += w * math.log(e.value)
+        rhw = e.relative_half_width
+        rel2 += (w * rhw) ** 2 if rhw is not None else 0.0
+        n = e.n if n is None else min(n, e.n)
+    value = math.exp(log_value)
+    rel = math.sqrt(rel2)
+    if rel == 0.0:
+        return Estimate(value=value, n=n or 1, basis="single")
+    return Estimate(value=value, low=value * math.exp(-rel), high=value * math.exp(rel),
+                    n=n or 1, basis="rounds")
+
+
+def derive(objective: Objective, result: TrialResult) -> TrialResult:
+    """The result with the figures its objective defines (a weighted score) added."""
+    if objective.metric != WEIGHTED or result.status != "ok":
+        return result
+    ws = weighted_score(objective, result.metrics)
+    if ws is None:
+        return result
+    return result.model_copy(update={"metrics": {**result.metrics, WEIGHTED: ws}})
+
+
 def score(objective: Objective, result: TrialResult) -> Score:
-    """Pure: a trial's metrics -> value and normalized constraint violations."""
+    """Pure: a trial's metrics -> values and normalized constraint violations."""
     keys = [f"{name}_{side}" for name, b in objective.constraints.items()
             for side, v in (("max", b.max), ("min", b.min)) if v is not None]
-    worst = 0.0 if objective.direction == "maximize" else 1e18
-    value = result.value(objective.metric)
-    if result.status != "ok" or value is None:
-        return Score(worst, {OK_CONSTRAINT: 1.0, **dict.fromkeys(keys, 1.0)})
+    goals = objective.goals()
+    values = [result.value(g.metric) for g in goals]
+    if objective.metric == WEIGHTED and values[0] is None and result.status == "ok":
+        ws = weighted_score(objective, result.metrics)
+        values[0] = ws.value if ws is not None else None
+    if result.status != "ok" or any(v is None for v in values):
+        return Score(tuple(_worst(g.direction) for g in goals),
+                     {OK_CONSTRAINT: 1.0, **dict.fromkeys(keys, 1.0)})
     constraints = {OK_CONSTRAINT: 0.0}
     for name, b in objective.constraints.items():
         m = result.value(name)
@@ -338,4 +382,4 @@ def score(objective: Objective, result: TrialResult) -> Score:
                 continue
             v = 1.0 if m is None else _violation(m, bound, upper=side == "max")
             constraints[f"{name}_{side}"] = v
-    return Score(value, constraints)
+    return Score(tuple(float(v) for v in values if v is not None), constraints)

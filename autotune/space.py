@@ -152,14 +152,16 @@ class Bound(BaseModel):
         return self
 
 
-class Objective(BaseModel):
-    """What a trial's score is. Kept to one metric plus bounds; richer objectives plug in here."""
+WEIGHTED = "weighted_score"  # the objective's metric when it is a weighted score
+Direction = Literal["maximize", "minimize"]
+
+
+class Goal(BaseModel):
+    """One more objective of a multi-objective search."""
 
     model_config = ConfigDict(extra="forbid")
-    metric: str = "output_throughput"
-    direction: Literal["maximize", "minimize"] = "maximize"
-    constraints: dict[str, Bound] = Field(default_factory=dict)
-    level: int = Field(-1, description="which load level of a sweep is scored (index)")
+    metric: str
+    direction: Direction
 
     @field_validator("metric")
     @classmethod
@@ -168,13 +170,72 @@ class Objective(BaseModel):
             raise ValueError(f"unknown metric {v!r}")
         return v
 
-    @field_validator("constraints")
+
+class Objective(BaseModel):
+    """What a trial's score is.
+
+    - one metric (`metric`, `direction`);
+    - a weighted score (`metric: weighted_score` and `weights`): the product of each metric
+      raised to its weight, so weights are elasticities (throughput^1 x p95 TTFT^-0.5: a 10%
+      slower TTFT is worth 5% more throughput) and no unit needs converting; maximized;
+    - several objectives (`pareto`: more goals besides `metric`): a multi-objective search
+      that keeps a Pareto front, from which `choose` picks the profile.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    metric: str = "output_throughput"
+    direction: Direction = "maximize"
+    weights: dict[str, float] = Field(default_factory=dict)
+    pareto: list[Goal] = Field(default_factory=list, description="more objectives: the search "
+                                                                   "keeps a Pareto front")
+    choose: Literal["primary", "knee"] = Field(
+        "primary", description="which point of a Pareto front becomes the profile: the best "
+                               "on `metric` (within the constraints), or the knee (closest "
+                               "to the ideal point, each goal scaled over the front)")
+    constraints: dict[str, Bound] = Field(default_factory=dict)
+    level: int = Field(-1, description="which load level of a sweep is scored (index)")
+
+    @field_validator("metric")
     @classmethod
-    def _known_constraints(cls, v: dict[str, Bound]) -> dict[str, Bound]:
+    def _known_metric(cls, v: str) -> str:
+        if v != WEIGHTED and v not in metric_names():
+            raise ValueError(f"unknown metric {v!r}")
+        return v
+
+    @field_validator("constraints", "weights")
+    @classmethod
+    def _known_names(cls, v: dict[str, Any]) -> dict[str, Any]:
         for name in v:
             if name not in metric_names():
                 raise ValueError(f"unknown metric {name!r}")
         return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Objective:
+        if self.metric == WEIGHTED:
+            if not self.weights:
+                raise ValueError("metric weighted_score needs weights: {metric: weight, ...}")
+            if self.direction != "maximize":
+                raise ValueError("a weighted score is maximized: give a negative weight to a "
+                                 "metric that is better lower")
+            if all(w == 0 for w in self.weights.values()):
+                raise ValueError("weights are all 0")
+        elif self.weights:
+            raise ValueError("weights are for metric: weighted_score")
+        names = [self.metric, *(g.metric for g in self.pareto)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pareto: a metric is given twice ({', '.join(names)})")
+        if self.choose == "knee" and not self.pareto:
+            raise ValueError("choose: knee needs a Pareto front (pareto: more goals)")
+        return self
+
+    def goals(self) -> list[Goal]:
+        """Every objective, the primary first."""
+        return [Goal(metric=self.metric, direction=self.direction), *self.pareto]
+
+    @property
+    def multi(self) -> bool:
+        return bool(self.pareto)
 
 
 class Pruning(BaseModel):
@@ -201,6 +262,7 @@ class Confirm(BaseModel):
 
 class SamplerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    name: Literal["tpe", "gp", "nsga2", "random", "grid"] = "tpe"
     # TPE's default of 10 random start-up trials is most of a typical 10-20 trial budget.
     n_startup_trials: int = Field(4, ge=0)
     seed: int | None = 0

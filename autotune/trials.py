@@ -12,6 +12,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.pareto import Point, front, ranked
+from autotune.space import Objective
 from autotune.stats import Estimate, mean_interval
 
 BASELINE = "baseline"  # the trial that measures vLLM's defaults
@@ -32,7 +34,13 @@ def objective_estimate(t: FrozenTrial) -> Estimate:
     values = [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
     if values:
         return mean_interval(values)
-    return Estimate.single(t.value) if t.value is not None else Estimate(value=math.nan, n=0)
+    v = primary_value(t)
+    return Estimate.single(v) if v is not None else Estimate(value=math.nan, n=0)
+
+
+def primary_value(t: FrozenTrial) -> float | None:
+    """The first objective's value (a multi-objective trial has several)."""
+    return t.values[0] if t.values else None
 
 
 def feasible(t: FrozenTrial) -> bool:
@@ -41,27 +49,39 @@ def feasible(t: FrozenTrial) -> bool:
     return all(v <= 0 for v in t.constraints.values())
 
 
-def _ranked(study: optuna.Study) -> list[FrozenTrial]:
+def _ranked(study: optuna.Study, objective: Objective | None = None) -> list[FrozenTrial]:
+    """Feasible finished trials, best first: by the first objective, or, in a multi-objective
+    study, the Pareto front in the order of the objective's `choose` rule."""
     ok = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-          if feasible(t) and t.value is not None]
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(ok, key=lambda t: t.value if t.value is not None else 0.0, reverse=maximize)
+          if feasible(t) and t.values]
+    if objective is not None and objective.multi:
+        pts = [Point(t, tuple(t.values)) for t in ok if len(t.values) == len(objective.goals())]
+        return [p.key for p in ranked(front(pts, objective.goals()), objective)]
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(ok, key=lambda t: t.values[0], reverse=maximize)
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best feasible finished trial, or None when no trial met every constraint."""
-    ranked = _ranked(study)
-    return ranked[0] if ranked else None
+def pareto_trials(study: optuna.Study, objective: Objective) -> list[FrozenTrial]:
+    """The front of a multi-objective study (the chosen point first); [] for one objective."""
+    return _ranked(study, objective) if objective.multi else []
 
 
-def finalists(study: optuna.Study, k: int, settings_of: Any) -> list[FrozenTrial]:
+def best_trial(study: optuna.Study, objective: Objective | None = None) -> FrozenTrial | None:
+    """The best feasible finished trial (in a multi-objective study, the point of the front
+    the objective's rule picks), or None when no trial met every constraint."""
+    ranked_ = _ranked(study, objective)
+    return ranked_[0] if ranked_ else None
+
+
+def finalists(study: optuna.Study, k: int, settings_of: Any,
+              objective: Objective | None = None) -> list[FrozenTrial]:
     """The k best feasible search trials with distinct settings, vLLM's defaults excluded
     (they are always confirmed as the baseline). `settings_of(trial)` gives comparable
     settings, so a candidate drawn twice is confirmed once."""
     out: list[FrozenTrial] = []
     seen: list[Any] = []
     seen += [settings_of(t) for t in study.get_trials(deepcopy=False) if is_baseline(t)]
-    for t in _ranked(study):
+    for t in _ranked(study, objective):
         s = settings_of(t)
         if is_baseline(t) or s in seen:
             continue  # vLLM's defaults, drawn again by the sampler, are still the baseline

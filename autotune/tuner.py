@@ -26,6 +26,7 @@ from autotune.errors import (
 from autotune.measure import PruneRule
 from autotune.objective import PruneCheck, TrialResult, score
 from autotune.pruning import IntervalPruner
+from autotune.samplers import make_sampler
 from autotune.space import (
     CategoricalParam,
     SearchSpace,
@@ -127,15 +128,15 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
         if differs:
             raise StudyMismatch(cfg.name, differs)
     seed = None if space.sampler.seed is None else space.sampler.seed + n_existing
-    sampler = optuna.samplers.TPESampler(
-        n_startup_trials=space.sampler.n_startup_trials, seed=seed, multivariate=True,
-        constant_liar=True)
+    goals = space.objective.goals()
+    sampler = make_sampler(space, seed, len(goals))
+    # Optuna prunes single-objective studies only; a multi-objective trial measures its rounds
     pruner: optuna.pruners.BasePruner = (
         IntervalPruner(PruneRule(space.objective.direction, space.pruning.margin,
                                  space.workload.measure.min_rounds))
-        if space.pruning.enabled else optuna.pruners.NopPruner())
+        if space.pruning.enabled and not space.objective.multi else optuna.pruners.NopPruner())
     study = optuna.create_study(study_name=cfg.name, storage=storage, sampler=sampler,
-                                pruner=pruner, direction=space.objective.direction,
+                                pruner=pruner, directions=[g.direction for g in goals],
                                 load_if_exists=True)
     if existing is None:
         for k, v in {**attrs, "identity": cfg.identity}.items():
@@ -240,12 +241,14 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
     env_failures = 0
     setup_causes: list[str] = []  # start-up failures in a row that no setting can change
 
-    def objective(trial: optuna.Trial) -> float:
+    multi = space.objective.multi
+
+    def objective(trial: optuna.Trial) -> float | list[float]:
         nonlocal env_failures
         baseline = trial.user_attrs.get(ROLE) == BASELINE
 
         def prune_check(step: int, value: float) -> bool:
-            if math.isnan(value):
+            if math.isnan(value) or multi:
                 return False
             trial.report(value, step)
             return trial.should_prune()
@@ -287,6 +290,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
             raise
         s = score(space.objective, result)
         env_failures = 0
+        trial.set_user_attr("args", dict(params.args))
         record(trial, result, s.constraints)
         cause = (setup_failure_cause(result.log_tail) if result.reason in STARTUP_FAILURES
                  else None)
@@ -301,7 +305,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
                                  baseline, trial.user_attrs.get(REPEAT_OF)))
         if result.status == "pruned":
             raise optuna.TrialPruned(result.detail)
-        return s.value
+        return list(s.values) if multi else s.value
 
     deadline = None if cfg.timeout_s is None else time.monotonic() + cfg.timeout_s
     while remaining > 0:

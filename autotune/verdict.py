@@ -34,6 +34,8 @@ class ArmFigures:
     role: Role
     values: tuple[float | None, ...]
     failure: str | None = None  # why a round failed, if one did
+    # multi-objective: each goal's value per round, in the goals' order (the primary first)
+    goal_values: tuple[tuple[float | None, ...], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -49,6 +51,10 @@ class Comparison(BaseModel):
     ratio: Estimate  # challenger / reference, 95% interval
     decision_interval: Estimate  # the same at the Bonferroni-adjusted level the rule uses
     beats: bool
+    # multi-objective: every goal's ratio (95%) and where the decision interval lies
+    goals: dict[str, Estimate] = {}
+    better_on: list[str] = []
+    worse_on: list[str] = []
 
 
 class Verdict(BaseModel):
@@ -112,5 +118,58 @@ def decide(arms: Sequence[ArmFigures], direction: Direction, min_gain: float = 0
     best = (max if direction == "maximize" else min)(beaters, key=lambda c: c.ratio.value)
     summary = (f"{best.challenger} beats {reference.name} beyond noise: "
                f"x{best.ratio.describe(3)} over {rounds} interleaved rounds")
+    return Verdict(reference=reference.name, winner=best.challenger, rounds=rounds,
+                   level=level, min_gain=min_gain, comparisons=comparisons, summary=summary)
+
+
+def _worse(ratio: Estimate, direction: Direction) -> bool:
+    return _better(ratio, "minimize" if direction == "maximize" else "maximize", 0.0)
+
+
+def decide_pareto(arms: Sequence[ArmFigures], goals: Sequence[tuple[str, Direction]],
+                  min_gain: float = 0.0) -> Verdict:
+    """Multi-objective: a challenger beats the reference when, on measurements paired by
+    round, it is better beyond noise on at least one goal (by `min_gain`) and worse beyond
+    noise on none. Each interval is taken at 1 - 0.05/(challengers x goals) (Bonferroni).
+    Arms come in the order of the front's rule: the first that beats the reference wins."""
+    primary = decide(arms, goals[0][1], min_gain)
+    by_role = {a.role: a for a in arms if a.role != "finalist"}
+    reference = next((a for a in (by_role.get("incumbent"), by_role.get("baseline"))
+                      if a is not None and a.ok), None)
+    if reference is None:
+        return primary
+    eligible = [a for a in arms if a.ok and a is not reference]
+    level = 1 - ALPHA / max(1, len(eligible) * len(goals))
+    comparisons = []
+    for a in eligible:
+        ratios, better, worse = {}, [], []
+        for i, (metric, direction) in enumerate(goals):
+            ours, theirs = a.goal_values[i], reference.goal_values[i]
+            ratios[metric] = paired_ratio(ours, theirs)
+            decision = paired_ratio(ours, theirs, level=level)
+            if _better(decision, direction, min_gain):
+                better.append(metric)
+            elif _worse(decision, direction):
+                worse.append(metric)
+        comparisons.append(Comparison(
+            challenger=a.name, reference=reference.name, ratio=ratios[goals[0][0]],
+            decision_interval=paired_ratio(a.values, reference.values, level=level),
+            beats=bool(better) and not worse, goals=ratios, better_on=better,
+            worse_on=worse))
+    rounds = primary.rounds
+    beaters = [c for c in comparisons if c.beats]
+    if not beaters:
+        what = "the current profile" if reference.role == "incumbent" else "vLLM's defaults"
+        summary = (f"nothing beat {what} beyond noise on one goal without losing on another "
+                   f"in {rounds} interleaved rounds: keeping {reference.name}")
+        return Verdict(reference=reference.name, winner=reference.name, rounds=rounds,
+                       level=level, min_gain=min_gain, comparisons=comparisons,
+                       summary=summary)
+    best = beaters[0]
+    gains = ", ".join(f"{m} x{best.goals[m].describe(3)}" for m in best.better_on)
+    held = [m for m, _ in goals if m not in best.better_on]
+    summary = (f"{best.challenger} beats {reference.name} beyond noise on {gains}"
+               + (f", not worse beyond noise on {', '.join(held)}" if held else "")
+               + f", over {rounds} interleaved rounds")
     return Verdict(reference=reference.name, winner=best.challenger, rounds=rounds,
                    level=level, min_gain=min_gain, comparisons=comparisons, summary=summary)
