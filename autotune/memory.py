@@ -125,12 +125,18 @@ class MemorySampler:
             p.gpu_process_bytes = max(p.gpu_process_bytes or 0, own)
         p.samples += 1
 
+    def sample_quietly(self) -> None:
+        """A sample now; a probe error is logged, never raised (the measurement goes on)."""
+        try:
+            self.sample()
+        except Exception as exc:
+            log.debug("memory sample failed: %s", exc)
+
     def watch(self, pid: int) -> None:
         """Sample `pid` from now on (call right after the server is spawned; again if it is
         started anew)."""
         self.pid = pid
-        with contextlib.suppress(Exception):  # a probe error must not fail the start
-            self.sample()
+        self.sample_quietly()  # a probe error must not fail the start
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="memory-sampler",
                                             daemon=True)
@@ -138,10 +144,7 @@ class MemorySampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                self.sample()
-            except Exception as exc:  # a probe error must not kill the measurement
-                log.debug("memory sample failed: %s", exc)
+            self.sample_quietly()
 
     def __enter__(self) -> MemorySampler:
         if self.pid is not None:

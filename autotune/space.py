@@ -166,7 +166,7 @@ class Goal(BaseModel):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, v: str) -> str:
-        if v not in metric_names():
+        if v != WEIGHTED and v not in metric_names():
             raise ValueError(f"unknown metric {v!r}")
         return v
 
@@ -212,17 +212,17 @@ class Objective(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Objective:
-        if self.metric == WEIGHTED:
+        names = [self.metric, *(g.metric for g in self.pareto)]
+        if WEIGHTED in names:
             if not self.weights:
                 raise ValueError("metric weighted_score needs weights: {metric: weight, ...}")
-            if self.direction != "maximize":
+            if any(g.direction != "maximize" for g in self.goals() if g.metric == WEIGHTED):
                 raise ValueError("a weighted score is maximized: give a negative weight to a "
                                  "metric that is better lower")
             if all(w == 0 for w in self.weights.values()):
                 raise ValueError("weights are all 0")
         elif self.weights:
             raise ValueError("weights are for metric: weighted_score")
-        names = [self.metric, *(g.metric for g in self.pareto)]
         if len(set(names)) != len(names):
             raise ValueError(f"pareto: a metric is given twice ({', '.join(names)})")
         if self.choose == "knee" and not self.pareto:

@@ -3,6 +3,7 @@ confirmation round, the stated gain, and what happens to the profile that was al
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -135,3 +136,38 @@ def test_when_nothing_beats_the_defaults_the_defaults_are_written_and_said(
     assert "verdict: nothing beat vLLM's defaults beyond noise" in out
     slower = next(a for a in p.meta.confirmation["arms"] if a["role"] == "finalist")
     assert slower["vs_baseline"]["high"] < 1
+
+
+def test_a_multi_objective_run_confirms_on_every_goal_and_writes_its_front(
+        in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Throughput up and memory down, from the command line: the candidate that is faster at
+    the same memory wins; the fastest, which holds 300 MiB more, loses on memory."""
+    text = SPACE.read_text().split("enqueue:")[0].replace(
+        "  fake-tpot-ms: {type: categorical, choices: [null, 1, 8]}",
+        "  fake-tpot-ms: {type: categorical, choices: [null, 1, 0.5]}\n"
+        "  fake-resident-mib: {type: categorical, choices: [null, 300]}").replace(
+        "confirm: {finalists: 1, rounds: 3}", "confirm: {finalists: 3, rounds: 3}")
+    space = in_tmp / "mo.yaml"
+    space.write_text(text + "enqueue:\n  - {fake-tpot-ms: 0.5, fake-resident-mib: 300}\n"
+                            "  - {fake-tpot-ms: 1}\n")
+    assert main(run("--trials", "3", "--objective", "output_throughput,peak_memory_bytes",
+                    space=space)) == 0
+    out = capsys.readouterr().out
+    p = read_profile(PROFILE)
+    assert p.settings["fake-tpot-ms"] == 1 and "fake-resident-mib" not in p.settings
+    assert p.meta.objective["pareto"] == [{"metric": "peak_memory_bytes",
+                                           "direction": "minimize"}]
+    assert "beyond noise on output_throughput" in p.meta.verdict
+    assert "not worse beyond noise on peak_memory_bytes" in p.meta.verdict
+    comparisons = {c["challenger"]: c for c in p.meta.confirmation["comparisons"]}
+    heavy = [c for c in comparisons.values() if c["worse_on"] == ["peak_memory_bytes"]]
+    assert heavy and not heavy[0]["beats"]
+    assert "Pareto front:" in out
+    front = next((in_tmp / "autotune-runs").glob("*/front.json"))
+    points = json.loads(front.read_text())["points"]
+    # nothing beats the fast, lean candidate on both goals: it is on the front
+    assert any(pt["args"].get("fake-tpot-ms") == 1 and "fake-resident-mib" not in pt["args"]
+               for pt in points)
+    study = p.meta.study
+    assert main(["pareto", "--study", study, "--export", str(in_tmp / "front")]) == 0
+    assert len(list((in_tmp / "front").glob("*.yaml"))) == len(points)

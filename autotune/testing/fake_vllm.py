@@ -43,6 +43,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fake-tpot-ms", type=float, default=2.0)
     p.add_argument("--fake-startup-mib", type=int, default=0,
                    help="hold this much memory during start-up only, as compilation does")
+    p.add_argument("--fake-resident-mib", type=int, default=0,
+                   help="hold this much memory for the server's whole life")
     p.add_argument("--fake-max-memory-utilization", type=float, default=0.9)
     p.add_argument("--fake-crash", action="store_true", help="exit 1 during start-up")
     p.add_argument("--fake-missing-module",
@@ -190,6 +192,9 @@ def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
     return app
 
 
+_RESIDENT = bytearray()  # --fake-resident-mib: kept until the server exits
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     print(f"fake vLLM starting: {args}", flush=True)
@@ -203,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     held = bytearray(b"\x01") * (args.fake_startup_mib * 2**20)  # resident, not lazily mapped
     time.sleep(args.fake_startup_s)
     del held
+    global _RESIDENT
+    _RESIDENT = bytearray(b"\x01") * (args.fake_resident_mib * 2**20)
     if args.gpu_memory_utilization > args.fake_max_memory_utilization:
         print("ValueError: Available memory on node 0 (7.6 GiB) is less than desired CPU memory "
               f"utilization ({args.gpu_memory_utilization})", flush=True)

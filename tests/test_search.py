@@ -1,0 +1,260 @@
+"""Objectives (one metric, a weighted score, a Pareto front), the choice rule, the samplers."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pytest
+
+from autotune.cli import parse_objective, parse_weights
+from autotune.errors import ConfigError, FailureReason
+from autotune.front import export_front, front_record
+from autotune.objective import PruneCheck, TrialResult, derive, score, weighted_score
+from autotune.pareto import Point, dominates, front, knee_distance, ranked
+from autotune.profile import read_profile
+from autotune.samplers import grid_of, grid_size
+from autotune.space import Goal, Objective, TrialParams, parse_space
+from autotune.stats import Estimate
+from autotune.trials import best_trial, feasible, finalists, pareto_trials
+from autotune.tuner import StudyConfig, tune
+from autotune.verdict import ArmFigures, decide_pareto
+
+UP = Goal(metric="output_throughput", direction="maximize")
+DOWN = Goal(metric="p95_ttft_ms", direction="minimize")
+MEM = Goal(metric="peak_memory_bytes", direction="minimize")
+
+
+def est(v: float, rel: float = 0.01, n: int = 3) -> Estimate:
+    return Estimate(value=v, low=v * (1 - rel), high=v * (1 + rel), n=n, basis="rounds")
+
+
+# -- the front and its rule ------------------------------------------------------------------
+
+def test_domination_respects_each_goals_direction() -> None:
+    goals = [UP, DOWN]
+    a, b = Point("a", (100.0, 50.0)), Point("b", (90.0, 60.0))
+    assert dominates(a, b, goals) and not dominates(b, a, goals)
+    c = Point("c", (110.0, 80.0))  # faster but slower to first token: a trade-off
+    assert not dominates(a, c, goals) and not dominates(c, a, goals)
+    assert not dominates(a, Point("a2", (100.0, 50.0)), goals)  # equal: neither
+
+
+def test_front_keeps_the_trade_offs_and_drops_the_dominated() -> None:
+    goals = [UP, DOWN, MEM]
+    pts = [Point(1, (100, 50, 8)), Point(2, (90, 60, 9)), Point(3, (120, 90, 8)),
+           Point(4, (80, 40, 4)), Point(5, (80, 40, 5)), Point(6, (math.nan, 1, 1))]
+    assert [p.key for p in front(pts, goals)] == [1, 3, 4]
+
+
+def test_primary_rule_and_knee_rule() -> None:
+    obj = Objective(metric="output_throughput", pareto=[DOWN])
+    pts = [Point("fast", (200.0, 900.0)), Point("knee", (180.0, 100.0)),
+           Point("snappy", (50.0, 90.0))]
+    assert ranked(pts, obj)[0].key == "fast"
+    knee = obj.model_copy(update={"choose": "knee"})
+    order = [p.key for p in ranked(pts, knee)]
+    assert order[0] == "knee"
+    # the distances are to the ideal point (200, 90), each goal scaled over the front
+    assert knee_distance(pts[1], pts, knee.goals()) == pytest.approx(
+        math.hypot(20 / 150, 10 / 810))
+
+
+# -- objectives in the space file --------------------------------------------------------------
+
+def test_objective_forms_are_validated() -> None:
+    base = {"name": "s", "args": {"max-num-seqs": {"type": "categorical", "choices": [1, 2]}}}
+    ok = parse_space({**base, "objective": {"metric": "weighted_score",
+                                            "weights": {"output_throughput": 1,
+                                                        "p95_ttft_ms": -0.5}}})
+    assert ok.objective.weights["p95_ttft_ms"] == -0.5 and not ok.objective.multi
+    bad = [
+        ({"metric": "weighted_score"}, "needs weights"),
+        ({"metric": "output_throughput", "weights": {"p95_ttft_ms": 1}}, "weighted_score"),
+        ({"metric": "weighted_score", "weights": {"nope": 1}}, "unknown metric 'nope'"),
+        ({"metric": "weighted_score", "direction": "minimize",
+          "weights": {"p95_ttft_ms": 1}}, "maximized"),
+        ({"pareto": [{"metric": "output_throughput", "direction": "maximize"}]}, "twice"),
+        ({"pareto": [{"metric": "p95_ttft", "direction": "minimize"}]}, "unknown metric"),
+        ({"choose": "knee"}, "needs a Pareto front"),
+    ]
+    for objective, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            parse_space({**base, "objective": objective})
+
+
+def test_weighted_score_is_a_product_of_powers_with_an_interval() -> None:
+    obj = Objective(metric="weighted_score",
+                    weights={"output_throughput": 1.0, "p95_ttft_ms": -0.5})
+    metrics = {"output_throughput": est(400.0, 0.03), "p95_ttft_ms": est(100.0, 0.04)}
+    ws = weighted_score(obj, metrics)
+    assert ws is not None and ws.value == pytest.approx(400.0 / 10.0)
+    # relative half-widths in quadrature, on the log scale: sqrt(0.03^2 + (0.5*0.04)^2)
+    rel = math.sqrt(0.03 ** 2 + 0.02 ** 2)
+    assert ws.low == pytest.approx(40.0 * math.exp(-rel))
+    assert ws.high == pytest.approx(40.0 * math.exp(rel))
+    # a 10% slower TTFT is worth about 5% more throughput: the two score alike
+    slower = weighted_score(obj, {"output_throughput": est(400.0 * 1.1 ** 0.5),
+                                  "p95_ttft_ms": est(110.0)})
+    assert slower is not None and slower.value == pytest.approx(40.0)
+    assert weighted_score(obj, {"output_throughput": est(400.0)}) is None  # not measured
+    r = TrialResult(status="ok", command=[], env={}, metrics=metrics)
+    assert derive(obj, r).metrics["weighted_score"] == ws
+    assert score(obj, r).value == pytest.approx(40.0) and score(obj, r).feasible
+
+
+def test_a_failed_trial_scores_worst_on_every_goal_and_is_infeasible() -> None:
+    obj = Objective(metric="output_throughput", pareto=[DOWN, MEM])
+    failed = TrialResult(status="failed", reason=FailureReason.OOM_AT_STARTUP, command=[],
+                         env={})
+    s = score(obj, failed)
+    assert s.values == (0.0, 1e18, 1e18) and not s.feasible
+    ok = TrialResult(status="ok", command=[], env={}, metrics={
+        "output_throughput": est(10), "p95_ttft_ms": est(5), "peak_memory_bytes": est(7)})
+    assert score(obj, ok).values == (10, 5, 7)
+    missing = ok.model_copy(update={"metrics": {"output_throughput": est(10)}})
+    assert not score(obj, missing).feasible  # a goal that was not measured
+
+
+def test_command_line_objective_parsing() -> None:
+    assert parse_objective("output_throughput") == {
+        "metric": "output_throughput", "direction": "maximize", "pareto": []}
+    got = parse_objective("output_throughput:max, p95_ttft_ms, peak_memory_bytes:min")
+    assert got["pareto"] == [{"metric": "p95_ttft_ms", "direction": "minimize"},
+                             {"metric": "peak_memory_bytes", "direction": "minimize"}]
+    assert parse_weights("output_throughput=1,p95_ttft_ms=-0.5") == {
+        "output_throughput": 1.0, "p95_ttft_ms": -0.5}
+    for bad in ("output_throughput:up", ":max"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_objective(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_weights("output_throughput")
+
+
+# -- the multi-goal verdict --------------------------------------------------------------------
+
+def arm(name: str, role: str, tput: list[float], ttft: list[float]) -> ArmFigures:
+    return ArmFigures(name, role, tuple(tput), None, (tuple(tput), tuple(ttft)))  # type: ignore[arg-type]
+
+
+GOALS = [("output_throughput", "maximize"), ("p95_ttft_ms", "minimize")]
+
+
+def test_pareto_verdict_needs_a_gain_beyond_noise_and_no_loss_beyond_noise() -> None:
+    base = arm("vLLM defaults", "baseline", [100, 104, 98, 101, 99], [200, 210, 190, 205, 195])
+    # same throughput, half the TTFT: wins on one goal, loses on none
+    snappy = arm("trial 3", "finalist", [101, 103, 99, 100, 100], [100, 104, 96, 101, 99])
+    v = decide_pareto([base, snappy], GOALS)  # type: ignore[arg-type]
+    assert v.winner == "trial 3"
+    c = v.comparisons[0]
+    assert c.better_on == ["p95_ttft_ms"] and c.worse_on == []
+    assert c.goals["p95_ttft_ms"].value == pytest.approx(0.5, rel=0.05)
+    assert "p95_ttft_ms x0.5" in v.summary and "not worse beyond noise on output_throughput" \
+        in v.summary
+    # faster but much slower to first token: a trade-off, not a win over the defaults
+    trade = arm("trial 4", "finalist", [150, 155, 148, 152, 149], [400, 420, 380, 410, 390])
+    v = decide_pareto([base, trade], GOALS)  # type: ignore[arg-type]
+    assert v.winner == "vLLM defaults" and v.comparisons[0].worse_on == ["p95_ttft_ms"]
+    # the same settings measured again: no win on noise
+    again = arm("trial 5", "finalist", [101, 102, 99, 100, 98], [199, 212, 191, 203, 197])
+    assert decide_pareto([base, again], GOALS).winner == "vLLM defaults"  # type: ignore[arg-type]
+
+
+# -- samplers ----------------------------------------------------------------------------------
+
+def test_grid_lists_every_value_and_refuses_what_has_no_grid() -> None:
+    space = parse_space({"name": "g", "args": {
+        "max-num-seqs": {"type": "int", "low": 4, "high": 16, "step": 4},
+        "gpu-memory-utilization": {"type": "float", "low": 0.8, "high": 0.9, "step": 0.05},
+        "dtype": {"type": "categorical", "choices": [None, "float32"]}},
+        "env": {"VLLM_CPU_OMP_THREADS_BIND": {"type": "categorical", "choices": [None, "nobind"]}}})
+    g = grid_of(space)
+    assert g["max-num-seqs"] == [4, 8, 12, 16]
+    assert g["gpu-memory-utilization"] == [0.8, 0.85, 0.9]
+    assert g["env:VLLM_CPU_OMP_THREADS_BIND"] == [None, "nobind"]
+    assert grid_size(space) == 4 * 3 * 2 * 2
+    no_step = parse_space({"name": "g", "args": {
+        "gpu-memory-utilization": {"type": "float", "low": 0.8, "high": 0.9}}})
+    with pytest.raises(ConfigError, match=r"args\.gpu-memory-utilization: a float range"):
+        grid_of(no_step, "space.yaml")
+    huge = parse_space({"name": "g", "args": {
+        "max-num-seqs": {"type": "int", "low": 1, "high": 1000},
+        "max-num-batched-tokens": {"type": "int", "low": 1, "high": 1000}}})
+    with pytest.raises(ConfigError, match="grid of 1000000 points"):
+        grid_of(huge)
+
+
+SEQS = [None, 2, 4, 8, 16]
+
+
+def scripted(params: TrialParams, number: int, prune: PruneCheck | None = None) -> TrialResult:
+    """More seqs: more throughput, slower first token, more memory; 16 misses the SLO."""
+    n = params.args.get("max-num-seqs", 6)
+    if params.args.get("dtype") == "broken":
+        return TrialResult(status="failed", reason=FailureReason.STARTUP_CRASH, detail="x",
+                           command=[], env={})
+    tput, ttft, mem = 100.0 * n ** 0.5, 10.0 * n, 1e9 + 1e8 * n
+    return TrialResult(status="ok", command=[], env={}, metrics={
+        "output_throughput": est(tput), "p95_ttft_ms": est(ttft), "peak_memory_bytes":
+        est(mem)}, round_values=[tput] * 3)
+
+
+def space_with(objective: dict, sampler: str = "tpe") -> object:
+    return parse_space({
+        "name": "mo", "args": {"max-num-seqs": {"type": "categorical", "choices": SEQS},
+                               "dtype": {"type": "categorical",
+                                         "choices": [None, "broken"]}},
+        "objective": objective, "sampler": {"name": sampler, "seed": 0,
+                                            "n_startup_trials": 3}})
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "nsga2", "random", "grid"])
+def test_every_sampler_runs_a_multi_objective_study_and_the_front_is_feasible(
+        tmp_path: Path, sampler: str) -> None:
+    space = space_with({"metric": "output_throughput", "pareto": [
+        {"metric": "p95_ttft_ms", "direction": "minimize"},
+        {"metric": "peak_memory_bytes", "direction": "minimize"}],
+        "constraints": {"p95_ttft_ms": {"max": 100}}}, sampler)
+    study = tune(space, StudyConfig(f"sqlite:///{tmp_path / 's.db'}", "s", 8), scripted,  # type: ignore[arg-type]
+                 {"objective": space.objective.model_dump(mode="json")})  # type: ignore[attr-defined]
+    assert len(study.directions) == 3
+    pts = pareto_trials(study, space.objective)  # type: ignore[attr-defined]
+    assert pts and all(feasible(t) for t in pts)
+    assert all(t.params.get("max-num-seqs") != 16 and t.params.get("dtype") != "broken"
+               for t in pts)
+    # on this scripted engine every feasible setting is a trade-off: all distinct ones are
+    # on the front, the fastest first under the primary rule
+    assert pts[0].values[0] == max(t.values[0] for t in pts)
+    assert best_trial(study, space.objective).number == pts[0].number  # type: ignore[attr-defined,union-attr]
+
+
+def test_the_knee_is_chosen_and_confirmed_first_and_the_front_exports_as_profiles(
+        tmp_path: Path) -> None:
+    space = space_with({"metric": "output_throughput", "choose": "knee", "pareto": [
+        {"metric": "p95_ttft_ms", "direction": "minimize"}]}, "grid")
+    attrs = {"objective": space.objective.model_dump(mode="json"),  # type: ignore[attr-defined]
+             "target": "cpu", "model": "builtin:tiny-qwen3", "model_path": "/models/tiny",
+             "model_args": {"max-model-len": 1024}, "space": "mo", "workload": {}}
+    study = tune(space, StudyConfig(f"sqlite:///{tmp_path / 's.db'}", "s", 12), scripted,  # type: ignore[arg-type]
+                 attrs)
+    pts = pareto_trials(study, space.objective)  # type: ignore[attr-defined]
+    assert len(pts) >= 3
+    chosen = pts[0]
+    distances = [knee_distance(Point(t.number, tuple(t.values)),
+                               [Point(p.number, tuple(p.values)) for p in pts],
+                               space.objective.goals()) for t in pts]  # type: ignore[attr-defined]
+    assert distances[0] == min(distances)
+    picked = finalists(study, 2, lambda t: tuple(sorted(t.params.items(), key=str)),
+                       space.objective)  # type: ignore[attr-defined]
+    assert picked[0].number == chosen.number or chosen.user_attrs.get("role") == "baseline"
+    rec = front_record(study, space.objective)  # type: ignore[attr-defined]
+    assert [p["trial"] for p in rec["points"]] == [t.number for t in pts]
+    assert rec["points"][0]["chosen"] and "p95_ttft_ms" in rec["points"][0]["figures"]
+    paths = export_front(study, tmp_path / "front")
+    assert len(paths) == len(pts)
+    first = read_profile(paths[0])
+    assert first.settings["model"] == "/models/tiny"
+    assert first.settings["max-model-len"] == 1024
+    assert first.meta.trial == chosen.number and "not confirmed" in first.meta.verdict
+    assert first.meta.metrics["p95_ttft_ms"].value == chosen.values[1]
