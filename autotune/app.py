@@ -15,19 +15,22 @@ from optuna.trial import FrozenTrial
 from autotune.conclude import conclude
 from autotune.confirm import Arm, Confirmation, RoundCallback, confirm, distinct
 from autotune.engine import default_launcher, vllm_version
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, FailureReason
+from autotune.fit import Target as FitTarget
+from autotune.fit import need, numa_node_bytes, read_shape
 from autotune.front import front_record
 from autotune.identity import identity_digest, study_identity
 from autotune.incumbent import Incumbent, find_incumbent
 from autotune.inputs import RunConfig, option_values, prepare
 from autotune.memory import MemoryBaseline
 from autotune.objective import PruneCheck, TrialResult, TrialSetup, derive, run_trial
-from autotune.probes import Probe, SystemProbe
+from autotune.probes import HardwareInfo, Probe, SystemProbe
 from autotune.profile import model_slug, profile_path
 from autotune.records import write_json
 from autotune.space import SearchSpace, TrialParams, baseline_params, resolve
+from autotune.tokens import context_length, local_file
 from autotune.trials import best_trial, feasible, finalists, is_baseline, pareto_trials
-from autotune.tuner import StudyConfig, StudyMismatch, TrialCallback, tune
+from autotune.tuner import Precheck, StudyConfig, StudyMismatch, TrialCallback, tune
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,9 @@ def run(cfg: RunConfig, probe: Probe | None = None,
              "model_path": model.path, "model_args": dict(model.args),
              "hardware": inp.hardware.describe(), "vllm_version": vllm_version(),
              "workload": space.workload.model_dump(mode="json")}
-    study, name = _tune(cfg, space, identity, setup, results, attrs, on_trial, on_ready)
+    precheck = memory_precheck(model.path, dict(model.args), inp.hardware)
+    study, name = _tune(cfg, space, identity, setup, results, attrs, on_trial, on_ready,
+                        precheck)
     run_dir = cfg.runs_dir / name
     outcome = RunOutcome(study=study, best=best_trial(study, space.objective),
                          results=results, profile_path=path)
@@ -126,8 +131,8 @@ def run(cfg: RunConfig, probe: Probe | None = None,
 
 def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: TrialSetup,
           results: dict[int, TrialResult], attrs: dict[str, Any],
-          on_trial: TrialCallback | None, on_ready: Callable[[str], None] | None
-          ) -> tuple[optuna.Study, str]:
+          on_trial: TrialCallback | None, on_ready: Callable[[str], None] | None,
+          precheck: Precheck | None = None) -> tuple[optuna.Study, str]:
     """The search, in the study for this run's conditions: a default-named study measured
     under other conditions is left alone and a new one, named by the conditions, is used."""
     names = [cfg.study] if cfg.study else [
@@ -148,7 +153,7 @@ def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: T
         try:
             if on_ready:
                 on_ready(f"study {name!r} in {redact_url(cfg.storage)}; logs in {run_dir}")
-            return tune(space, study_cfg, runner, attrs, on_trial), name
+            return tune(space, study_cfg, runner, attrs, on_trial, precheck), name
         except StudyMismatch as exc:
             if i + 1 == len(names):
                 raise
@@ -156,6 +161,26 @@ def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: T
                 on_ready(f"study {name!r} was measured under other conditions "
                          f"({', '.join(exc.differs)} differ): using a new study")
     raise AssertionError("unreachable")
+
+
+def memory_precheck(model_path: str, model_args: dict[str, Any], hardware: HardwareInfo
+                    ) -> Precheck | None:
+    """Refuses, without a start, a candidate whose weights and one max-model-len sequence of
+    KV cache cannot fit its memory budget (fit.py); None when the model's config is not
+    readable here (nothing is refused then)."""
+    shape = read_shape(local_file(model_path, "config.json"))
+    if shape is None:
+        return None
+    gpu = hardware.gpus[0].memory_total_bytes if hardware.gpus else None
+    target = FitTarget(gpu, numa_node_bytes(hardware.memory_total_bytes))
+    context = context_length(model_path)
+
+    def check(params: TrialParams) -> tuple[FailureReason, str] | None:
+        n = need(shape, {**model_args, **params.args}, params.env, target, context)
+        if n is None or n.fits:
+            return None
+        return FailureReason.CANNOT_FIT, f"cannot fit: {n.why_not()}"
+    return check
 
 
 def _record(result: TrialResult, trial_dir: Path, cfg: RunConfig, study: str,

@@ -288,6 +288,11 @@ def cmd_run(ns: argparse.Namespace) -> int:
         n = sum(1 for r in outcome.results.values() if r.status == "pruned")
         print(f"pruning stopped {n} hopeless candidate(s) early: about "
               f"{outcome.saved_s:.0f} s of measuring saved (estimated)")
+    refused = [t for t in outcome.study.trials if t.user_attrs.get("no_start")]
+    if refused:
+        kinds = sorted({str(t.user_attrs.get("reason")) for t in refused})
+        print(f"{len(refused)} candidate(s) refused before a start ({', '.join(kinds)}): "
+              f"{len(refused)} server start-up(s) saved, none counted in the budget")
     if not outcome.decided:
         print(f"autotune: {outcome.note}", file=sys.stderr)
         return RUN_FAILED

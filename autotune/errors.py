@@ -57,6 +57,12 @@ class FailureReason(str, Enum):
     LOAD_ERROR = "load_error"
     TOO_MANY_ERRORS = "too_many_errors"
     ENVIRONMENT = "environment"
+    # found before any start: recorded without one, and not counted in the budget
+    BREAKS_RULE = "breaks_rule"
+    CANNOT_FIT = "cannot_fit"
+
+
+NO_START = (FailureReason.BREAKS_RULE, FailureReason.CANNOT_FIT)
 
 
 class TrialFailure(AutotuneError):

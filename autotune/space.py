@@ -36,9 +36,13 @@ _OPTION_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+Condition = dict[str, Union[Scalar, list[Union[Scalar, None]], None]]
+
+
 class IntParam(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["int"]
+    when: Condition | None = None
     low: StrictInt
     high: StrictInt
     step: StrictInt = Field(1, gt=0)
@@ -61,6 +65,7 @@ class IntParam(BaseModel):
 class FloatParam(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["float"]
+    when: Condition | None = None
     low: float
     high: float
     step: float | None = Field(None, gt=0)
@@ -88,6 +93,9 @@ class CategoricalParam(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["categorical"]
     choices: list[Scalar | None] = Field(min_length=1)
+    when: Condition | None = Field(None, description="tuned only when these earlier "
+                                                     "parameters have these values (a list: "
+                                                     "any of them); otherwise left unset")
 
     @field_validator("choices")
     @classmethod
@@ -294,6 +302,9 @@ class SearchSpace(BaseModel):
     engine: EngineSettings = Field(default_factory=lambda: EngineSettings())
     pruning: Pruning = Field(default_factory=lambda: Pruning())
     confirm: Confirm = Field(default_factory=lambda: Confirm())
+    rules: list[str] = Field(default_factory=list, description="relations every candidate "
+                             "must satisfy, e.g. 'max-num-batched-tokens >= max-num-seqs'; "
+                             "one that does not is recorded without a start")
     enqueue: list[dict[str, Scalar | None]] = Field(
         default_factory=list, description="first candidates after vLLM's defaults (which "
                                           "always go first)")
@@ -340,6 +351,31 @@ class SearchSpace(BaseModel):
                     raise ValueError(f"enqueue[{i}]: {k!r} is not a tuned parameter")
                 if not spec.contains(v):
                     raise ValueError(f"enqueue[{i}]: {k}={v!r} is outside its range")
+        return self
+
+    @model_validator(mode="after")
+    def _check_when(self) -> SearchSpace:
+        tuned = self.tuned()
+        order = list(tuned)
+        for i, (name, spec) in enumerate(tuned.items()):
+            for other in spec.when or {}:
+                key = other if other in tuned else None
+                if key is None:
+                    raise ValueError(f"{name}: when: {other!r} is not a tuned parameter")
+                if order.index(key) > i:
+                    raise ValueError(f"{name}: when: {other!r} must come before {name!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> SearchSpace:
+        from autotune.rules import parse_rule
+
+        names = set(self.args) | {ENV_PREFIX + k for k in self.env}
+        for i, text in enumerate(self.rules):
+            try:
+                parse_rule(text, names)
+            except ValueError as exc:
+                raise ValueError(f"rules[{i}]: {exc}") from None
         return self
 
     def tuned(self) -> dict[str, Tuned]:
@@ -403,9 +439,20 @@ def env_value(v: Any) -> str:
     return str(v)
 
 
+def holds(condition: Condition | None, values: dict[str, Any]) -> bool:
+    """Whether the values drawn so far meet a parameter's `when` (none: always)."""
+    for name, wanted in (condition or {}).items():
+        allowed = wanted if isinstance(wanted, list) else [wanted]
+        if values.get(name) not in allowed:
+            return False
+    return True
+
+
 def suggest(space: SearchSpace, trial: Suggester) -> TrialParams:
     values: dict[str, Any] = {}
     for name, spec in space.tuned().items():
+        if not holds(spec.when, values):
+            continue  # exists only when another parameter has a given value: left unset
         if isinstance(spec, IntParam):
             values[name] = trial.suggest_int(name, spec.low, spec.high, step=spec.step,
                                              log=spec.log)

@@ -44,7 +44,8 @@ class Tokenizer(Protocol):
         ...
 
 
-def _local_file(model: str, name: str) -> Path | None:
+def local_file(model: str, name: str) -> Path | None:
+    """A file of the model's, from its directory or the local hub cache (None: not here)."""
     p = Path(model).expanduser()
     if p.is_dir():
         f = p / name
@@ -65,7 +66,7 @@ class ModelTokenizer:
         self.model = model
         self._fast: Any = None
         self._hf: Any = None
-        path = _local_file(model, "tokenizer.json")
+        path = local_file(model, "tokenizer.json")
         if path is not None:
             from tokenizers import Tokenizer as FastTokenizer
 
@@ -117,7 +118,7 @@ def load_tokenizer(model: str, flag: str = "--model") -> Tokenizer:
 def context_length(model: str) -> int | None:
     """The longest sequence the model's config allows (vLLM's default max-model-len), or None
     when the config cannot be read here."""
-    path = _local_file(model, "config.json")
+    path = local_file(model, "config.json")
     if path is None:
         return None
     try:

@@ -12,7 +12,6 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.engine import setup_failure_cause
@@ -26,6 +25,7 @@ from autotune.errors import (
 from autotune.measure import PruneRule
 from autotune.objective import PruneCheck, TrialResult, score
 from autotune.pruning import IntervalPruner
+from autotune.rules import broken_rule
 from autotune.samplers import make_sampler
 from autotune.space import (
     CategoricalParam,
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # (candidate, trial number, prune check) -> what the trial measured
 TrialRunner = Callable[[TrialParams, int, PruneCheck], TrialResult]
+# candidate -> why it cannot run (found without a start: a rule, the memory check), or None
+Precheck = Callable[[TrialParams], "tuple[FailureReason, str] | None"]
 
 
 @dataclass(frozen=True)
@@ -202,8 +204,27 @@ def result_of(twin: FrozenTrial) -> TrialResult:
         log_tail=a.get("log_tail") or "")
 
 
+NO_START_ATTR = "no_start"  # user attr: refused before any start (a rule, the memory check)
+# This many candidates in a row refused before a start: the rules and the memory check leave
+# (almost) nothing to try, and the sampler is not finding it.
+MAX_NO_STARTS = 50
+
+
 def counted_trials(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=COUNTED))
+    """Trials that used the budget: measured (or answered from the study), not those refused
+    before a start."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED)
+               if not t.user_attrs.get(NO_START_ATTR))
+
+
+def no_starts(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED)
+               if t.user_attrs.get(NO_START_ATTR))
+
+
+def refused(params: TrialParams, reason: FailureReason, detail: str) -> TrialResult:
+    return TrialResult(status="failed", reason=reason, detail=f"{detail} (no server started)",
+                       command=[], env=dict(params.env))
 
 
 def record(trial: optuna.Trial, result: TrialResult, constraints: dict[str, float]) -> None:
@@ -230,7 +251,8 @@ def record(trial: optuna.Trial, result: TrialResult, constraints: dict[str, floa
 
 
 def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[str, Any],
-         on_trial: TrialCallback | None = None) -> optuna.Study:
+         on_trial: TrialCallback | None = None, precheck: Precheck | None = None
+         ) -> optuna.Study:
     """Run trials until the study holds `cfg.n_trials` finished ones (in total, across runs)."""
     study = open_study(space, cfg, attrs)
     remaining = cfg.n_trials - counted_trials(study)
@@ -240,11 +262,12 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
 
     env_failures = 0
     setup_causes: list[str] = []  # start-up failures in a row that no setting can change
+    refused_in_a_row = 0
 
     multi = space.objective.multi
 
     def objective(trial: optuna.Trial) -> float | list[float]:
-        nonlocal env_failures
+        nonlocal env_failures, refused_in_a_row
         baseline = trial.user_attrs.get(ROLE) == BASELINE
 
         def prune_check(step: int, value: float) -> bool:
@@ -255,8 +278,14 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
 
         try:
             params = baseline_params(space) if baseline else suggest(space, trial)
-            twin = measured_twin(study, space, params, trial.number)
-            if twin is not None:
+            why_not = None if baseline else _why_not(space, params, precheck)
+            twin = None if why_not else measured_twin(study, space, params, trial.number)
+            if why_not is not None:
+                # never start what cannot work: infeasible, learned from, not in the budget
+                trial.set_user_attr(NO_START_ATTR, True)
+                result = refused(params, *why_not)
+                refused_in_a_row += 1
+            elif twin is not None:
                 # a repeat draw costs no server start: the search never measures a candidate
                 # twice (repeats belong to the confirmation round)
                 trial.set_user_attr(REPEAT_OF, twin.number)
@@ -288,6 +317,10 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
             trial.set_user_attr("interrupted", True)
             requeue(study, trial)
             raise
+        if not trial.user_attrs.get(NO_START_ATTR):
+            refused_in_a_row = 0
+        elif refused_in_a_row >= MAX_NO_STARTS:
+            study.stop()
         s = score(space.objective, result)
         env_failures = 0
         trial.set_user_attr("args", dict(params.args))
@@ -315,15 +348,35 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
         # FAIL trials (environment failures) use up optimize's n_trials but not the budget:
         # go round again until the study holds n_trials finished ones.
         study.optimize(objective, n_trials=remaining, timeout=left,
-                       callbacks=[MaxTrialsCallback(cfg.n_trials, states=COUNTED)],
+                       callbacks=[_budget_spent(cfg.n_trials)],
                        catch=(EnvironmentFailure,), gc_after_trial=True)
+        if refused_in_a_row >= MAX_NO_STARTS:
+            raise AutotuneError(f"stopping: {refused_in_a_row} candidates in a row broke a "
+                                "rule or could not fit in memory; the space leaves (almost) "
+                                "nothing to measure: loosen its rules or ranges")
         if len(setup_causes) >= SAME_CAUSE_STOPS and len(set(setup_causes)) == 1:
             raise AutotuneError(f"stopping: {len(setup_causes)} start-ups in a row failed "
                                 f"alike, for a reason no setting changes: {setup_causes[0]}")
         before, remaining = remaining, cfg.n_trials - counted_trials(study)
-        if remaining == before:
+        if remaining == before and not refused_in_a_row:
             break  # nothing finished (timeout, or other workers took the budget)
     return study
+
+
+def _why_not(space: SearchSpace, params: TrialParams, precheck: Precheck | None
+             ) -> tuple[FailureReason, str] | None:
+    rule = broken_rule(space, params)
+    if rule is not None:
+        return FailureReason.BREAKS_RULE, rule
+    return precheck(params) if precheck is not None else None
+
+
+def _budget_spent(n_trials: int) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """Stop once the study holds n_trials counted trials (refused candidates not counted)."""
+    def check(study: optuna.Study, trial: FrozenTrial) -> None:
+        if counted_trials(study) >= n_trials:
+            study.stop()
+    return check
 
 
 __all__ = ["StudyConfig", "StudyMismatch", "TrialReport", "counted_trials", "is_baseline", "tune"]
