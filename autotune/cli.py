@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gpu", required=True, help="target hardware: cpu, a10g, l4, a100-80gb, h100…")
     r.add_argument("--model", required=True,
                    help="hub id, local model directory, or builtin:tiny-qwen3")
-    r.add_argument("--space", type=Path, help="search-space YAML (default: search_spaces/"
-                   "cpu.yaml for --gpu cpu, search_spaces/default.yaml otherwise)")
+    r.add_argument("--space", type=Path, help="search-space YAML (default: the shipped "
+                   "search_spaces/GPU.yaml for cpu, a10g, l4, a100-80gb and h100, "
+                   "search_spaces/default.yaml for other cards)")
     r.add_argument("--workload", type=Path, help="workload YAML, replacing the space's own")
     r.add_argument("--trials", type=int, default=10,
                    help="finished trials the study should hold in total (default 10)")

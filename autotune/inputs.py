@@ -23,11 +23,13 @@ SPACES_DIRS = (
 
 
 def default_space_path(target: str) -> Path:
-    name = "cpu.yaml" if target == "cpu" else "default.yaml"
-    for d in SPACES_DIRS:
-        if (d / name).is_file():
-            return d / name
-    return SPACES_DIRS[-1] / name
+    """The shipped space for a `--gpu` target (`search_spaces/<target>.yaml`: cpu, a10g, l4,
+    a100-80gb, h100), or the generic GPU space for other cards."""
+    for name in (f"{target}.yaml", "default.yaml"):
+        for d in SPACES_DIRS:
+            if (d / name).is_file():
+                return d / name
+    return SPACES_DIRS[-1] / "default.yaml"
 
 
 @dataclass(frozen=True)

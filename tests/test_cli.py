@@ -165,6 +165,14 @@ def test_validate_command(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "ok (workload)" in capsys.readouterr().out
 
 
+@pytest.mark.engine  # vLLM's own parser
+def test_every_shipped_space_passes_vllms_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    spaces = sorted((DATA.parent.parent / "search_spaces").glob("*.yaml"))
+    assert len(spaces) >= 6
+    assert main(["validate", *map(str, spaces)]) == 0
+    assert capsys.readouterr().out.count("ok (search space)") == len(spaces)
+
+
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("30m", 1800),
                                                ("2h", 7200), ("1h30m", 5400)])
 def test_parse_duration(text: str, seconds: float) -> None:

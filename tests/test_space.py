@@ -118,7 +118,29 @@ def test_fingerprint_changes_with_what_is_measured() -> None:
     assert len({a.fingerprint(), b.fingerprint(), d.fingerprint()}) == 3
 
 
-@pytest.mark.parametrize("name", ["cpu.yaml", "default.yaml"])
+SHIPPED = sorted(p.name for p in (ROOT / "search_spaces").glob("*.yaml"))
+
+
+def test_each_target_gets_its_own_shipped_space() -> None:
+    from autotune.inputs import default_space_path
+
+    assert {"cpu.yaml", "a10g.yaml", "l4.yaml", "a100-80gb.yaml", "h100.yaml"} <= set(SHIPPED)
+    for target in ("cpu", "a10g", "l4", "a100-80gb", "h100"):
+        assert default_space_path(target).name == f"{target}.yaml"
+    assert default_space_path("t4").name == "default.yaml"  # no space of its own
+
+
+def test_fp8_is_searched_only_on_cards_with_fp8_units() -> None:
+    for name in SHIPPED:
+        s = load_space(ROOT / "search_spaces" / name)
+        fp8 = any("fp8" in spec.choices for spec in s.tuned().values()
+                  if isinstance(spec, CategoricalParam))
+        assert fp8 == (name in ("l4.yaml", "h100.yaml")), name
+        # and a space says why its ranges are what they are
+        assert (ROOT / "search_spaces" / name).read_text().count("#") >= 5, name
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_spaces_load_and_can_return_to_every_default(name: str) -> None:
     s = load_space(ROOT / "search_spaces" / name)
     assert s.tuned()
