@@ -23,10 +23,11 @@ from autotune.identity import identity_digest, study_identity
 from autotune.incumbent import Incumbent, find_incumbent
 from autotune.inputs import RunConfig, option_values, prepare
 from autotune.memory import MemoryBaseline
-from autotune.objective import PruneCheck, TrialResult, TrialSetup, derive, run_trial
+from autotune.objective import PruneCheck, TrialResult, TrialSetup, run_trial
 from autotune.probes import HardwareInfo, Probe, SystemProbe
 from autotune.profile import model_slug, profile_path
 from autotune.records import write_json
+from autotune.scoring import derive
 from autotune.space import SearchSpace, TrialParams, baseline_params, resolve
 from autotune.tokens import context_length, local_file
 from autotune.trials import best_trial, feasible, finalists, is_baseline, pareto_trials

@@ -370,8 +370,7 @@ async def _run(target: Target, p: Plan, watch_s: float | None, live: Liveness | 
     w = p.workload
     levels = p.levels
     # the connection pool never throttles a level: unbounded if any rate level is unbounded
-    bounds = [lv.concurrency or lv.max_concurrency for lv in levels]
-    biggest = 0 if any(b is None for b in bounds) else max(b for b in bounds if b is not None)
+    biggest = p.max_in_flight() or 0
     connector = aiohttp.TCPConnector(limit=biggest or 0, limit_per_host=biggest or 0,
                                      ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=w.request_timeout_s, connect=10)
@@ -389,10 +388,13 @@ async def _run(target: Target, p: Plan, watch_s: float | None, live: Liveness | 
         runs: list[LevelRun] = []
         async with aiohttp.ClientSession(headers=target.headers(),
                                          timeout=aiohttp.ClientTimeout(total=5)) as side:
-            for index, level in enumerate(levels):
+            index = 0
+            while index < len(levels):  # a capacity search adds levels as it goes
+                level = levels[index]
+                index += 1
                 rnd = 0
                 while True:
-                    lp = p.round(index, rnd)
+                    lp = p.round(index - 1, rnd)
                     stop, ready = asyncio.Event(), asyncio.Event()
                     watcher = (asyncio.create_task(_watch(side, target.base_url, stop,
                                                           watch_s, ready,

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
-from autotune.objective import TrialResult, score
+from autotune.objective import TrialResult
+from autotune.scoring import score
 from autotune.space import Objective, TrialParams
 from autotune.stats import Estimate, mean_interval, paired_ratio
 from autotune.verdict import ArmFigures, Role, Verdict, decide, decide_pareto

@@ -213,6 +213,7 @@ def aggregate(label: str, level: dict[str, Any], runs: Sequence[LoadMetrics],
 # Metrics a trial records beyond the load level: names the objective may use.
 TRIAL_EXTRAS: tuple[str, ...] = (
     "startup_s",
+    "capacity",  # a capacity search's result (capacity.py)
     "peak_memory_bytes",
     "peak_host_pss_bytes",
     "peak_host_uss_bytes",

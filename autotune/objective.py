@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from autotune.capacity import CAPACITY, CapacitySearch
 from autotune.client import (
     LevelRun,
     Liveness,
@@ -44,9 +45,9 @@ from autotune.metrics import (
 from autotune.plan import Plan
 from autotune.probes import Probe
 from autotune.records import write_samples
-from autotune.space import WEIGHTED, EngineSettings, Objective, TrialParams
+from autotune.space import EngineSettings, TrialParams
 from autotune.stats import Estimate, mean_interval
-from autotune.workload import Workload
+from autotune.workload import Level, Workload, capacity_level
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,12 @@ def server_spec(params: TrialParams, setup: TrialSetup, port: int) -> ServerSpec
                       launcher=setup.launcher)
 
 
-def level_results(w: Workload, runs: list[LevelRun]) -> list[LevelResult]:
-    """Group rounds by level and aggregate them (pure)."""
+def level_results(w: Workload, runs: list[LevelRun],
+                  levels: Sequence[Level] | None = None) -> list[LevelResult]:
+    """Group rounds by level and aggregate them (pure). `levels`: those measured, when a
+    capacity search chose them (default: the workload's)."""
     out: list[LevelResult] = []
-    for index, level in enumerate(w.load_levels()):
+    for index, level in enumerate(levels if levels is not None else w.load_levels()):
         mine = [r for r in runs if r.plan.index == index]
         if not mine:
             continue  # a pruned candidate stops before its later levels
@@ -171,6 +174,25 @@ class _Rounds:
         return "continue" if next_step(values, durations, w.measure) == "continue" else "next"
 
 
+def capacity_step(cap: CapacitySearch, plan: Plan, rounds: _Rounds) -> Callable[[LevelRun],
+                                                                                  Next]:
+    """After each round of a capacity search: record whether the level held its SLOs, and
+    add the next level to the plan (or stop)."""
+    w = plan.workload
+
+    def after(run: LevelRun) -> Next:
+        m = summarize(run.samples, {str(k): v for k, v in w.slo.items()}).flat()
+        rounds.durations.setdefault(run.plan.index, []).append(m["duration_s"])
+        level = plan.levels[run.plan.index]
+        cap.record(float(level.concurrency or level.rate or 0), m)
+        nxt = cap.next()
+        if nxt is None:
+            return "stop"
+        plan.add_level(capacity_level(cap.spec.over, nxt))
+        return "next"
+    return after
+
+
 def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
               prune: PruneCheck | None = None) -> TrialResult:
     """Start a server with `params`, measure the workload, stop it. Never raises TrialFailure.
@@ -193,6 +215,9 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
     command = redact(build_command(spec))
     w = setup.workload
     rounds = _Rounds(setup, prune, watched_metric(setup.objective_metric))
+    plan = setup.plan.fresh()  # a capacity search adds this trial's own levels to it
+    cap = CapacitySearch(w.capacity) if w.capacity is not None else None
+    after = rounds.after if cap is None else capacity_step(cap, plan, rounds)
     # memory is sampled from the server's spawn to its stop: start-up and compilation too
     mem = MemorySampler(setup.probe, None, setup.gpu_indices)
     server = VllmServer(spec, trial_dir / "server.log",
@@ -204,8 +229,8 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
             live = Liveness(server.alive, lambda: server.healthy(wait_s=2.0),
                             setup.engine.stall_s)
             try:
-                runs = run_workload(Target(server.base_url, setup.api_key), setup.plan,
-                                    alive=live, after_round=rounds.after)
+                runs = run_workload(Target(server.base_url, setup.api_key), plan,
+                                    alive=live, after_round=after)
             except ServerGone:
                 runs = None
             except ServerHung as exc:
@@ -237,8 +262,14 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
     mismatch = load_mismatch(samples, w.ignore_eos)
     if mismatch:
         raise WorkloadError(f"workload: {mismatch}")
-    levels = level_results(w, runs)
-    objective_label = setup.plan.levels[rounds.objective_index].label
+    levels = level_results(w, runs, plan.levels)
+    if cap is not None:
+        # the figures of the highest level that held its SLOs (or the first, if none did)
+        held = cap.held
+        objective_label = next((lv.label for lv in plan.levels if held is not None
+                                and (lv.concurrency or lv.rate) == held), plan.levels[0].label)
+    else:
+        objective_label = plan.levels[rounds.objective_index].label
     chosen = next((lv for lv in levels if lv.label == objective_label), levels[-1])
     metrics: dict[str, Estimate] = dict(chosen.metrics)
     metrics.update({k: Estimate.single(v) for k, v in chosen.server.items()})
@@ -249,24 +280,33 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
     if kv_bytes is not None:
         extras["kv_cache_bytes"] = float(kv_bytes)
     metrics.update({k: Estimate.single(v) for k, v in extras.items()})
+    if cap is not None:
+        metrics[CAPACITY] = cap.estimate()
+        # levels above the capacity are overloaded on purpose: their errors and preemptions
+        # are what broke the SLOs, not a failure of the candidate
+        levels_checked = [chosen]
+    else:
+        levels_checked = levels
     round_values = rounds.values.get(rounds.objective_index, [])
     common: dict[str, Any] = {
         "command": command, "env": dict(params.env), "metrics": metrics, "levels": levels,
         "watched": rounds.watched, "round_values": round_values,
         "measure_s": sum(sum(d) for d in rounds.durations.values())}
+    if cap is not None:
+        common["detail"] = cap.summary()
     if rounds.pruned:
         est = mean_interval(round_values)
         return TrialResult(status="pruned", detail=f"stopped after {est.n} rounds: "
                            f"{rounds.watched} {est.describe()} cannot reach the best so far",
                            saved_s=rounds.saved_s, **common)
-    for lv in levels:
+    for lv in levels_checked:
         completed = max(1.0, sum(r.completed for r in lv.rounds))
         storm = lv.server.get("num_preemptions", 0.0) / completed
         if storm > w.max_preemptions_per_request:
             return TrialResult(status="failed", reason=FailureReason.OOM_UNDER_LOAD,
                                detail=f"preemption storm at {lv.label}: {storm:.1f} "
                                       "preemptions per request (KV cache too small)", **common)
-    worst = max(levels, key=lambda lv: lv.metrics["error_rate"].value)
+    worst = max(levels_checked, key=lambda lv: lv.metrics["error_rate"].value)
     if worst.metrics["error_rate"].value > w.max_error_rate:
         errors: dict[str, int] = {}
         for rnd in worst.rounds:
@@ -298,89 +338,3 @@ def client_refusal(samples: Sequence[RequestSample]) -> str | None:
         return None
     first = failed[0]
     return f"{first.error}: {first.detail}" if first.detail else str(first.error)
-
-
-@dataclass(frozen=True)
-class Score:
-    """The values Optuna optimizes (the primary first, then each Pareto goal) and the
-    constraints (<= 0 is feasible) it learns from."""
-
-    values: tuple[float, ...]
-    constraints: dict[str, float]
-
-    @property
-    def value(self) -> float:
-        return self.values[0]
-
-    @property
-    def feasible(self) -> bool:
-        return all(v <= 0 for v in self.constraints.values())
-
-
-# Every trial carries the same constraint keys, failed or not, so the sampler compares like
-# with like. A failed trial violates `trial_ok`, so it can never be chosen as best.
-OK_CONSTRAINT = "trial_ok"
-
-
-def _violation(value: float, bound: float, upper: bool) -> float:
-    scale = abs(bound) if bound else 1.0
-    excess = (value - bound) if upper else (bound - value)
-    return excess / scale
-
-
-def _worst(direction: str) -> float:
-    return 0.0 if direction == "maximize" else 1e18
-
-
-def weighted_score(objective: Objective, metrics: dict[str, Estimate]) -> Estimate | None:
-    """Product of each metric raised to its weight, with an interval from the metrics' own
-    relative half-widths combined in quadrature (on the log scale). None when a weighted
-    metric was not measured or is not positive."""
-    log_value, rel2, n = 0.0, 0.0, None
-    for name, w in objective.weights.items():
-        e = metrics.get(name)
-        if e is None or math.isnan(e.value) or e.value <= 0:
-            return None
-        log_value += w * math.log(e.value)
-        rhw = e.relative_half_width
-        rel2 += (w * rhw) ** 2 if rhw is not None else 0.0
-        n = e.n if n is None else min(n, e.n)
-    value = math.exp(log_value)
-    rel = math.sqrt(rel2)
-    if rel == 0.0:
-        return Estimate(value=value, n=n or 1, basis="single")
-    return Estimate(value=value, low=value * math.exp(-rel), high=value * math.exp(rel),
-                    n=n or 1, basis="rounds")
-
-
-def derive(objective: Objective, result: TrialResult) -> TrialResult:
-    """The result with the figures its objective defines (a weighted score) added."""
-    if objective.metric != WEIGHTED or result.status != "ok":
-        return result
-    ws = weighted_score(objective, result.metrics)
-    if ws is None:
-        return result
-    return result.model_copy(update={"metrics": {**result.metrics, WEIGHTED: ws}})
-
-
-def score(objective: Objective, result: TrialResult) -> Score:
-    """Pure: a trial's metrics -> values and normalized constraint violations."""
-    keys = [f"{name}_{side}" for name, b in objective.constraints.items()
-            for side, v in (("max", b.max), ("min", b.min)) if v is not None]
-    goals = objective.goals()
-    values = [result.value(g.metric) for g in goals]
-    if objective.metric == WEIGHTED and values[0] is None and result.status == "ok":
-        ws = weighted_score(objective, result.metrics)
-        values[0] = ws.value if ws is not None else None
-    if result.status != "ok" or any(v is None for v in values):
-        return Score(tuple(_worst(g.direction) for g in goals),
-                     {OK_CONSTRAINT: 1.0, **dict.fromkeys(keys, 1.0)})
-    constraints = {OK_CONSTRAINT: 0.0}
-    for name, b in objective.constraints.items():
-        m = result.value(name)
-        for side, bound in (("max", b.max), ("min", b.min)):
-            if bound is None:
-                continue
-            v = 1.0 if m is None else _violation(m, bound, upper=side == "max")
-            constraints[f"{name}_{side}"] = v
-    return Score(tuple(float(v) for v in values if v is not None), constraints)

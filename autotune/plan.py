@@ -103,6 +103,28 @@ class Plan:
         self.prefix = exact_text(tok, _rng(w.seed, _PREFIX, 0, _TEXT), p) if p else ""
         self.warmup = self._sessions(_WARMUP, 0, w.warmup_requests)
 
+    def fresh(self) -> Plan:
+        """This plan for one trial: the same requests, the workload's own levels (a capacity
+        search adds its levels to the copy, never to the plan every trial shares)."""
+        copy = object.__new__(Plan)
+        copy.__dict__.update(self.__dict__)
+        copy.levels = self.workload.load_levels()
+        return copy
+
+    def add_level(self, level: Level) -> int:
+        """Append a load level (a capacity search's next); returns its index."""
+        self.levels.append(level)
+        return len(self.levels) - 1
+
+    def max_in_flight(self) -> int | None:
+        """The most sessions any level may have in flight (None: no bound, a rate level)."""
+        c = self.workload.capacity
+        if c is not None:
+            return int(c.high) if c.over == "concurrency" else None
+        bounds = [lv.concurrency or lv.max_concurrency for lv in self.levels]
+        return None if any(b is None for b in bounds) else max(
+            b for b in bounds if b is not None)
+
     def round(self, level_index: int, r: int) -> LevelPlan:
         level = self.levels[level_index]
         sessions = self._sessions(level_index, r, self.workload.num_requests)

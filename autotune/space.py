@@ -354,6 +354,14 @@ class SearchSpace(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _check_capacity(self) -> SearchSpace:
+        if any(g.metric == "capacity" for g in self.objective.goals()) and (
+                self.workload.capacity is None):
+            raise ValueError("objective.metric capacity needs workload.capacity (its "
+                             "levels and SLOs)")
+        return self
+
+    @model_validator(mode="after")
     def _check_when(self) -> SearchSpace:
         tuned = self.tuned()
         order = list(tuned)

@@ -16,14 +16,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 
 # What the n of an Estimate counts.
-Basis = Literal["rounds", "starts", "single"]
+Basis = Literal["rounds", "starts", "single", "bracket"]
 
 
 class Estimate(BaseModel):
     """A figure and its two-sided 95% interval (None where it cannot be known: one observation).
 
     `n` is how many observations it rests on and `basis` what they are: `rounds` of the
-    workload within one server start, `starts` of a fresh server, or a `single` reading."""
+    workload within one server start, `starts` of a fresh server, a `single` reading, or the
+    load levels of a capacity search (`bracket`: the interval is the highest level that held
+    its SLOs to the lowest that did not)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -23,10 +23,11 @@ from autotune.errors import (
     WorkloadError,
 )
 from autotune.measure import PruneRule
-from autotune.objective import PruneCheck, TrialResult, score
+from autotune.objective import PruneCheck, TrialResult
 from autotune.pruning import IntervalPruner
 from autotune.rules import broken_rule
 from autotune.samplers import make_sampler
+from autotune.scoring import score
 from autotune.space import (
     CategoricalParam,
     SearchSpace,

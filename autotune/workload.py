@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from autotune.capacity import Capacity
 from autotune.config import MAX_DATASET_BYTES, load_model, read_text
 from autotune.errors import ConfigError
 from autotune.measure import Measure
@@ -113,6 +114,11 @@ class Dataset(BaseModel):
 SloName = Literal["ttft_ms", "tpot_ms", "e2el_ms"]
 
 
+def capacity_level(over: str, value: float) -> Level:
+    """The load level a capacity search measures at `value`."""
+    return Level(concurrency=int(value)) if over == "concurrency" else Level(rate=value)
+
+
 class Workload(BaseModel):
     """What a trial sends. Synthetic lengths are tokens of the model under test (prompts are
     built with its tokenizer); the counts the server reports are checked against the plan."""
@@ -142,6 +148,9 @@ class Workload(BaseModel):
                                       description="per-request bounds that count for goodput")
     extra_body: dict[str, Any] = Field(default_factory=dict,
                                        description="merged into every request body")
+    capacity: Capacity | None = Field(None, description="find the highest load that meets "
+                                                        "these SLOs instead of measuring fixed "
+                                                        "levels")
 
     @model_validator(mode="after")
     def _check(self) -> Workload:
@@ -151,9 +160,14 @@ class Workload(BaseModel):
             raise ValueError(f"extra_body may not set {', '.join(clash)} (autotune sets them)")
         if self.dataset and self.dataset.multi_turn and self.endpoint != "chat":
             raise ValueError("a multi-turn dataset needs endpoint: chat")
+        if self.capacity is not None and self.levels:
+            raise ValueError("capacity searches the load level itself: give capacity or "
+                             "levels, not both")
         return self
 
     def load_levels(self) -> list[Level]:
+        if self.capacity is not None:
+            return [capacity_level(self.capacity.over, self.capacity.low)]
         return list(self.levels) or [Level(concurrency=self.concurrency)]
 
     def with_base_dir(self, base: Path) -> Workload:

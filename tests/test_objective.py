@@ -9,15 +9,10 @@ import pytest
 from autotune.client import prometheus_values
 from autotune.errors import EnvironmentFailure, FailureReason, WorkloadError
 from autotune.memory import MemoryBaseline
-from autotune.objective import (
-    OK_CONSTRAINT,
-    TrialResult,
-    TrialSetup,
-    run_trial,
-    score,
-)
+from autotune.objective import TrialResult, TrialSetup, run_trial
 from autotune.plan import Plan
 from autotune.records import read_samples
+from autotune.scoring import OK_CONSTRAINT, score
 from autotune.space import EngineSettings, Objective, TrialParams
 from autotune.stats import Estimate
 from autotune.testing.fake_probe import FakeProbe

@@ -11,10 +11,11 @@ import pytest
 from autotune.cli import parse_objective, parse_weights
 from autotune.errors import ConfigError, FailureReason
 from autotune.front import export_front, front_record
-from autotune.objective import PruneCheck, TrialResult, derive, score, weighted_score
+from autotune.objective import PruneCheck, TrialResult
 from autotune.pareto import Point, dominates, front, knee_distance, ranked
 from autotune.profile import read_profile
 from autotune.samplers import grid_of, grid_size
+from autotune.scoring import derive, score, weighted_score
 from autotune.space import Goal, Objective, TrialParams, parse_space
 from autotune.stats import Estimate
 from autotune.trials import best_trial, feasible, finalists, pareto_trials

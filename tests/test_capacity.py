@@ -1,0 +1,101 @@
+"""Capacity at an SLO: the search's arithmetic, and one trial on the stand-in server whose
+scheduler admits max-num-seqs requests at a time (the rest queue, so TTFT jumps above it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autotune.capacity import Capacity, CapacitySearch
+from autotune.errors import ConfigError
+from autotune.objective import TrialSetup, run_trial
+from autotune.plan import Plan
+from autotune.space import EngineSettings, TrialParams, parse_space
+from autotune.testing.fake_probe import FakeProbe
+from autotune.testing.fake_tokenizer import WordTokenizer
+from autotune.workload import Workload
+from tests.conftest import FAKE_LAUNCHER
+
+
+def search(over: str, true_capacity: float, **kw: float) -> CapacitySearch:
+    s = CapacitySearch(Capacity(over=over, slo={"p95_ttft_ms": 100}, **kw))  # type: ignore[arg-type]
+    level: float | None = s.first()
+    while level is not None:
+        s.record(level, {"p95_ttft_ms": 50 if level <= true_capacity else 500})
+        level = s.next()
+    return s
+
+
+@pytest.mark.parametrize("true_capacity", [1, 7, 8, 13, 40, 64])
+def test_concurrency_search_brackets_the_true_capacity(true_capacity: int) -> None:
+    s = search("concurrency", true_capacity, low=1, high=64)
+    est = s.estimate()
+    assert est.basis == "bracket" and est.low == est.value
+    assert est.low is not None and est.high is not None
+    # the interval is the bracket: the level that held and the one above that broke, within
+    # the resolution (10%) or adjacent
+    if true_capacity < 64:
+        assert est.low <= true_capacity < est.high
+        assert est.high - est.low <= 1 or est.high / est.low - 1 <= 0.1
+    else:
+        assert est.value == est.high == 64
+    if true_capacity <= 10:
+        assert est.value == true_capacity  # adjacent integers: exact
+    assert len(s.probes) <= 12
+    levels = [p.level for p in s.probes]
+    assert len(set(levels)) == len(levels)  # no level measured twice
+
+
+def test_rate_search_stops_within_its_resolution() -> None:
+    s = search("rate", 13.3, low=1, high=100, resolution=0.05)
+    est = s.estimate()
+    assert est.low is not None and est.high is not None
+    assert est.low <= 13.3 < est.high and est.high / est.low - 1 <= 0.05
+    assert "capacity" in s.summary() and "p95_ttft_ms <= 100" in s.summary()
+
+
+def test_a_server_that_breaks_the_slo_at_the_lowest_level_has_no_capacity() -> None:
+    s = search("concurrency", 0.5, low=1, high=64)
+    assert s.estimate().value == 0 and len(s.probes) == 1
+    assert "capacity below 1" in s.summary() and "p95_ttft_ms 500 > 100" in s.summary()
+
+
+def test_capacity_settings_are_checked() -> None:
+    base = {"name": "c", "args": {"max-num-seqs": {"type": "categorical", "choices": [1]}}}
+    with pytest.raises(ConfigError, match="unknown per-round metric 'p95_ttft'"):
+        parse_space({**base, "workload": {"capacity": {"high": 8, "slo": {"p95_ttft": 1}}}})
+    with pytest.raises(ConfigError, match="whole numbers"):
+        parse_space({**base, "workload": {"capacity": {"high": 8.5, "slo": {"error_rate": 0}}}})
+    with pytest.raises(ConfigError, match="capacity or levels, not both"):
+        parse_space({**base, "workload": {"capacity": {"high": 8, "slo": {"error_rate": 0}},
+                                          "levels": [{"concurrency": 2}]}})
+    with pytest.raises(ConfigError, match=r"objective\.metric capacity needs workload\.capacity"):
+        parse_space({**base, "objective": {"metric": "capacity"}})
+
+
+def test_one_trial_finds_the_stand_ins_capacity_and_its_latencies_agree(tmp_path: Path) -> None:
+    """Up to max-num-seqs (8) requests run at once and TTFT stays low; above it requests
+    queue behind a whole request (16 tokens x 5 ms). The trial must find 8, on one server."""
+    w = Workload(input_tokens=8, output_tokens=16, num_requests=48, warmup_requests=8,
+                 capacity=Capacity(over="concurrency", low=2, high=32,
+                                   slo={"p95_ttft_ms": 40.0}))
+    setup = TrialSetup(model="fake-model", launcher=FAKE_LAUNCHER, plan=Plan(w, WordTokenizer()),
+                       engine=EngineSettings(startup_timeout_s=15, stop_timeout_s=5),
+                       probe=FakeProbe(), api_key="k", objective_metric="capacity")
+    r = run_trial(TrialParams(args={"max-num-seqs": 8, "fake-tpot-ms": 5}), setup, tmp_path)
+    assert r.status == "ok", r.detail
+    cap = r.metrics["capacity"]
+    assert cap.basis == "bracket" and cap.low == cap.value
+    assert 6 <= cap.value <= 10, r.detail
+    by_level = {lv.level["concurrency"]: lv for lv in r.levels}
+    assert len(by_level) == len(r.levels) >= 3  # several levels, one server start
+    held, broke = by_level[cap.value], by_level[cap.high]
+    # the reported capacity agrees with the latencies measured at it and just above it
+    assert held.metrics["p95_ttft_ms"].value <= 40.0
+    assert broke.metrics["p95_ttft_ms"].value > 40.0
+    # the trial's figures are those of the level at capacity
+    assert r.metrics["p95_ttft_ms"] == held.metrics["p95_ttft_ms"]
+    assert "capacity" in r.detail and "levels on one server" in r.detail
+    # the shared plan keeps the workload's own levels for the next trial
+    assert len(setup.plan.levels) == 1
