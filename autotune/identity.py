@@ -49,9 +49,17 @@ def model_revision(model: str, path: str) -> str:
     return "unknown"
 
 
+NEWER_FIELDS: dict[str, Any] = {"capacity": None}
+
+
 def workload_digest(w: Workload) -> str:
     """The workload as declared, plus the contents of its dataset file (not only its path)."""
     doc = w.model_dump(mode="json")
+    # fields added after studies existed count only when set, so those studies stay
+    # comparable with the same workload under a newer autotune
+    for name, default in NEWER_FIELDS.items():
+        if doc.get(name) == default:
+            doc.pop(name, None)
     if w.dataset is not None:
         doc["dataset"]["path"] = Path(w.dataset.path).name
         try:

@@ -8,13 +8,24 @@ enqueued), and a repeat draw is answered from the study without a start (tuner.p
 
 from __future__ import annotations
 
+import itertools
+import random
 import warnings
 from typing import Any, Literal
 
 import optuna
 
 from autotune.errors import ConfigError
-from autotune.space import ENV_PREFIX, CategoricalParam, FloatParam, IntParam, SearchSpace
+from autotune.space import (
+    ENV_PREFIX,
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    SearchSpace,
+    TrialParams,
+    holds,
+    resolve,
+)
 
 SamplerName = Literal["tpe", "gp", "nsga2", "random", "grid"]
 SAMPLERS: tuple[str, ...] = ("tpe", "gp", "nsga2", "random", "grid")
@@ -61,6 +72,33 @@ def grid_size(space: SearchSpace) -> int:
     return n
 
 
+def finite(space: SearchSpace) -> bool:
+    """Whether the space's candidates can be listed (no continuous range, not too many)."""
+    try:
+        grid_of(space)
+    except ConfigError:
+        return False
+    return True
+
+
+def unseen_candidate(space: SearchSpace, seen: list[TrialParams],
+                     rng: random.Random) -> dict[str, Any] | None:
+    """A candidate of a finite space no trial has had yet, drawn at random; None when every
+    one has been tried."""
+    grid = grid_of(space)
+    tuned = space.tuned()
+    names = list(grid)
+    combos = list(itertools.product(*grid.values()))
+    rng.shuffle(combos)
+    for combo in combos:
+        values: dict[str, Any] = {}
+        for name, v in zip(names, combo, strict=True):
+            values[name] = v if holds(tuned[name].when, values) else None
+        if resolve(space, values) not in seen:
+            return values
+    return None
+
+
 def make_sampler(space: SearchSpace, seed: int | None, n_objectives: int
                  ) -> optuna.samplers.BaseSampler:
     """The space's sampler, seeded. `seed` already accounts for trials done in earlier runs,
@@ -85,4 +123,12 @@ def make_sampler(space: SearchSpace, seed: int | None, n_objectives: int
                                           multivariate=True, constant_liar=True)
 
 
-__all__ = ["SAMPLERS", "SamplerName", "grid_of", "grid_size", "make_sampler"]
+__all__ = [
+    "SAMPLERS",
+    "SamplerName",
+    "finite",
+    "grid_of",
+    "grid_size",
+    "make_sampler",
+    "unseen_candidate",
+]

@@ -79,6 +79,8 @@ def finalists(study: optuna.Study, k: int, settings_of: Any,
     (they are always confirmed as the baseline). `settings_of(trial)` gives comparable
     settings, so a candidate drawn twice is confirmed once."""
     out: list[FrozenTrial] = []
+    if k <= 0:
+        return out
     seen: list[Any] = []
     seen += [settings_of(t) for t in study.get_trials(deepcopy=False) if is_baseline(t)]
     for t in _ranked(study, objective):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 import warnings
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from autotune.measure import PruneRule
 from autotune.objective import PruneCheck, TrialResult
 from autotune.pruning import IntervalPruner
 from autotune.rules import broken_rule
-from autotune.samplers import make_sampler
+from autotune.samplers import finite, make_sampler, unseen_candidate
 from autotune.scoring import score
 from autotune.space import (
     CategoricalParam,
@@ -146,7 +147,8 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
             study.set_user_attr(k, v)
         # vLLM's defaults first, always: the baseline every candidate has to beat
         study.enqueue_trial({}, user_attrs={ROLE: BASELINE})
-        for cand in space.enqueue:
+        # (the grid sampler visits every point anyway, and cannot finish with queued trials)
+        for cand in space.enqueue if space.sampler.name != "grid" else []:
             study.enqueue_trial(with_defaults(space, cand), skip_if_exists=True)
     return study
 
@@ -212,10 +214,16 @@ MAX_NO_STARTS = 50
 
 
 def counted_trials(study: optuna.Study) -> int:
-    """Trials that used the budget: measured (or answered from the study), not those refused
-    before a start."""
+    """Trials that used the budget: measured ones; not repeats answered from the study nor
+    candidates refused before a start."""
     return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED)
-               if not t.user_attrs.get(NO_START_ATTR))
+               if not t.user_attrs.get(NO_START_ATTR) and t.user_attrs.get(REPEAT_OF) is None)
+
+
+def seen_params(study: optuna.Study, space: SearchSpace) -> list[TrialParams]:
+    """Every candidate a finished trial had (measured, refused or repeated)."""
+    return [baseline_params(space) if is_baseline(t) else resolve(space, t.params)
+            for t in study.get_trials(deepcopy=False, states=COUNTED)]
 
 
 def no_starts(study: optuna.Study) -> int:
@@ -264,11 +272,13 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
     env_failures = 0
     setup_causes: list[str] = []  # start-up failures in a row that no setting can change
     refused_in_a_row = 0
+    exhausted = False  # every candidate of a finite space has been tried
+    rng = random.Random(space.sampler.seed)
 
     multi = space.objective.multi
 
     def objective(trial: optuna.Trial) -> float | list[float]:
-        nonlocal env_failures, refused_in_a_row
+        nonlocal env_failures, refused_in_a_row, exhausted
         baseline = trial.user_attrs.get(ROLE) == BASELINE
 
         def prune_check(step: int, value: float) -> bool:
@@ -291,6 +301,15 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
                 # twice (repeats belong to the confirmation round)
                 trial.set_user_attr(REPEAT_OF, twin.number)
                 result = result_of(twin)
+                # not counted in the budget; so that a sampler stuck on a good point still
+                # makes progress, an unseen candidate goes next (none left: the space is done)
+                if space.sampler.name != "grid" and finite(space):  # grid: each point once
+                    unseen = unseen_candidate(space, seen_params(study, space), rng)
+                    if unseen is None:
+                        exhausted = True
+                        study.stop()
+                    else:
+                        study.enqueue_trial(unseen)
             else:
                 result = runner(params, trial.number, prune_check)
         except WorkloadError as exc:
@@ -348,6 +367,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
             break
         # FAIL trials (environment failures) use up optimize's n_trials but not the budget:
         # go round again until the study holds n_trials finished ones.
+        n_before = len(study.trials)
         study.optimize(objective, n_trials=remaining, timeout=left,
                        callbacks=[_budget_spent(cfg.n_trials)],
                        catch=(EnvironmentFailure,), gc_after_trial=True)
@@ -358,9 +378,12 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
         if len(setup_causes) >= SAME_CAUSE_STOPS and len(set(setup_causes)) == 1:
             raise AutotuneError(f"stopping: {len(setup_causes)} start-ups in a row failed "
                                 f"alike, for a reason no setting changes: {setup_causes[0]}")
-        before, remaining = remaining, cfg.n_trials - counted_trials(study)
-        if remaining == before and not refused_in_a_row:
-            break  # nothing finished (timeout, or other workers took the budget)
+        remaining = cfg.n_trials - counted_trials(study)
+        grid = study.sampler
+        if isinstance(grid, optuna.samplers.GridSampler) and grid.is_exhausted(study):
+            exhausted = True  # every point of the grid visited
+        if len(study.trials) == n_before or exhausted:
+            break  # nothing ran (timeout, other workers took the budget), or nothing left
     return study
 
 

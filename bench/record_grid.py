@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import optuna
+
 from autotune.app import RunConfig, run
 from autotune.engine import vllm_version
 from autotune.probes import cpu_flags, cpu_name
@@ -32,6 +34,13 @@ SPACE = Path(__file__).resolve().parent / "spaces" / "grid-cpu.yaml"
 FIGURES = ("output_throughput", "p95_ttft_ms", "median_tpot_ms", "peak_memory_bytes")
 
 
+def _minutes(study: optuna.Study) -> int:
+    """Wall time the trials took (a re-run that only extracts the table takes none)."""
+    spans = [(t.datetime_complete - t.datetime_start).total_seconds()
+             for t in study.trials if t.datetime_start and t.datetime_complete]
+    return round(sum(spans) / 60)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -42,7 +51,6 @@ def main() -> None:
     n = grid_size(space)
     work = ns.work or Path(tempfile.mkdtemp(prefix="autotune-grid-"))
     work.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
     outcome = run(RunConfig(
         target="cpu", model="builtin:tiny-qwen3", space_path=ns.space, trials=n + 1,
         storage=f"sqlite:///{work / 'grid.db'}", study="grid", profiles_dir=work / "profiles",
@@ -63,7 +71,7 @@ def main() -> None:
         "cpu": cpu_name(), "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f",
                                                              "avx512_bf16", "amx_bf16"}),
         "machine": platform.machine(), "vllm": vllm_version(),
-        "recorded": time.strftime("%Y-%m-%d"), "minutes": round((time.monotonic() - t0) / 60),
+        "recorded": time.strftime("%Y-%m-%d"), "minutes": _minutes(outcome.study),
         "points": points}, indent=1).encode())
     print(f"{len(points)} points in {ns.out}")
 

@@ -69,3 +69,21 @@ def test_the_incumbent_is_comparable_only_on_the_same_hardware(tmp_path: Path) -
     path.write_text("max-num-seqs: [\n")
     broken = find_incumbent(path, HW.describe(), {})
     assert broken is not None and not broken.comparable and "cannot be read" in broken.why
+
+
+def test_a_workload_field_added_later_does_not_change_the_digest_until_set() -> None:
+    from autotune.capacity import Capacity
+    from autotune.identity import workload_digest
+    from autotune.workload import Workload
+
+    w = Workload(concurrency=4)
+    doc = w.model_dump(mode="json")
+    doc.pop("capacity")
+    import hashlib
+    import json
+
+    # what the digest was before the field existed
+    before = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+    assert workload_digest(w) == before
+    with_cap = Workload(capacity=Capacity(high=8, slo={"p95_ttft_ms": 100}))
+    assert workload_digest(with_cap) != workload_digest(Workload())

@@ -259,3 +259,13 @@ def test_the_knee_is_chosen_and_confirmed_first_and_the_front_exports_as_profile
     assert first.settings["max-model-len"] == 1024
     assert first.meta.trial == chosen.number and "not confirmed" in first.meta.verdict
     assert first.meta.metrics["p95_ttft_ms"].value == chosen.values[1]
+
+
+def test_no_finalists_means_none_not_all(tmp_path: Path) -> None:
+    space = space_with({"metric": "output_throughput"}, "grid")
+    study = tune(space, StudyConfig(f"sqlite:///{tmp_path / 's.db'}", "s", 6), scripted,  # type: ignore[arg-type]
+                 {})
+    def key(t: object) -> object:
+        return tuple(sorted(t.params.items(), key=str))  # type: ignore[attr-defined]
+    assert finalists(study, 0, key) == []
+    assert len(finalists(study, 2, key)) == 2

@@ -52,7 +52,7 @@ def cfg(tmp_path: Path, n: int, name: str = "s") -> StudyConfig:
 def test_failures_and_slo_misses_are_never_best(tmp_path: Path) -> None:
     reports: list[TrialReport] = []
     study = tune(SPACE, cfg(tmp_path, 12), runner, {}, reports.append)
-    assert len(study.trials) == 12
+    assert counted_trials(study) == 12
     # vLLM's defaults go first (no tuned option passed), then the enqueued candidates
     assert is_baseline(study.trials[0]) and study.trials[0].params == {}
     assert reports[0].baseline and reports[0].result.status == "ok"
@@ -255,11 +255,16 @@ def test_a_repeat_draw_is_answered_from_the_study_without_a_start(tmp_path: Path
 
     reports: list[TrialReport] = []
     study = tune(space, cfg(tmp_path, 8), counting, {}, reports.append)
-    assert counted_trials(study) == 8
-    # every candidate measured once: None is vLLM's defaults, the baseline trial's settings
-    assert len(started) == len({repr(p) for p in started}) <= 3
+    # every candidate measured once (None is vLLM's defaults, the baseline trial's settings);
+    # then the space is exhausted and the run ends below its budget of 8
+    assert len(started) == len({repr(p) for p in started}) == 3
+    assert counted_trials(study) == 3
     repeats = [t for t in study.trials if t.user_attrs.get("repeat_of") is not None]
-    assert len(repeats) == 8 - len(started)
+    assert repeats and len(study.trials) == 3 + len(repeats)
+    # a repeat is followed by a candidate not seen before (the sampler cannot stay stuck)
+    for t in repeats:
+        if t.number + 1 < len(study.trials):
+            assert study.trials[t.number + 1].user_attrs.get("repeat_of") is None
     for t in repeats:
         twin = study.trials[t.user_attrs["repeat_of"]]
         assert t.value == twin.value and twin.user_attrs.get("repeat_of") is None
