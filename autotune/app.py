@@ -26,6 +26,7 @@ from autotune.memory import MemoryBaseline
 from autotune.objective import PruneCheck, TrialResult, TrialSetup, run_trial
 from autotune.probes import HardwareInfo, Probe, SystemProbe
 from autotune.profile import model_slug, profile_path
+from autotune.quality import AGREEMENT, agreement, changes_numerics, prompts_for
 from autotune.records import write_json
 from autotune.scoring import derive
 from autotune.space import SearchSpace, TrialParams, baseline_params, resolve
@@ -87,7 +88,11 @@ def run(cfg: RunConfig, probe: Probe | None = None,
                        gpu_indices=tuple(g.index for g in inp.hardware.gpus),
                        api_key=secrets.token_hex(16), objective_level=space.objective.level,
                        objective_metric=space.objective.metric,
-                       baseline=MemoryBaseline.take(probe, [g.index for g in inp.hardware.gpus]))
+                       baseline=MemoryBaseline.take(probe, [g.index for g in inp.hardware.gpus]),
+                       quality_prompts=tuple(prompts_for(space.quality, inp.plan.tok,
+                                                         space.workload.seed))
+                       if space.quality else (),
+                       quality_max_tokens=space.quality.max_tokens if space.quality else 16)
     results: dict[int, TrialResult] = {}
     attrs = {"target": cfg.target, "model": cfg.model, "space": space.name,
              "metric": space.objective.metric,
@@ -145,8 +150,11 @@ def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: T
         def runner(params: TrialParams, number: int, prune: PruneCheck,
                    run_dir: Path = run_dir, name: str = name) -> TrialResult:
             trial_dir = run_dir / f"trial-{number:04d}"
-            result = _record(run_trial(params, setup, trial_dir, prune), trial_dir, cfg, name,
-                             params, space, number)
+            result = run_trial(params, setup, trial_dir, prune)
+            if space.quality is not None:
+                result = guard(space, params, result, setup,
+                               lambda: reference_outputs(cfg.storage, name))
+            result = _record(result, trial_dir, cfg, name, params, space, number)
             results[number] = result
             return result
 
@@ -162,6 +170,39 @@ def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: T
                 on_ready(f"study {name!r} was measured under other conditions "
                          f"({', '.join(exc.differs)} differ): using a new study")
     raise AssertionError("unreachable")
+
+
+def reference_outputs(storage: str, study: str) -> list[str]:
+    """vLLM's defaults' greedy outputs, as recorded on the study's baseline trial."""
+    s = optuna.load_study(study_name=study, storage=storage)
+    return next((list(t.user_attrs.get("quality_outputs") or []) for t in s.trials
+                 if is_baseline(t) and t.user_attrs.get("status") == "ok"), [])
+
+
+def guard(space: SearchSpace, params: TrialParams, result: TrialResult, setup: TrialSetup,
+          reference: Callable[[], list[str]]) -> TrialResult:
+    """The quality guard (quality.py): a candidate that changes numerics and whose greedy
+    outputs agree less than `min_agreement` with vLLM's defaults' fails as low_agreement."""
+    spec = space.quality
+    if spec is None or result.status != "ok" or not changes_numerics(
+            spec, params.args, baseline_params(space).args):
+        return result
+    ref = reference()
+    if not ref or len(result.quality_outputs) != len(ref):
+        why = ("vLLM's defaults have no greedy outputs to compare with" if not ref else
+               "its greedy outputs could not be read")
+        return result.model_copy(update={
+            "status": "failed", "reason": FailureReason.LOW_AGREEMENT,
+            "detail": f"quality guard: {why}"})
+    agree = agreement(ref, result.quality_outputs, setup.plan.tok.encode)
+    result = result.model_copy(update={"metrics": {**result.metrics, AGREEMENT: agree}})
+    if agree.value >= spec.min_agreement:
+        return result
+    return result.model_copy(update={
+        "status": "failed", "reason": FailureReason.LOW_AGREEMENT,
+        "detail": f"greedy outputs agree {agree.value:.0%} with vLLM's defaults' on "
+                  f"{agree.n} fixed prompts (min {spec.min_agreement:.0%}): its numerics "
+                  "change what the model says"})
 
 
 def memory_precheck(model_path: str, model_args: dict[str, Any], hardware: HardwareInfo

@@ -60,6 +60,8 @@ class FailureReason(str, Enum):
     # found before any start: recorded without one, and not counted in the budget
     BREAKS_RULE = "breaks_rule"
     CANNOT_FIT = "cannot_fit"
+    # greedy outputs too far from vLLM's defaults' (a setting that changes numerics)
+    LOW_AGREEMENT = "low_agreement"
 
 
 NO_START = (FailureReason.BREAKS_RULE, FailureReason.CANNOT_FIT)

@@ -214,6 +214,7 @@ def aggregate(label: str, level: dict[str, Any], runs: Sequence[LoadMetrics],
 TRIAL_EXTRAS: tuple[str, ...] = (
     "startup_s",
     "capacity",  # a capacity search's result (capacity.py)
+    "quality_agreement",  # the quality guard's (quality.py)
     "peak_memory_bytes",
     "peak_host_pss_bytes",
     "peak_host_uss_bytes",

@@ -44,6 +44,7 @@ from autotune.metrics import (
 )
 from autotune.plan import Plan
 from autotune.probes import Probe
+from autotune.quality import greedy_outputs
 from autotune.records import write_samples
 from autotune.space import EngineSettings, TrialParams
 from autotune.stats import Estimate, mean_interval
@@ -69,6 +70,7 @@ class TrialResult(BaseModel):
     round_values: list[float] = []  # its value in each round of the objective's level
     measure_s: float = 0.0  # time spent in measured rounds (warm-up excluded)
     saved_s: float = 0.0  # pruned: measuring time the stopping rule would still have spent
+    quality_outputs: list[str] = []  # greedy outputs on the quality guard's prompts
 
     def value(self, name: str) -> float | None:
         """A metric's point estimate (None when not measured)."""
@@ -95,6 +97,9 @@ class TrialSetup:
     objective_metric: str = "output_throughput"
     # memory as it was before the first server; None: do not check between trials
     baseline: MemoryBaseline | None = None
+    # the quality guard's fixed prompts, asked greedily after the load (empty: not asked)
+    quality_prompts: tuple[str, ...] = ()
+    quality_max_tokens: int = 16
 
     @property
     def workload(self) -> Workload:
@@ -193,6 +198,18 @@ def capacity_step(cap: CapacitySearch, plan: Plan, rounds: _Rounds) -> Callable[
     return after
 
 
+def _greedy(setup: TrialSetup, base_url: str) -> list[str]:
+    """The quality guard's greedy outputs (none asked, or the server would not answer: [])."""
+    if not setup.quality_prompts:
+        return []
+    try:
+        return greedy_outputs(base_url, setup.api_key, setup.quality_prompts,
+                              setup.quality_max_tokens)
+    except Exception as exc:  # judged as missing by the guard, never a crash of the trial
+        log.warning("greedy outputs for the quality guard failed: %s", exc)
+        return []
+
+
 def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
               prune: PruneCheck | None = None) -> TrialResult:
     """Start a server with `params`, measure the workload, stop it. Never raises TrialFailure.
@@ -242,6 +259,7 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
                                    f"{type(exc).__name__}: {exc}"[:500],
                                    server.log_tail()) from None
             mem.sample_quietly()  # once more at the end of the load, whatever the interval
+            outputs = _greedy(setup, server.base_url) if runs is not None else []
             any_failed = runs is not None and any(not s.ok for r in runs for s in r.samples)
             if runs is None or not server.alive() or (any_failed and not server.healthy()):
                 text = server.log_tail()
@@ -291,7 +309,8 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
     common: dict[str, Any] = {
         "command": command, "env": dict(params.env), "metrics": metrics, "levels": levels,
         "watched": rounds.watched, "round_values": round_values,
-        "measure_s": sum(sum(d) for d in rounds.durations.values())}
+        "measure_s": sum(sum(d) for d in rounds.durations.values()),
+        "quality_outputs": outputs}
     if cap is not None:
         common["detail"] = cap.summary()
     if rounds.pruned:

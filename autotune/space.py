@@ -24,6 +24,7 @@ from pydantic import (
 
 from autotune.config import load_model, parse_model
 from autotune.metrics import metric_names
+from autotune.quality import Quality
 from autotune.workload import Workload, read_dataset
 
 Scalar = Union[StrictBool, StrictInt, StrictFloat, str]
@@ -302,6 +303,8 @@ class SearchSpace(BaseModel):
     engine: EngineSettings = Field(default_factory=lambda: EngineSettings())
     pruning: Pruning = Field(default_factory=lambda: Pruning())
     confirm: Confirm = Field(default_factory=lambda: Confirm())
+    quality: Quality | None = Field(None, description="greedy outputs of candidates that "
+                                    "change numerics must agree with vLLM's defaults'")
     rules: list[str] = Field(default_factory=list, description="relations every candidate "
                              "must satisfy, e.g. 'max-num-batched-tokens >= max-num-seqs'; "
                              "one that does not is recorded without a start")

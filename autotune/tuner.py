@@ -255,6 +255,8 @@ def record(trial: optuna.Trial, result: TrialResult, constraints: dict[str, floa
         trial.set_user_attr("saved_s", result.saved_s)
     if result.log_tail:
         trial.set_user_attr("log_tail", result.log_tail[-2000:])
+    if result.quality_outputs:
+        trial.set_user_attr("quality_outputs", result.quality_outputs)
     for key, value in constraints.items():
         trial.set_constraint(key, value)
 

@@ -184,3 +184,36 @@ def test_a_multi_objective_run_confirms_on_every_goal_and_writes_its_front(
     study = p.meta.study
     assert main(["pareto", "--study", study, "--export", str(in_tmp / "front")]) == 0
     assert len(list((in_tmp / "front").glob("*.yaml"))) == len(points)
+
+
+def test_the_quality_guard_rejects_a_setting_that_changes_what_the_model_says(
+        in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two candidates that change numerics: one whose greedy outputs are the reference's
+    (accepted, agreement 1.0) and one whose outputs differ from the third token on (rejected
+    as low_agreement, never the profile); one that changes nothing numeric is not asked."""
+    text = SPACE.read_text().split("enqueue:")[0].replace(
+        "  fake-tpot-ms: {type: categorical, choices: [null, 1, 8]}",
+        "  fake-tpot-ms: {type: categorical, choices: [null, 1]}\n"
+        "  dtype: {type: categorical, choices: [null, float32]}\n"
+        "  fake-garble-from: {type: categorical, choices: [null, 2]}")
+    space = in_tmp / "q.yaml"
+    space.write_text(text + "quality: {prompts: 4, max_tokens: 8, min_agreement: 0.9, "
+                            "options: [dtype, fake-garble-from]}\n"
+                            "enqueue:\n  - {dtype: float32}\n"
+                            "  - {fake-garble-from: 2, fake-tpot-ms: 1}\n  - {fake-tpot-ms: 1}\n")
+    assert main(run("--trials", "4", space=space)) == 0
+    out = capsys.readouterr().out
+    import optuna
+
+    study = optuna.load_study(study_name=read_profile(PROFILE).meta.study,
+                              storage="sqlite:///autotune.db")
+    base, same, garbled, plain = study.trials[:4]
+    assert len(base.user_attrs["quality_outputs"]) == 4  # the reference, recorded
+    assert same.user_attrs["status"] == "ok"
+    assert same.user_attrs["metrics"]["quality_agreement"]["value"] == 1.0
+    assert garbled.user_attrs["status"] == "failed"
+    assert garbled.user_attrs["reason"] == "low_agreement"
+    assert "agree 25% with vLLM's defaults' on 4 fixed prompts" in garbled.user_attrs["detail"]
+    assert "quality_agreement" not in plain.user_attrs["metrics"]  # nothing numeric changed
+    assert "FAILED low_agreement" in out
+    assert "fake-garble-from" not in read_profile(PROFILE).settings

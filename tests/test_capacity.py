@@ -99,3 +99,37 @@ def test_one_trial_finds_the_stand_ins_capacity_and_its_latencies_agree(tmp_path
     assert "capacity" in r.detail and "levels on one server" in r.detail
     # the shared plan keeps the workload's own levels for the next trial
     assert len(setup.plan.levels) == 1
+
+
+@pytest.mark.engine
+def test_a_capacity_trial_on_the_real_engine_agrees_with_its_own_latencies(
+        tiny_model: Path, tmp_path: Path) -> None:
+    """The real CPU engine admitting 2 sequences at a time: above that, requests queue behind
+    whole requests and TTFT climbs with the concurrency. One trial, one server, several levels;
+    the capacity it reports is checked against the p95 TTFT measured at it and just above."""
+    from autotune.tokens import ModelTokenizer
+    from tests.conftest import REAL_LAUNCHER
+
+    slo = 1000.0
+    w = Workload(input_tokens=24, output_tokens=16, num_requests=16, warmup_requests=2,
+                 capacity=Capacity(over="concurrency", low=1, high=32,
+                                   slo={"p95_ttft_ms": slo}))
+    setup = TrialSetup(model=str(tiny_model), launcher=REAL_LAUNCHER,
+                       plan=Plan(w, ModelTokenizer(str(tiny_model))),
+                       engine=EngineSettings(startup_timeout_s=300, stop_timeout_s=20),
+                       probe=FakeProbe(), api_key="k", objective_metric="capacity",
+                       base_args={"load-format": "dummy", "enforce-eager": True,
+                                  "max-model-len": 512, "gpu-memory-utilization": 0.3})
+    r = run_trial(TrialParams(args={"max-num-seqs": 2}), setup, tmp_path)
+    assert r.status == "ok", (r.detail, r.log_tail[-2000:])
+    cap = r.metrics["capacity"]
+    assert cap.basis == "bracket" and cap.low == cap.value >= 1
+    assert cap.high is not None and cap.high > cap.value, r.detail  # a level broke the SLO
+    by_level = {lv.level["concurrency"]: lv for lv in r.levels}
+    held, above = by_level[cap.value], by_level[cap.high]
+    assert held.metrics["p95_ttft_ms"].value <= slo < above.metrics["p95_ttft_ms"].value
+    # every level that held is at or below the capacity, every one that broke above it
+    for level, lv in by_level.items():
+        assert (lv.metrics["p95_ttft_ms"].value <= slo) == (level <= cap.value), (level, r.detail)
+    assert r.metrics["p95_ttft_ms"] == held.metrics["p95_ttft_ms"]
+    assert "levels on one server" in r.detail

@@ -50,11 +50,13 @@ def autotune(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def confirmed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Profile, str]]:
-    """One real run, shared by the tests below: the search measures vLLM's defaults and a
-    candidate that serves one sequence at a time (enqueued), then both are measured again in
-    3 interleaved rounds."""
+    """One real run, shared by the tests below, with two goals (throughput up, memory down):
+    the search measures vLLM's defaults and a candidate that serves one sequence at a time
+    with a smaller KV cache (enqueued), then both are measured again in 3 interleaved
+    rounds."""
     work = tmp_path_factory.mktemp("run")
-    proc = autotune(work, "--space", str(SPACE), "--trials", "2")
+    proc = autotune(work, "--space", str(SPACE), "--trials", "2", "--objective",
+                    "output_throughput,peak_memory_bytes")
     yield work, read_profile(work / PROFILE), proc.stdout
 
 
@@ -122,6 +124,28 @@ def test_confirmation_interleaves_fresh_servers_and_states_the_gain(
     assert figure.n == 3 and figure.basis == "starts" and figure.low is not None
     assert "confirmation: 3 interleaved rounds" in out
     assert vllm_processes() == []
+
+
+def test_the_multi_objective_run_writes_its_front_and_confirms_on_both_goals(
+        confirmed: tuple[Path, Profile, str]) -> None:
+    work, profile, out = confirmed
+    assert profile.meta.objective["pareto"] == [{"metric": "peak_memory_bytes",
+                                                 "direction": "minimize"}]
+    front = json.loads((work / "autotune-runs" / profile.meta.study / "front.json").read_text())
+    assert [g["metric"] for g in front["goals"]] == ["output_throughput", "peak_memory_bytes"]
+    points = front["points"]
+    assert points and points[0]["chosen"] and "Pareto front:" in out
+    # vLLM's defaults serve faster than one sequence at a time: nothing beats them on
+    # throughput, so they are on the front
+    assert any(p["vllm_defaults"] for p in points)
+    for p in points:
+        assert set(p["figures"]) == {"output_throughput", "peak_memory_bytes"}
+    conf = json.loads((work / "autotune-runs" / profile.meta.study / "confirm" /
+                       "confirmation.json").read_text())
+    comparison = conf["verdict"]["comparisons"][0]
+    assert set(comparison["goals"]) == {"output_throughput", "peak_memory_bytes"}
+    assert "output_throughput" in comparison["worse_on"] and not comparison["beats"]
+    assert all(len(a["goals"]["peak_memory_bytes"]) == 3 for a in conf["arms"])
 
 
 def test_vllm_parser_accepts_profile(confirmed: tuple[Path, Profile, str]) -> None:

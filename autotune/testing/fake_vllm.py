@@ -43,6 +43,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fake-tpot-ms", type=float, default=2.0)
     p.add_argument("--fake-startup-mib", type=int, default=0,
                    help="hold this much memory during start-up only, as compilation does")
+    p.add_argument("--fake-garble-from", type=int, default=-1,
+                   help="from this output token on, other words: a setting whose numerics "
+                        "change what the model says (-1: never)")
     p.add_argument("--fake-resident-mib", type=int, default=0,
                    help="hold this much memory for the server's whole life")
     p.add_argument("--fake-max-memory-utilization", type=float, default=0.9)
@@ -149,6 +152,16 @@ def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
             print("wedged: the event loop stops", flush=True)
             while True:
                 time.sleep(1)  # blocks every stream and /health, the process stays alive
+        def word(i: int) -> str:
+            garbled = 0 <= args.fake_garble_from <= i
+            return f" {'x' if garbled else 'w'}{i}"
+
+        if not req.get("stream"):  # one JSON answer (the quality guard's greedy requests)
+            body_text = "".join(word(i) for i in range(n_out))
+            return web.json_response({"object": "text_completion", "choices": [
+                {"index": 0, "text": body_text, "finish_reason": "length"}], "usage": {
+                "prompt_tokens": n_prompt, "completion_tokens": n_out,
+                "total_tokens": n_prompt + n_out}})
         engine.waiting += 1
         async with engine.slots:
             engine.waiting -= 1
@@ -165,9 +178,9 @@ def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
                     choice: dict[str, Any] = {"index": 0, "finish_reason":
                                               "length" if i == n_out - 1 else None}
                     if chat:
-                        choice["delta"] = {"content": f" w{i}"}
+                        choice["delta"] = {"content": word(i)}
                     else:
-                        choice["text"] = f" w{i}"
+                        choice["text"] = word(i)
                     await resp.write(b"data: " + json.dumps(
                         {"object": kind, "choices": [choice]}).encode() + b"\n\n")
                 engine.prompt_tokens += n_prompt

@@ -25,3 +25,29 @@ def make_other_tokenizer_model(out: Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         write_qwen3_model(out, other_corpus(), vocab_size=400)
     return out
+
+
+def make_fixed_weights_model(out: Path, seed: int = 0) -> Path:
+    """The built-in model's shape and tokenizer with fixed random weights saved as
+    safetensors (not `load-format: dummy`), so two settings see the same weights: what a check
+    that compares the outputs of two settings needs."""
+    if (out / "model.safetensors").exists():
+        return out
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, Qwen3ForCausalLM
+
+    from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
+
+    src = ensure_builtin_model(TINY_QWEN3)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file():
+            shutil.copy2(f, out / f.name)
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(AutoConfig.from_pretrained(str(src)))
+    model.save_pretrained(str(out), safe_serialization=True)
+    # save_pretrained rewrites config.json: keep the built-in one (architectures, dtype)
+    shutil.copy2(src / "config.json", out / "config.json")
+    return out

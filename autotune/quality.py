@@ -1,0 +1,93 @@
+"""Quality guard for settings that change numerics (dtype, quantization, KV-cache dtype):
+a candidate's greedy outputs on a fixed prompt set must agree with the reference's.
+
+    quality:
+      prompts: 8             # fixed prompts, the same for every candidate (seeded)
+      prompt_tokens: 32
+      max_tokens: 16         # greedy (temperature 0), exactly this many (ignore_eos)
+      min_agreement: 0.9     # mean share of each output equal to the reference's
+      options: [dtype, quantization, kv-cache-dtype]   # what changes numerics
+
+The reference is vLLM's defaults (the study's first trial), whose greedy outputs are recorded
+after its load. A candidate that sets any of `options` otherwise is asked the same prompts on
+its running server after its load; its agreement on a prompt is the share of the reference's
+tokens it reproduced before the first difference (1.0: identical). Below `min_agreement` on
+average the candidate fails as `low_agreement`, so it is never chosen, whatever its speed. A
+candidate that changes none of `options` is not asked: its numerics are the reference's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import httpx
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from autotune.stats import Estimate
+from autotune.tokens import Tokenizer, exact_text
+
+AGREEMENT = "quality_agreement"  # the metric a checked candidate records
+
+
+class Quality(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: PositiveInt = 8
+    prompt_tokens: PositiveInt = 32
+    max_tokens: PositiveInt = 16
+    min_agreement: float = Field(0.9, gt=0, le=1)
+    options: list[str] = Field(default_factory=lambda: ["dtype", "quantization",
+                                                        "kv-cache-dtype"])
+
+
+def changes_numerics(spec: Quality, args: dict[str, object],
+                     reference: dict[str, object]) -> bool:
+    return any(args.get(o) != reference.get(o) for o in spec.options)
+
+
+def prompts_for(spec: Quality, tok: Tokenizer, seed: int) -> list[str]:
+    """The fixed prompt set: exact-length prompts for the model's tokenizer, seeded."""
+    rng = np.random.default_rng([seed, 0x9A11])
+    return [exact_text(tok, rng, spec.prompt_tokens) for _ in range(spec.prompts)]
+
+
+def greedy_outputs(base_url: str, api_key: str | None, prompts: Sequence[str],
+                   max_tokens: int, timeout_s: float = 120.0) -> list[str]:
+    """Each prompt's greedy completion, one request at a time (no batching effects)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    out = []
+    with httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s) as http:
+        model = http.get("/v1/models").json()["data"][0]["id"]
+        for prompt in prompts:
+            r = http.post("/v1/completions", json={
+                "model": model, "prompt": prompt, "max_tokens": max_tokens,
+                "temperature": 0.0, "ignore_eos": True, "seed": 0})
+            r.raise_for_status()
+            out.append(str(r.json()["choices"][0]["text"]))
+    return out
+
+
+def prefix_agreement(reference: Sequence[int], candidate: Sequence[int]) -> float:
+    """The share of the reference's tokens reproduced before the first difference."""
+    if not reference:
+        return 1.0 if not candidate else 0.0
+    n = 0
+    for a, b in zip(reference, candidate, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n / len(reference)
+
+
+def agreement(reference: Sequence[str], outputs: Sequence[str],
+              encode: Callable[[str], Sequence[int]]) -> Estimate:
+    """Mean prefix agreement over the prompts, in the model's tokens (n: the prompts). Each
+    prompt's figure is exact (greedy decoding), so no interval is stated."""
+    values = [prefix_agreement(encode(r), encode(o))
+              for r, o in zip(reference, outputs, strict=True)]
+    return Estimate(value=sum(values) / len(values) if values else 0.0, n=len(values))
+
+
+__all__ = ["AGREEMENT", "Quality", "agreement", "changes_numerics", "greedy_outputs",
+           "prefix_agreement", "prompts_for"]

@@ -1,0 +1,83 @@
+"""The quality guard: agreement arithmetic, and greedy outputs of the real CPU engine on fixed
+random weights (safetensors, the same weights under every setting)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autotune.quality import Quality, agreement, changes_numerics, prefix_agreement
+
+
+def test_prefix_agreement_counts_the_reference_tokens_reproduced_before_a_difference() -> None:
+    assert prefix_agreement([1, 2, 3, 4], [1, 2, 3, 4]) == 1.0
+    assert prefix_agreement([1, 2, 3, 4], [1, 2, 9, 4]) == 0.5  # nothing after a difference
+    assert prefix_agreement([1, 2, 3, 4], [7, 2, 3, 4]) == 0.0
+    assert prefix_agreement([1, 2, 3, 4], [1, 2]) == 0.5
+    assert prefix_agreement([], []) == 1.0
+    e = agreement(["a b c d", "a b c d"], ["a b c d", "a x c d"], lambda t: t.split())
+    assert e.value == pytest.approx(0.625) and e.n == 2
+
+
+def test_only_settings_that_change_numerics_are_asked() -> None:
+    q = Quality()
+    assert changes_numerics(q, {"dtype": "float32"}, {})
+    assert changes_numerics(q, {"kv-cache-dtype": "fp8"}, {"kv-cache-dtype": None})
+    assert not changes_numerics(q, {"max-num-seqs": 4}, {})
+    assert not changes_numerics(q, {"dtype": "float32"}, {"dtype": "float32"})
+
+
+@pytest.mark.engine
+def test_the_real_engine_agrees_with_itself_and_the_guard_rejects_changed_numerics(
+        tmp_path: Path) -> None:
+    from autotune.app import guard
+    from autotune.objective import TrialSetup, run_trial
+    from autotune.plan import Plan
+    from autotune.quality import prompts_for
+    from autotune.space import EngineSettings, TrialParams, parse_space
+    from autotune.testing.fake_probe import FakeProbe
+    from autotune.testing.models import make_fixed_weights_model
+    from autotune.tokens import ModelTokenizer
+    from tests.conftest import REAL_LAUNCHER
+
+    model = make_fixed_weights_model(tmp_path / "model")
+    space = parse_space({
+        "name": "q", "args": {"max-model-len": 512, "gpu-memory-utilization": 0.3,
+                              "enforce-eager": True,
+                              "dtype": {"type": "categorical", "choices": [None, "bfloat16"]},
+                              "hf-overrides": {"type": "categorical",
+                                               "choices": [None, '{"rms_norm_eps": 0.5}']}},
+        "quality": {"prompts": 4, "max_tokens": 12, "min_agreement": 0.9,
+                    "options": ["dtype", "hf-overrides"]},
+        "workload": {"num_requests": 4, "concurrency": 2, "input_tokens": 16,
+                     "output_tokens": 8, "warmup_requests": 0,
+                     "measure": {"min_rounds": 1, "max_rounds": 1, "min_s": 0}}})
+    assert space.quality is not None
+    tok = ModelTokenizer(str(model))
+    setup = TrialSetup(model=str(model), launcher=REAL_LAUNCHER, plan=Plan(space.workload, tok),
+                       engine=EngineSettings(startup_timeout_s=300, stop_timeout_s=20),
+                       probe=FakeProbe(), api_key="k",
+                       base_args={"max-model-len": 512, "gpu-memory-utilization": 0.3,
+                                  "enforce-eager": True},
+                       quality_prompts=tuple(prompts_for(space.quality, tok, 0)),
+                       quality_max_tokens=12)
+    reference = run_trial(TrialParams(), setup, tmp_path / "defaults")
+    assert reference.status == "ok", reference.log_tail[-2000:]
+    outputs = reference.quality_outputs
+    assert len(outputs) == 4 and all(o for o in outputs)
+
+    # the checkpoint's own dtype, named: the same numerics, the same words
+    same_params = TrialParams(args={"dtype": "bfloat16"})
+    same = guard(space, same_params, run_trial(same_params, setup, tmp_path / "same"), setup,
+                 lambda: outputs)
+    assert same.status == "ok", same.detail
+    assert same.metrics["quality_agreement"].value == 1.0
+    # the same weights computed otherwise (every RMSNorm's epsilon 0.5): other words, rejected
+    changed_params = TrialParams(args={"hf-overrides": '{"rms_norm_eps": 0.5}'})
+    changed = guard(space, changed_params,
+                    run_trial(changed_params, setup, tmp_path / "changed"), setup,
+                    lambda: outputs)
+    assert changed.status == "failed" and changed.reason is not None
+    assert changed.reason.value == "low_agreement", changed.detail
+    assert changed.metrics["quality_agreement"].value < 0.9
