@@ -165,6 +165,13 @@ WEIGHTED = "weighted_score"  # the objective's metric when it is a weighted scor
 Direction = Literal["maximize", "minimize"]
 
 
+def objective_metric(name: str) -> str:
+    """A metric an objective may name: any metric, or the weighted score."""
+    if name != WEIGHTED and name not in metric_names():
+        raise ValueError(f"unknown metric {name!r}")
+    return name
+
+
 class Goal(BaseModel):
     """One more objective of a multi-objective search."""
 
@@ -172,12 +179,7 @@ class Goal(BaseModel):
     metric: str
     direction: Direction
 
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, v: str) -> str:
-        if v != WEIGHTED and v not in metric_names():
-            raise ValueError(f"unknown metric {v!r}")
-        return v
+    _known_metric = field_validator("metric")(classmethod(lambda cls, v: objective_metric(v)))
 
 
 class Objective(BaseModel):
@@ -204,12 +206,7 @@ class Objective(BaseModel):
     constraints: dict[str, Bound] = Field(default_factory=dict)
     level: int = Field(-1, description="which load level of a sweep is scored (index)")
 
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, v: str) -> str:
-        if v != WEIGHTED and v not in metric_names():
-            raise ValueError(f"unknown metric {v!r}")
-        return v
+    _known_metric = field_validator("metric")(classmethod(lambda cls, v: objective_metric(v)))
 
     @field_validator("constraints", "weights")
     @classmethod

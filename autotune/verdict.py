@@ -77,6 +77,16 @@ def _better(ratio: Estimate, direction: Direction, min_gain: float) -> bool:
     return ratio.high < 1.0 - min_gain
 
 
+def _kept(reference: ArmFigures, rounds: int, level: float, min_gain: float,
+          comparisons: list[Comparison], how: str) -> Verdict:
+    """The verdict when no challenger beat the reference: it stays."""
+    what = "the current profile" if reference.role == "incumbent" else "vLLM's defaults"
+    return Verdict(reference=reference.name, winner=reference.name, rounds=rounds, level=level,
+                   min_gain=min_gain, comparisons=comparisons,
+                   summary=f"nothing beat {what} beyond noise{how} in {rounds} interleaved "
+                           f"rounds: keeping {reference.name}")
+
+
 def decide(arms: Sequence[ArmFigures], direction: Direction, min_gain: float = 0.0
            ) -> Verdict:
     """Which arm the run should keep. Arms that failed any round cannot win."""
@@ -109,12 +119,7 @@ def decide(arms: Sequence[ArmFigures], direction: Direction, min_gain: float = 0
             beats=_better(decision, direction, min_gain)))
     beaters = [c for c in comparisons if c.beats]
     if not beaters:
-        what = "the current profile" if reference.role == "incumbent" else "vLLM's defaults"
-        summary = (f"nothing beat {what} beyond noise in {rounds} interleaved rounds: "
-                   f"keeping {reference.name}")
-        return Verdict(reference=reference.name, winner=reference.name, rounds=rounds,
-                       level=level, min_gain=min_gain, comparisons=comparisons,
-                       summary=summary)
+        return _kept(reference, rounds, level, min_gain, comparisons, "")
     best = (max if direction == "maximize" else min)(beaters, key=lambda c: c.ratio.value)
     summary = (f"{best.challenger} beats {reference.name} beyond noise: "
                f"x{best.ratio.describe(3)} over {rounds} interleaved rounds")
@@ -159,12 +164,8 @@ def decide_pareto(arms: Sequence[ArmFigures], goals: Sequence[tuple[str, Directi
     rounds = primary.rounds
     beaters = [c for c in comparisons if c.beats]
     if not beaters:
-        what = "the current profile" if reference.role == "incumbent" else "vLLM's defaults"
-        summary = (f"nothing beat {what} beyond noise on one goal without losing on another "
-                   f"in {rounds} interleaved rounds: keeping {reference.name}")
-        return Verdict(reference=reference.name, winner=reference.name, rounds=rounds,
-                       level=level, min_gain=min_gain, comparisons=comparisons,
-                       summary=summary)
+        return _kept(reference, rounds, level, min_gain, comparisons,
+                     " on one goal without losing on another")
     best = beaters[0]
     gains = ", ".join(f"{m} x{best.goals[m].describe(3)}" for m in best.better_on)
     held = [m for m, _ in goals if m not in best.better_on]
