@@ -12,8 +12,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autotune.objective import TrialResult
 from autotune.pareto import Point, front, ranked
-from autotune.space import Objective
+from autotune.space import Objective, SearchSpace, TrialParams, baseline_params, resolve
 from autotune.stats import Estimate, mean_interval
 
 BASELINE = "baseline"  # the trial that measures vLLM's defaults
@@ -93,3 +94,54 @@ def finalists(study: optuna.Study, k: int, settings_of: Any,
             break
     return out
 
+
+# Trials that used up budget. A trial interrupted by a dying tuner becomes FAIL and is re-run.
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+REPEAT_OF = "repeat_of"  # user attr: the earlier trial whose measurement answered this one
+
+
+def measured_twin(study: optuna.Study, space: SearchSpace, params: TrialParams,
+                  number: int) -> FrozenTrial | None:
+    """An earlier trial that measured exactly these settings (ok or failed), if any."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number == number or t.user_attrs.get(REPEAT_OF) is not None:
+            continue
+        if t.user_attrs.get("status") not in ("ok", "failed"):
+            continue
+        if (baseline_params(space) if is_baseline(t) else resolve(space, t.params)) == params:
+            return t
+    return None
+
+
+def result_of(twin: FrozenTrial) -> TrialResult:
+    """A finished trial's result, as recorded in the study, for a repeat of it."""
+    a = twin.user_attrs
+    return TrialResult(
+        status=a["status"], reason=a.get("reason"),
+        detail=f"the same settings as trial {twin.number}, answered from its measurement "
+               f"(no server started){': ' + a['detail'] if a.get('detail') else ''}",
+        command=a.get("command") or [], env=a.get("env") or {},
+        metrics={k: Estimate.model_validate(v) for k, v in (a.get("metrics") or {}).items()},
+        round_values=a.get("round_values") or [], measure_s=0.0,
+        log_tail=a.get("log_tail") or "")
+
+
+NO_START_ATTR = "no_start"  # user attr: refused before any start (a rule, the memory check)
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that used the budget: measured ones; not repeats answered from the study nor
+    candidates refused before a start."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED)
+               if not t.user_attrs.get(NO_START_ATTR) and t.user_attrs.get(REPEAT_OF) is None)
+
+
+def seen_params(study: optuna.Study, space: SearchSpace) -> list[TrialParams]:
+    """Every candidate a finished trial had (measured, refused or repeated)."""
+    return [baseline_params(space) if is_baseline(t) else resolve(space, t.params)
+            for t in study.get_trials(deepcopy=False, states=COUNTED)]
+
+
+def no_starts(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED)
+               if t.user_attrs.get(NO_START_ATTR))

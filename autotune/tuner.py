@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from autotune.engine import setup_failure_cause
 from autotune.errors import (
@@ -34,11 +34,19 @@ from autotune.space import (
     SearchSpace,
     TrialParams,
     baseline_params,
-    resolve,
     suggest,
 )
-from autotune.stats import Estimate
-from autotune.trials import BASELINE, ROLE, is_baseline
+from autotune.trials import (
+    BASELINE,
+    NO_START_ATTR,
+    REPEAT_OF,
+    ROLE,
+    counted_trials,
+    is_baseline,
+    measured_twin,
+    result_of,
+    seen_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +73,6 @@ TrialCallback = Callable[[TrialReport], None]
 
 MAX_ENVIRONMENT_FAILURES = 3
 
-# Trials that used up budget. A trial interrupted by a dying tuner becomes FAIL and is re-run.
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @dataclass(frozen=True)
@@ -178,57 +184,9 @@ STARTUP_FAILURES = (FailureReason.STARTUP_CRASH, FailureReason.STARTUP_TIMEOUT,
                     FailureReason.INVALID_ARGS)
 
 
-REPEAT_OF = "repeat_of"  # user attr: the earlier trial whose measurement answered this one
-
-
-def measured_twin(study: optuna.Study, space: SearchSpace, params: TrialParams,
-                  number: int) -> FrozenTrial | None:
-    """An earlier trial that measured exactly these settings (ok or failed), if any."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.number == number or t.user_attrs.get(REPEAT_OF) is not None:
-            continue
-        if t.user_attrs.get("status") not in ("ok", "failed"):
-            continue
-        if (baseline_params(space) if is_baseline(t) else resolve(space, t.params)) == params:
-            return t
-    return None
-
-
-def result_of(twin: FrozenTrial) -> TrialResult:
-    """A finished trial's result, as recorded in the study, for a repeat of it."""
-    a = twin.user_attrs
-    return TrialResult(
-        status=a["status"], reason=a.get("reason"),
-        detail=f"the same settings as trial {twin.number}, answered from its measurement "
-               f"(no server started){': ' + a['detail'] if a.get('detail') else ''}",
-        command=a.get("command") or [], env=a.get("env") or {},
-        metrics={k: Estimate.model_validate(v) for k, v in (a.get("metrics") or {}).items()},
-        round_values=a.get("round_values") or [], measure_s=0.0,
-        log_tail=a.get("log_tail") or "")
-
-
-NO_START_ATTR = "no_start"  # user attr: refused before any start (a rule, the memory check)
 # This many candidates in a row refused before a start: the rules and the memory check leave
 # (almost) nothing to try, and the sampler is not finding it.
 MAX_NO_STARTS = 50
-
-
-def counted_trials(study: optuna.Study) -> int:
-    """Trials that used the budget: measured ones; not repeats answered from the study nor
-    candidates refused before a start."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED)
-               if not t.user_attrs.get(NO_START_ATTR) and t.user_attrs.get(REPEAT_OF) is None)
-
-
-def seen_params(study: optuna.Study, space: SearchSpace) -> list[TrialParams]:
-    """Every candidate a finished trial had (measured, refused or repeated)."""
-    return [baseline_params(space) if is_baseline(t) else resolve(space, t.params)
-            for t in study.get_trials(deepcopy=False, states=COUNTED)]
-
-
-def no_starts(study: optuna.Study) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED)
-               if t.user_attrs.get(NO_START_ATTR))
 
 
 def refused(params: TrialParams, reason: FailureReason, detail: str) -> TrialResult:

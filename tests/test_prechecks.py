@@ -16,7 +16,8 @@ from autotune.probes import DeviceInfo, HardwareInfo
 from autotune.rules import broken_rule, parse_rule
 from autotune.space import TrialParams, parse_space, resolve
 from autotune.stats import Estimate
-from autotune.tuner import StudyConfig, counted_trials, no_starts, tune
+from autotune.trials import counted_trials, no_starts
+from autotune.tuner import StudyConfig, tune
 
 # Qwen/Qwen3-0.6B's config.json (the fields memory depends on)
 QWEN3_06B = {"num_hidden_layers": 28, "hidden_size": 1024, "num_attention_heads": 16,

@@ -9,8 +9,8 @@ from autotune.errors import AutotuneError, EnvironmentFailure, FailureReason, Us
 from autotune.objective import PruneCheck, TrialResult
 from autotune.space import TrialParams, parse_space
 from autotune.stats import Estimate
-from autotune.trials import best_trial, is_baseline, metrics_of
-from autotune.tuner import StudyConfig, StudyMismatch, TrialReport, counted_trials, tune
+from autotune.trials import best_trial, counted_trials, is_baseline, metrics_of
+from autotune.tuner import StudyConfig, StudyMismatch, TrialReport, tune
 
 SPACE = parse_space({
     "name": "t",
