@@ -24,6 +24,10 @@ def validate_file(path: Path, verify_options: bool = True) -> str:
         from autotune.inputs import check_fractions, option_values
 
         check_fractions(space, str(path))
+        if space.sampler.name == "grid":
+            from autotune.samplers import grid_of
+
+            grid_of(space, str(path))
         if verify_options:
             from autotune.vllm_args import check_options
 

@@ -269,3 +269,16 @@ def test_no_finalists_means_none_not_all(tmp_path: Path) -> None:
         return tuple(sorted(t.params.items(), key=str))  # type: ignore[attr-defined]
     assert finalists(study, 0, key) == []
     assert len(finalists(study, 2, key)) == 2
+
+
+def test_validate_refuses_a_grid_over_a_continuous_range(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    from autotune.cli import main
+
+    f = tmp_path / "g.yaml"
+    f.write_text("name: g\nargs:\n  gpu-memory-utilization: {type: float, low: 0.8, high: 0.9}\n"
+                 "sampler: {name: grid}\n")
+    assert main(["validate", "--no-verify-options", str(f)]) == 2
+    assert "g.yaml: args.gpu-memory-utilization: a float range without a step has no grid" \
+        in capsys.readouterr().err
