@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from autotune.combos import scheduler_check
 from autotune.conclude import conclude
 from autotune.confirm import Arm, Confirmation, RoundCallback, confirm, distinct
 from autotune.engine import default_launcher, vllm_version
@@ -100,7 +101,9 @@ def run(cfg: RunConfig, probe: Probe | None = None,
              "model_path": model.path, "model_args": dict(model.args),
              "hardware": inp.hardware.describe(), "vllm_version": vllm_version(),
              "workload": space.workload.model_dump(mode="json")}
-    precheck = memory_precheck(model.path, dict(model.args), inp.hardware)
+    combos = (scheduler_check(space, dict(model.args), context_length(model.path),
+                              str(inp.space_path)) if cfg.verify_options else None)
+    precheck = chain(combos, memory_precheck(model.path, dict(model.args), inp.hardware))
     study, name = _tune(cfg, space, identity, setup, results, attrs, on_trial, on_ready,
                         precheck)
     run_dir = cfg.runs_dir / name
@@ -170,6 +173,17 @@ def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: T
                 on_ready(f"study {name!r} was measured under other conditions "
                          f"({', '.join(exc.differs)} differ): using a new study")
     raise AssertionError("unreachable")
+
+
+def chain(*checks: Precheck | None) -> Precheck | None:
+    """The first reason any of the checks gives (None: every one lets the candidate start)."""
+    live = [c for c in checks if c is not None]
+    if not live:
+        return None
+
+    def check(params: TrialParams) -> tuple[FailureReason, str] | None:
+        return next((why for c in live if (why := c(params)) is not None), None)
+    return check
 
 
 def reference_outputs(storage: str, study: str) -> list[str]:

@@ -115,14 +115,65 @@ def engine_problem(python: str = sys.executable, timeout_s: float = 120.0) -> st
     return None
 
 
+# vLLM options whose combinations its scheduler config refuses (vllm/config/scheduler.py)
+SCHEDULER_OPTIONS = {"max-num-batched-tokens": "max_num_batched_tokens",
+                     "max-num-seqs": "max_num_seqs",
+                     "enable-chunked-prefill": "enable_chunked_prefill",
+                     "max-num-active-seqs": "max_num_active_seqs",
+                     "long-prefill-token-threshold": "long_prefill_token_threshold"}
+
+
+def combination_problem(combo: Mapping[str, Any]) -> str | None:
+    """What vLLM's own SchedulerConfig says of one combination (None: accepted). Called in
+    the child; `max-model-len` must be given, the other options only when set."""
+    from vllm.config.scheduler import SchedulerConfig
+
+    kw = {SCHEDULER_OPTIONS[k]: v for k, v in combo.items()
+          if k in SCHEDULER_OPTIONS and v is not None}
+    try:
+        SchedulerConfig(max_model_len=int(combo["max-model-len"]), is_encoder_decoder=False,
+                        **kw)
+    except Exception as exc:  # vLLM raises ValueError or pydantic's ValidationError
+        return _message(str(exc)) or type(exc).__name__
+    return None
+
+
+def _message(text: str) -> str:
+    """The reason in an error's text, without pydantic's framing."""
+    for line in text.strip().splitlines():
+        line = line.strip()
+        if line.startswith("Value error, "):
+            return line.removeprefix("Value error, ").split(" [type=")[0]
+    lines = [x.strip() for x in text.strip().splitlines() if x.strip()]
+    return lines[-1].split(" [type=")[0] if lines else ""
+
+
+def combination_problems(combos: Sequence[Mapping[str, Any]], python: str = sys.executable,
+                         timeout_s: float = 120.0) -> list[str | None]:
+    """vLLM's verdict on each combination, from one child process (its parser's imports)."""
+    payload = json.dumps({"combinations": [dict(c) for c in combos]})
+    try:
+        proc = subprocess.run([python, "-m", "autotune.vllm_args"], input=payload,
+                              capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return [None] * len(combos)  # not checked: the options check reports the engine
+    if proc.returncode != 0:
+        return [None] * len(combos)
+    found: list[str | None] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return found
+
+
 def main() -> int:
-    options = json.loads(sys.stdin.read())
+    request = json.loads(sys.stdin.read())
     try:
         parser = _parser()
     except EngineMissing as exc:
         print(exc, file=sys.stderr)
         return MISSING
-    print(json.dumps(problems(parser, options)))
+    if isinstance(request, dict) and "combinations" in request:
+        print(json.dumps([combination_problem(c) for c in request["combinations"]]))
+        return 0
+    print(json.dumps(problems(parser, request)))
     return 0
 
 

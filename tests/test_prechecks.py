@@ -219,3 +219,48 @@ def test_a_candidate_that_cannot_fit_is_recorded_without_a_start(tmp_path: Path)
     refused = [t for t in study.trials if t.user_attrs.get("no_start")]
     assert [t.user_attrs["reason"] for t in refused] == ["cannot_fit"]
     assert "no server started" in refused[0].user_attrs["detail"]
+
+
+# -- combinations the installed vLLM refuses ---------------------------------------------------
+
+@pytest.mark.engine  # vLLM's own SchedulerConfig, in a child process
+def test_vllm_itself_says_which_combinations_it_refuses() -> None:
+    from autotune.combos import scheduler_check
+
+    space = parse_space({"name": "c", "args": {
+        "max-model-len": 1024,
+        "max-num-batched-tokens": {"type": "categorical", "choices": [None, 8, 2048]},
+        "max-num-seqs": {"type": "categorical", "choices": [None, 16]}}})
+    check = scheduler_check(space, {}, 4096, "c.yaml")
+    assert check is not None
+    refused = check(TrialParams(args={"max-model-len": 1024, "max-num-batched-tokens": 8,
+                                      "max-num-seqs": 16}))
+    assert refused is not None and refused[0] is FailureReason.BREAKS_RULE
+    assert "vLLM refuses this combination: max_num_batched_tokens (8) must be greater than " \
+           "or equal to max_num_seqs (16)" in refused[1]
+    assert check(TrialParams(args={"max-model-len": 1024, "max-num-batched-tokens": 2048,
+                                   "max-num-seqs": 16})) is None
+    # max-num-seqs left to vLLM: its default could be anything, so nothing is refused
+    assert check(TrialParams(args={"max-model-len": 1024, "max-num-batched-tokens": 8})) is None
+
+
+@pytest.mark.engine
+def test_a_space_whose_every_combination_vllm_refuses_stops_before_any_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import shlex
+
+    from autotune.cli import main
+    from tests.conftest import FAKE_LAUNCHER
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(
+        "name: s\nargs:\n  max-model-len: 1024\n  enable-chunked-prefill: false\n"
+        "  max-num-batched-tokens: {type: categorical, choices: [256, 512]}\n")
+    code = main(["run", "--gpu", "cpu", "--model", "builtin:tiny-qwen3", "--space",
+                 str(tmp_path / "s.yaml"), "--launcher", shlex.join(FAKE_LAUNCHER)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "s.yaml: args: vLLM refuses every combination" in err
+    assert "is smaller than max_model_len (1024)" in err
+    assert not (tmp_path / "autotune-runs").exists()  # no server started
