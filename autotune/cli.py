@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import re
 import shlex
 import signal
@@ -15,7 +14,7 @@ from typing import Any
 
 from autotune import __version__
 from autotune.errors import AutotuneError, UserError
-from autotune.stats import Estimate
+from autotune.tables import confirmation_rows, est, front_text, summary_rows, table
 
 USAGE_ERROR = 2
 RUN_FAILED = 1
@@ -156,73 +155,6 @@ def objective_override(ns: argparse.Namespace) -> dict[str, Any] | None:
     return out or None
 
 
-def _fmt(v: Any, digits: int = 1) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-
-    def line(r: Sequence[str]) -> str:
-        return "  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def _est(e: Estimate | None, digits: int = 4) -> str:
-    """'866 [850, 880]': a figure with its 95% interval (no interval: the bare figure)."""
-    if e is None or math.isnan(e.value):
-        return "-"
-    if e.low is None or e.high is None:
-        return f"{e.value:.{digits}g}"
-    return f"{e.value:.{digits}g} [{e.low:.{digits}g}, {e.high:.{digits}g}]"
-
-
-def _ratio(e: Estimate | None) -> str:
-    return "-" if e is None or math.isnan(e.value) else "x" + _est(e, 3)
-
-
-def summary_rows(study: Any, metric: str) -> tuple[list[str], list[list[str]]]:
-    from autotune.trials import is_baseline, metrics_of
-
-    header = ["trial", "status", f"{metric} [95%]", "rounds", "p95 ttft ms",
-              "median tpot ms", "peak mem GiB", "params / reason"]
-    rows = []
-    for t in study.trials:
-        m = metrics_of(t)
-        status = t.user_attrs.get("status") or t.state.name.lower()
-        reason = t.user_attrs.get("reason")
-        params = "vLLM defaults" if is_baseline(t) else " ".join(
-            f"{k}={_fmt(v, 3)}" for k, v in t.params.items() if v is not None) or (
-            "vLLM defaults (drawn)")
-        mem = m.get("peak_memory_bytes")
-        obj = m.get(metric)
-        rows.append([
-            str(t.number), status, _est(obj), str(obj.n) if obj else "-",
-            _est(m.get("p95_ttft_ms")), _est(m.get("median_tpot_ms"), 3),
-            f"{mem.value / 2**30:.2f}" if mem else "-",
-            f"{reason}: {t.user_attrs.get('detail', '')}" if reason else params,
-        ])
-    return header, rows
-
-
-def confirmation_rows(conf: Any) -> tuple[list[str], list[list[str]]]:
-    header = ["arm", "role", f"{conf.metric} [95%]", "vs vLLM defaults", "p95 ttft",
-              "median tpot", "peak memory", "failure"]
-    rows = []
-    for a in conf.arms:
-        g = a.vs_baseline
-        rows.append([a.name, a.role, _est(a.figures.get(conf.metric)),
-                     _ratio(g.get(conf.metric)), _ratio(g.get("p95_ttft_ms")),
-                     _ratio(g.get("median_tpot_ms")), _ratio(g.get("peak_memory_bytes")),
-                     a.failure or ""])
-    return header, rows
-
-
 def cmd_run(ns: argparse.Namespace) -> int:
     from autotune.app import RunConfig, run
     from autotune.confirm import Arm
@@ -240,8 +172,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
     def measured(r: TrialResult) -> str:
         w = r.metrics.get(r.watched)
-        return (f"{r.watched} {_est(w)} ({w.n if w else 0} rounds, {r.measure_s:.0f} s), "
-                f"p95 TTFT {_est(r.metrics.get('p95_ttft_ms'))} ms")
+        return (f"{r.watched} {est(w)} ({w.n if w else 0} rounds, {r.measure_s:.0f} s), "
+                f"p95 TTFT {est(r.metrics.get('p95_ttft_ms'))} ms")
 
     def on_trial(rep: TrialReport) -> None:
         r = rep.result
@@ -276,8 +208,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
     print("\nsearch: one server start per trial; intervals over its rounds (95%)")
     print(table(rows, header))
     if outcome.front:
-        print_front(outcome.study, outcome.study.user_attrs.get("objective", {}).get(
-            "choose", "primary"))
+        print("\n" + front_text(outcome.study, outcome.study.user_attrs.get(
+            "objective", {}).get("choose", "primary")))
     if outcome.confirmation is not None:
         conf = outcome.confirmation
         header, rows = confirmation_rows(conf)
@@ -303,32 +235,6 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return 0
 
 
-def front_rows(study: Any) -> tuple[list[str], list[list[str]]]:
-    from autotune.front import study_objective
-    from autotune.trials import is_baseline, metrics_of, pareto_trials
-
-    objective = study_objective(study)
-    goals = objective.goals()
-    header = ["rank", "trial", *(f"{g.metric} ({g.direction[:3]}) [95%]" for g in goals),
-              "settings"]
-    rows = []
-    for i, t in enumerate(pareto_trials(study, objective)):
-        m = metrics_of(t)
-        settings = "vLLM defaults" if is_baseline(t) else " ".join(
-            f"{k}={_fmt(v, 3)}" for k, v in t.params.items() if v is not None) or (
-            "vLLM defaults (drawn)")
-        rows.append([str(i + 1) + (" (chosen)" if i == 0 else ""), str(t.number),
-                     *(_est(m.get(g.metric)) for g in goals), settings])
-    return header, rows
-
-
-def print_front(study: Any, choose: str) -> None:
-    header, rows = front_rows(study)
-    print(f"\nPareto front: {len(rows)} point(s) no other feasible trial beats on every goal "
-          f"(search figures, one server start each; ranked by the {choose} rule)")
-    print(table(rows, header))
-
-
 def cmd_pareto(ns: argparse.Namespace) -> int:
     import optuna
 
@@ -345,7 +251,7 @@ def cmd_pareto(ns: argparse.Namespace) -> int:
     if not objective.multi:
         raise UserError(f"--study {ns.study}: one objective ({objective.metric}), no Pareto "
                         "front")
-    print_front(study, objective.choose)
+    print(front_text(study, objective.choose))
     if ns.export:
         for path in export_front(study, ns.export):
             print(f"wrote {path}")
