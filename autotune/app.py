@@ -186,7 +186,7 @@ def chain(*checks: Precheck | None) -> Precheck | None:
     return check
 
 
-def reference_outputs(storage: str, study: str) -> list[str]:
+def reference_outputs(storage: str, study: str) -> list[list[int]]:
     """vLLM's defaults' greedy outputs, as recorded on the study's baseline trial."""
     s = optuna.load_study(study_name=study, storage=storage)
     return next((list(t.user_attrs.get("quality_outputs") or []) for t in s.trials
@@ -194,7 +194,7 @@ def reference_outputs(storage: str, study: str) -> list[str]:
 
 
 def guard(space: SearchSpace, params: TrialParams, result: TrialResult, setup: TrialSetup,
-          reference: Callable[[], list[str]]) -> TrialResult:
+          reference: Callable[[], list[list[int]]]) -> TrialResult:
     """The quality guard (quality.py): a candidate that changes numerics and whose greedy
     outputs agree less than `min_agreement` with vLLM's defaults' fails as low_agreement."""
     spec = space.quality
@@ -208,7 +208,7 @@ def guard(space: SearchSpace, params: TrialParams, result: TrialResult, setup: T
         return result.model_copy(update={
             "status": "failed", "reason": FailureReason.LOW_AGREEMENT,
             "detail": f"quality guard: {why}"})
-    agree = agreement(ref, result.quality_outputs, setup.plan.tok.encode)
+    agree = agreement(ref, result.quality_outputs)
     result = result.model_copy(update={"metrics": {**result.metrics, AGREEMENT: agree}})
     if agree.value >= spec.min_agreement:
         return result

@@ -70,7 +70,7 @@ class TrialResult(BaseModel):
     round_values: list[float] = []  # its value in each round of the objective's level
     measure_s: float = 0.0  # time spent in measured rounds (warm-up excluded)
     saved_s: float = 0.0  # pruned: measuring time the stopping rule would still have spent
-    quality_outputs: list[str] = []  # greedy outputs on the quality guard's prompts
+    quality_outputs: list[list[int]] = []  # greedy token ids on the quality guard's prompts
 
     def value(self, name: str) -> float | None:
         """A metric's point estimate (None when not measured)."""
@@ -198,7 +198,7 @@ def capacity_step(cap: CapacitySearch, plan: Plan, rounds: _Rounds) -> Callable[
     return after
 
 
-def _greedy(setup: TrialSetup, base_url: str) -> list[str]:
+def _greedy(setup: TrialSetup, base_url: str) -> list[list[int]]:
     """The quality guard's greedy outputs (none asked, or the server would not answer: [])."""
     if not setup.quality_prompts:
         return []

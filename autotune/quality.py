@@ -18,7 +18,7 @@ candidate that changes none of `options` is not asked: its numerics are the refe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import httpx
 import numpy as np
@@ -53,8 +53,9 @@ def prompts_for(spec: Quality, tok: Tokenizer, seed: int) -> list[str]:
 
 
 def greedy_outputs(base_url: str, api_key: str | None, prompts: Sequence[str],
-                   max_tokens: int, timeout_s: float = 120.0) -> list[str]:
-    """Each prompt's greedy completion, one request at a time (no batching effects)."""
+                   max_tokens: int, timeout_s: float = 120.0) -> list[list[int]]:
+    """Each prompt's greedy completion as the token ids the server generated (not text,
+    which hides special tokens), one request at a time (no batching effects)."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     out = []
     with httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s) as http:
@@ -62,9 +63,9 @@ def greedy_outputs(base_url: str, api_key: str | None, prompts: Sequence[str],
         for prompt in prompts:
             r = http.post("/v1/completions", json={
                 "model": model, "prompt": prompt, "max_tokens": max_tokens,
-                "temperature": 0.0, "ignore_eos": True, "seed": 0})
+                "temperature": 0.0, "ignore_eos": True, "seed": 0, "return_token_ids": True})
             r.raise_for_status()
-            out.append(str(r.json()["choices"][0]["text"]))
+            out.append([int(t) for t in r.json()["choices"][0]["token_ids"]])
     return out
 
 
@@ -80,12 +81,11 @@ def prefix_agreement(reference: Sequence[int], candidate: Sequence[int]) -> floa
     return n / len(reference)
 
 
-def agreement(reference: Sequence[str], outputs: Sequence[str],
-              encode: Callable[[str], Sequence[int]]) -> Estimate:
-    """Mean prefix agreement over the prompts, in the model's tokens (n: the prompts). Each
-    prompt's figure is exact (greedy decoding), so no interval is stated."""
-    values = [prefix_agreement(encode(r), encode(o))
-              for r, o in zip(reference, outputs, strict=True)]
+def agreement(reference: Sequence[Sequence[int]], outputs: Sequence[Sequence[int]]
+              ) -> Estimate:
+    """Mean prefix agreement over the prompts (n: the prompts). Each prompt's figure is exact
+    (greedy decoding), so no interval is stated."""
+    values = [prefix_agreement(r, o) for r, o in zip(reference, outputs, strict=True)]
     return Estimate(value=sum(values) / len(values) if values else 0.0, n=len(values))
 
 

@@ -152,14 +152,18 @@ def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
             print("wedged: the event loop stops", flush=True)
             while True:
                 time.sleep(1)  # blocks every stream and /health, the process stays alive
+        def garbled(i: int) -> bool:
+            return bool(0 <= args.fake_garble_from <= i)
+
         def word(i: int) -> str:
-            garbled = 0 <= args.fake_garble_from <= i
-            return f" {'x' if garbled else 'w'}{i}"
+            return f" {'x' if garbled(i) else 'w'}{i}"
 
         if not req.get("stream"):  # one JSON answer (the quality guard's greedy requests)
             body_text = "".join(word(i) for i in range(n_out))
             return web.json_response({"object": "text_completion", "choices": [
-                {"index": 0, "text": body_text, "finish_reason": "length"}], "usage": {
+                {"index": 0, "text": body_text, "finish_reason": "length",
+                 "token_ids": [1000 + i if garbled(i) else i for i in range(n_out)]}],
+                "usage": {
                 "prompt_tokens": n_prompt, "completion_tokens": n_out,
                 "total_tokens": n_prompt + n_out}})
         engine.waiting += 1
