@@ -130,7 +130,7 @@ def run(cfg: RunConfig, probe: Probe | None = None,
                            cfg, name, params, space)
 
         conf = confirm(arms, space.confirm.rounds, space.objective, measure,
-                       space.confirm.min_gain, on_round)
+                       space.confirm.min_gain, on_round, space.confirm.max_loss)
         write_json(run_dir / "confirm" / "confirmation.json", conf.model_dump(mode="json"))
         outcome.confirmation = conf
     c = conclude(path, study, cfg, inp, identity, name, incumbent, conf, arms)

@@ -94,7 +94,8 @@ def _slug(name: str) -> str:
 
 
 def confirm(arms: Sequence[Arm], rounds: int, objective: Objective, runner: ConfirmRunner,
-            min_gain: float = 0.0, on_round: RoundCallback | None = None) -> Confirmation:
+            min_gain: float = 0.0, on_round: RoundCallback | None = None,
+            max_loss: float = 0.05) -> Confirmation:
     results: dict[int, list[TrialResult]] = {i: [] for i in range(len(arms))}
     for r, i in schedule(len(arms), rounds):
         result = runner(arms[i].params, f"confirm/round-{r + 1:02d}-{_slug(arms[i].name)}")
@@ -127,7 +128,7 @@ def confirm(arms: Sequence[Arm], rounds: int, objective: Objective, runner: Conf
                           tuple(tuple(v) for v in a.goals.values())) for a in records]
     if objective.multi:
         verdict = decide_pareto(figures, [(g.metric, g.direction) for g in objective.goals()],
-                                min_gain)
+                                min_gain, max_loss)
     else:
         verdict = decide(figures, objective.direction, min_gain)
     base = next((i for i, a in enumerate(arms) if a.role == "baseline"), None)

@@ -264,6 +264,9 @@ class Confirm(BaseModel):
     rounds: int = Field(4, ge=2, le=50, description="server starts per arm")
     min_gain: float = Field(0.0, ge=0, lt=1, description="a challenger must win by at least "
                                                         "this share, beyond noise")
+    max_loss: float = Field(0.05, ge=0, lt=1, description="several goals: the most a winner "
+                                                         "may lose on any other goal, shown "
+                                                         "by its interval")
 
 
 class SamplerSettings(BaseModel):

@@ -34,6 +34,7 @@ from autotune.space import (
     SearchSpace,
     TrialParams,
     baseline_params,
+    holds,
     suggest,
 )
 from autotune.trials import (
@@ -152,7 +153,7 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
         for k, v in {**attrs, "identity": cfg.identity}.items():
             study.set_user_attr(k, v)
         # vLLM's defaults first, always: the baseline every candidate has to beat
-        study.enqueue_trial({}, user_attrs={ROLE: BASELINE})
+        study.enqueue_trial(with_defaults(space, {}), user_attrs={ROLE: BASELINE})
         # (the grid sampler visits every point anyway, and cannot finish with queued trials)
         for cand in space.enqueue if space.sampler.name != "grid" else []:
             study.enqueue_trial(with_defaults(space, cand), skip_if_exists=True)
@@ -169,10 +170,21 @@ def with_defaults(space: SearchSpace, candidate: dict[str, Any]) -> dict[str, An
     return out
 
 
-def requeue(study: optuna.Study, trial: optuna.Trial) -> None:
+def suggest_defaults(space: SearchSpace, trial: optuna.Trial) -> None:
+    """Draw the enqueued "unset" (None) of every tuned categorical that offers it (only what
+    was enqueued: nothing is sampled for vLLM's defaults)."""
+    fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params") or {}
+    drawn: dict[str, Any] = {}
+    for name, spec in space.tuned().items():
+        if (isinstance(spec, CategoricalParam) and name in fixed and fixed[name] is None
+                and None in spec.choices and holds(spec.when, drawn)):
+            drawn[name] = trial.suggest_categorical(name, spec.choices)
+
+
+def requeue(study: optuna.Study, trial: optuna.Trial, space: SearchSpace) -> None:
     """Queue the same candidate again (the baseline stays the baseline)."""
     if trial.user_attrs.get(ROLE) == BASELINE:
-        study.enqueue_trial({}, user_attrs={ROLE: BASELINE})
+        study.enqueue_trial(with_defaults(space, {}), user_attrs={ROLE: BASELINE})
     else:
         study.enqueue_trial(dict(trial.params))
 
@@ -248,7 +260,14 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
             return trial.should_prune()
 
         try:
-            params = baseline_params(space) if baseline else suggest(space, trial)
+            if baseline:
+                # vLLM's defaults are recorded as the "unset" value of every tuned option
+                # that has one, so samplers that model the options jointly (multivariate
+                # TPE, GP) count this trial as part of the search space
+                suggest_defaults(space, trial)
+                params = baseline_params(space)
+            else:
+                params = suggest(space, trial)
             why_not = None if baseline else _why_not(space, params, precheck)
             twin = None if why_not else measured_twin(study, space, params, trial.number)
             if why_not is not None:
@@ -285,7 +304,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
             trial.set_user_attr("status", "failed")
             trial.set_user_attr("reason", FailureReason.ENVIRONMENT.value)
             trial.set_user_attr("detail", str(exc))
-            requeue(study, trial)
+            requeue(study, trial, space)
             if env_failures >= MAX_ENVIRONMENT_FAILURES:
                 raise AutotuneError(f"stopping: {env_failures} trials in a row found the "
                                     f"machine unfit to measure ({exc})") from exc
@@ -295,7 +314,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
             # learns from. Queue the same candidate so the next run measures it after all.
             # (A SIGKILLed tuner leaves a RUNNING trial; the heartbeat callback re-queues it.)
             trial.set_user_attr("interrupted", True)
-            requeue(study, trial)
+            requeue(study, trial, space)
             raise
         if not trial.user_attrs.get(NO_START_ATTR):
             refused_in_a_row = 0

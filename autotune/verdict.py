@@ -55,6 +55,7 @@ class Comparison(BaseModel):
     goals: dict[str, Estimate] = {}
     better_on: list[str] = []
     worse_on: list[str] = []
+    unproven_on: list[str] = []  # neither better nor shown to lose at most max_loss
 
 
 class Verdict(BaseModel):
@@ -131,12 +132,23 @@ def _worse(ratio: Estimate, direction: Direction) -> bool:
     return _better(ratio, "minimize" if direction == "maximize" else "maximize", 0.0)
 
 
+def _within(ratio: Estimate, direction: Direction, max_loss: float) -> bool:
+    """The whole interval shows a loss of at most `max_loss` (non-inferiority)."""
+    if ratio.low is None or ratio.high is None or ratio.n < 2:
+        return False
+    if direction == "maximize":
+        return ratio.low >= 1.0 - max_loss
+    return ratio.high <= 1.0 + max_loss
+
+
 def decide_pareto(arms: Sequence[ArmFigures], goals: Sequence[tuple[str, Direction]],
-                  min_gain: float = 0.0) -> Verdict:
+                  min_gain: float = 0.0, max_loss: float = 0.05) -> Verdict:
     """Multi-objective: a challenger beats the reference when, on measurements paired by
-    round, it is better beyond noise on at least one goal (by `min_gain`) and worse beyond
-    noise on none. Each interval is taken at 1 - 0.05/(challengers x goals) (Bonferroni).
-    Arms come in the order of the front's rule: the first that beats the reference wins."""
+    round, it is better beyond noise on at least one goal (by `min_gain`) and its interval on
+    every other goal shows a loss of at most `max_loss` (an interval too wide to show that is
+    not enough: "not worse" must be measured, not assumed). Each interval is taken at
+    1 - 0.05/(challengers x goals) (Bonferroni). Arms come in the order of the front's rule:
+    the first that beats the reference wins."""
     primary = decide(arms, goals[0][1], min_gain)
     by_role = {a.role: a for a in arms if a.role != "finalist"}
     reference = next((a for a in (by_role.get("incumbent"), by_role.get("baseline"))
@@ -147,7 +159,7 @@ def decide_pareto(arms: Sequence[ArmFigures], goals: Sequence[tuple[str, Directi
     level = 1 - ALPHA / max(1, len(eligible) * len(goals))
     comparisons = []
     for a in eligible:
-        ratios, better, worse = {}, [], []
+        ratios, better, worse, unproven = {}, [], [], []
         for i, (metric, direction) in enumerate(goals):
             ours, theirs = a.goal_values[i], reference.goal_values[i]
             ratios[metric] = paired_ratio(ours, theirs)
@@ -156,21 +168,23 @@ def decide_pareto(arms: Sequence[ArmFigures], goals: Sequence[tuple[str, Directi
                 better.append(metric)
             elif _worse(decision, direction):
                 worse.append(metric)
+            elif not _within(decision, direction, max_loss):
+                unproven.append(metric)
         comparisons.append(Comparison(
             challenger=a.name, reference=reference.name, ratio=ratios[goals[0][0]],
             decision_interval=paired_ratio(a.values, reference.values, level=level),
-            beats=bool(better) and not worse, goals=ratios, better_on=better,
-            worse_on=worse))
+            beats=bool(better) and not worse and not unproven, goals=ratios,
+            better_on=better, worse_on=worse, unproven_on=unproven))
     rounds = primary.rounds
     beaters = [c for c in comparisons if c.beats]
     if not beaters:
         return _kept(reference, rounds, level, min_gain, comparisons,
-                     " on one goal without losing on another")
+                     f" on one goal while losing at most {max_loss:.0%} on the others")
     best = beaters[0]
     gains = ", ".join(f"{m} x{best.goals[m].describe(3)}" for m in best.better_on)
     held = [m for m, _ in goals if m not in best.better_on]
     summary = (f"{best.challenger} beats {reference.name} beyond noise on {gains}"
-               + (f", not worse beyond noise on {', '.join(held)}" if held else "")
+               + (f", and loses at most {max_loss:.0%} on {', '.join(held)}" if held else "")
                + f", over {rounds} interleaved rounds")
     return Verdict(reference=reference.name, winner=best.challenger, rounds=rounds,
                    level=level, min_gain=min_gain, comparisons=comparisons, summary=summary)

@@ -54,6 +54,7 @@ def test_failures_and_slo_misses_are_never_best(tmp_path: Path) -> None:
     study = tune(SPACE, cfg(tmp_path, 12), runner, {}, reports.append)
     assert counted_trials(study) == 12
     # vLLM's defaults go first (no tuned option passed), then the enqueued candidates
+    # recorded as the unset value of every option that has one (none here: an int range)
     assert is_baseline(study.trials[0]) and study.trials[0].params == {}
     assert reports[0].baseline and reports[0].result.status == "ok"
     assert study.trials[1].params == {"max-num-seqs": 16}
