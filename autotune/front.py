@@ -1,4 +1,4 @@
-"""A multi-objective study's Pareto front: as a record, as rows, and exported as profiles.
+"""A multi-objective study's Pareto front: as a record, and exported as profiles.
 
 Everything here is read back from the study (its trials' figures and settings, the run's
 attrs), so a front can be listed and exported long after the run, from any machine that
