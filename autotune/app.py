@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import Callable
@@ -147,6 +148,9 @@ def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: T
     names = [cfg.study] if cfg.study else [
         study_name(cfg.target, cfg.model, space),
         f"{study_name(cfg.target, cfg.model, space)}.{identity_digest(identity)}"]
+    # vLLM's defaults' greedy outputs, read from the study once (they never change)
+    reference = {name: functools.cache(functools.partial(reference_outputs, cfg.storage, name))
+                 for name in names}
     for i, name in enumerate(names):
         run_dir = cfg.runs_dir / name
 
@@ -155,8 +159,7 @@ def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: T
             trial_dir = run_dir / f"trial-{number:04d}"
             result = run_trial(params, setup, trial_dir, prune)
             if space.quality is not None:
-                result = guard(space, params, result, setup,
-                               lambda: reference_outputs(cfg.storage, name))
+                result = guard(space, params, result, setup, reference[name])
             result = _record(result, trial_dir, cfg, name, params, space, number)
             results[number] = result
             return result

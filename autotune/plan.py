@@ -7,6 +7,7 @@ prompts. Rounds are built when asked for: how many a level gets is decided while
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,10 +107,9 @@ class Plan:
     def fresh(self) -> Plan:
         """This plan for one trial: the same requests, the workload's own levels (a capacity
         search adds its levels to the copy, never to the plan every trial shares)."""
-        copy = object.__new__(Plan)
-        copy.__dict__.update(self.__dict__)
-        copy.levels = self.workload.load_levels()
-        return copy
+        trial_plan = copy.copy(self)
+        trial_plan.levels = self.workload.load_levels()
+        return trial_plan
 
     def add_level(self, level: Level) -> int:
         """Append a load level (a capacity search's next); returns its index."""
