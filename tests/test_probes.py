@@ -104,7 +104,9 @@ def test_sampler_keeps_peaks() -> None:
                       gpu_process=lambda pids, idx: 3 * len(pids),
                       tree=lambda pid: next(readings))
     with MemorySampler(probe, os.getpid(), gpu_indices=(0, 1), interval_s=0.01) as m:
-        time.sleep(0.1)
+        deadline = time.monotonic() + 30
+        while m.peaks.samples < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
     p = m.peaks
     assert (p.host_pss_bytes, p.host_uss_bytes, p.host_rss_bytes) == (5, 4, 9)
     assert p.gpu_device_used_bytes == 30
