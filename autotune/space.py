@@ -274,6 +274,9 @@ class SamplerSettings(BaseModel):
     name: Literal["tpe", "gp", "nsga2", "random", "grid"] = "tpe"
     # TPE's default of 10 random start-up trials is most of a typical 10-20 trial budget.
     n_startup_trials: int = Field(4, ge=0)
+    # start-up trials: one option changed at a time from vLLM's defaults, then the changes
+    # that helped combined (screening.py); or the sampler's own (random) start-up
+    startup: Literal["screen", "random"] = "screen"
     seed: int | None = 0
 
 

@@ -29,6 +29,7 @@ from autotune.pruning import IntervalPruner
 from autotune.rules import broken_rule
 from autotune.samplers import finite, make_sampler, unseen_candidate
 from autotune.scoring import score
+from autotune.screening import SCREEN, enqueue_combination, enqueue_screens, uses_screening
 from autotune.space import (
     CategoricalParam,
     SearchSpace,
@@ -157,6 +158,8 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
         # (the grid sampler visits every point anyway, and cannot finish with queued trials)
         for cand in space.enqueue if space.sampler.name != "grid" else []:
             study.enqueue_trial(with_defaults(space, cand), skip_if_exists=True)
+        if uses_screening(space):
+            enqueue_screens(study, space)
     return study
 
 
@@ -348,7 +351,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
         # go round again until the study holds n_trials finished ones.
         n_before = len(study.trials)
         study.optimize(objective, n_trials=remaining, timeout=left,
-                       callbacks=[_budget_spent(cfg.n_trials)],
+                       callbacks=[_budget_spent(cfg.n_trials), _after_screens(space)],
                        catch=(EnvironmentFailure,), gc_after_trial=True)
         if refused_in_a_row >= MAX_NO_STARTS:
             raise AutotuneError(f"stopping: {refused_in_a_row} candidates in a row broke a "
@@ -372,6 +375,14 @@ def _why_not(space: SearchSpace, params: TrialParams, precheck: Precheck | None
     if rule is not None:
         return FailureReason.BREAKS_RULE, rule
     return precheck(params) if precheck is not None else None
+
+
+def _after_screens(space: SearchSpace) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """Once the last screen is measured, queue the combination of the changes that helped."""
+    def check(study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.user_attrs.get(ROLE) == SCREEN:
+            enqueue_combination(study, space)
+    return check
 
 
 def _budget_spent(n_trials: int) -> Callable[[optuna.Study, FrozenTrial], None]:

@@ -290,3 +290,70 @@ def test_validate_refuses_a_grid_over_a_continuous_range(tmp_path: Path,
     assert main(["validate", "--no-verify-options", str(f)]) == 2
     assert "g.yaml: args.gpu-memory-utilization: a float range without a step has no grid" \
         in capsys.readouterr().err
+
+
+# -- start-up trials: one change at a time, then the changes that helped -----------------------
+
+def screened_space(startup: str = "screen", n: int = 5) -> object:
+    return parse_space({
+        "name": "scr", "args": {
+            "dtype": {"type": "categorical", "choices": [None, "float32"]},
+            "max-num-seqs": {"type": "categorical", "choices": [None, 4, 16]},
+            "enforce-eager": {"type": "categorical", "choices": [None, True]},
+            "max-num-batched-tokens": {"type": "int", "low": 256, "high": 1024, "step": 256}},
+        "sampler": {"name": "tpe", "seed": 3, "n_startup_trials": n, "startup": startup}})
+
+
+def additive(params: TrialParams, number: int, prune: PruneCheck | None = None) -> TrialResult:
+    """float32 +50%, seqs 16 +20% (4: -30%), eager -40%: effects that add up."""
+    a = params.args
+    v = 1000.0 * (1.5 if a.get("dtype") == "float32" else 1) * {None: 1, 4: 0.7, 16: 1.2}[
+        a.get("max-num-seqs")] * (0.6 if a.get("enforce-eager") else 1)
+    return TrialResult(status="ok", command=[], env={},
+                       metrics={"output_throughput": est(v)}, round_values=[v] * 3)
+
+
+def test_screening_changes_one_option_at_a_time_then_combines_what_helped(
+        tmp_path: Path) -> None:
+    from autotune.screening import COMBINED, SCREEN, screens
+
+    space = screened_space()
+    cands = screens(space, 3)  # type: ignore[arg-type]
+    # each option that may be left unset is changed alone, every option once before seqs'
+    # second value; the range has no "unset" and is the sampler's
+    assert len(cands) == 4
+    assert all(sum(v is not None for v in c.values()) == 1 for c in cands)
+    assert {next(k for k, v in c.items() if v is not None) for c in cands[:3]} == {
+        "dtype", "max-num-seqs", "enforce-eager"}
+    assert screens(space, 3) == cands and len(screens(screened_space(n=2), 3)) == 2  # type: ignore[arg-type]
+
+    study = tune(space, StudyConfig(f"sqlite:///{tmp_path / 's.db'}", "s", 7), additive, {})  # type: ignore[arg-type]
+    roles = [t.user_attrs.get("role") for t in study.trials]
+    assert roles[:6] == ["baseline", SCREEN, SCREEN, SCREEN, SCREEN, COMBINED]
+    combined = study.trials[5].params
+    # float32 and seqs 16 each beat the defaults alone; eager and seqs 4 did not
+    assert (combined["dtype"], combined["max-num-seqs"], combined["enforce-eager"]) == (
+        "float32", 16, None)
+    assert study.trials[5].values[0] == max(t.values[0] for t in study.trials if t.values)
+
+
+def test_no_combination_when_fewer_than_two_changes_helped(tmp_path: Path) -> None:
+    from autotune.screening import COMBINED
+
+    def only_dtype(params: TrialParams, number: int, prune: PruneCheck | None = None
+                   ) -> TrialResult:
+        v = 1500.0 if params.args.get("dtype") == "float32" else 900.0 + number
+        if params.args.get("max-num-seqs") or params.args.get("enforce-eager"):
+            v = 800.0
+        return TrialResult(status="ok", command=[], env={},
+                           metrics={"output_throughput": est(v)}, round_values=[v] * 3)
+
+    study = tune(screened_space(), StudyConfig(f"sqlite:///{tmp_path / 's.db'}", "s", 7),  # type: ignore[arg-type]
+                 only_dtype, {})
+    assert COMBINED not in [t.user_attrs.get("role") for t in study.trials]
+
+
+def test_random_start_up_enqueues_no_screens(tmp_path: Path) -> None:
+    study = tune(screened_space("random"), StudyConfig(f"sqlite:///{tmp_path / 's.db'}", "s",  # type: ignore[arg-type]
+                                                       4), additive, {})
+    assert [t.user_attrs.get("role") for t in study.trials] == ["baseline", None, None, None]
