@@ -9,6 +9,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,17 @@ def ensure_builtin_model(name: str) -> Path:
     return target
 
 
-def write_qwen3_model(out: Path, corpus: list[str], vocab_size: int = 1024) -> None:
-    """A 4-layer Qwen3-architecture model whose byte-level BPE tokenizer is trained on
-    `corpus`: the built-in model's recipe, and (with other text) a model whose tokenizer
-    splits the same words differently."""
+# The built-in model's shape (`shape` below overrides any of it)
+TINY_SHAPE: dict[str, int] = {"hidden_size": 256, "intermediate_size": 512,
+                              "num_hidden_layers": 4, "num_attention_heads": 4,
+                              "num_key_value_heads": 2, "head_dim": 64}
+
+
+def write_qwen3_model(out: Path, corpus: list[str], vocab_size: int = 1024,
+                      shape: dict[str, int] | None = None) -> None:
+    """A Qwen3-architecture model (4 layers unless `shape` says otherwise) whose byte-level BPE
+    tokenizer is trained on `corpus`: the built-in model's recipe, and (with other text or
+    another shape) models unlike it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen3Config
 
@@ -124,14 +132,10 @@ def write_qwen3_model(out: Path, corpus: list[str], vocab_size: int = 1024) -> N
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(str(out))
 
+    dims: dict[str, Any] = {**TINY_SHAPE, **(shape or {})}
     config = Qwen3Config(
         vocab_size=max(vocab_size, tok.get_vocab_size()),
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=64,
+        **dims,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
         bos_token_id=int(fast.convert_tokens_to_ids("<|endoftext|>")),  # type: ignore[arg-type]
