@@ -85,3 +85,26 @@ def test_kill_bench_counts_what_each_kill_leaves_on_the_stand_in() -> None:
     assert codes["SIGKILL"] == -9 and codes["SIGTERM"] in (130, 0) and codes["SIGINT"] in (130, 0)
     assert all(r[4] == "0" and r[5] == "0" for r in rows), out
     assert "total: 3 kills, 0 server processes left, 0 MiB of them" in out
+
+
+@pytest.mark.engine  # vLLM's own client
+def test_unseen_bench_searches_then_measures_every_point_on_the_stand_in(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "bench.unseen", "--server", "stand-in",
+                        "--trials", "4", "--rounds", "2", "--work", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = r.stdout
+    # exit 1 is a FAIL verdict (points of the stand-in tie within its small noise)
+    assert r.returncode in (0, 1), (out[-3000:], r.stderr[-3000:])
+    rows = re.findall(r"^  (.+?)\s+([\d.]+) tok/s \[([\d.]+), ([\d.]+)\]$", out, re.M)
+    assert len(rows) == 12, out  # every point of the space, measured by vLLM's client
+    assert len({r[0] for r in rows}) == 12
+    for _, v, lo, hi in rows:
+        assert float(lo) <= float(v) <= float(hi)
+    # the stand-in serves at most max-num-seqs at once: 4 in flight is the slowest point
+    by = {r[0]: float(r[1]) for r in rows}
+    assert by["max-num-seqs=4"] < by["vLLM's defaults"]
+    chosen = re.search(r"^the run's profile \(4 trials\): (.+): [\d.]+ tok/s .+x the best$",
+                       out, re.M)
+    assert chosen and chosen[1] != "max-num-seqs=4", out
+    assert out.splitlines()[-1].startswith(("PASS", "FAIL")) and r.returncode == (
+        out.splitlines()[-1].startswith("FAIL")), out
