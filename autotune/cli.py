@@ -259,10 +259,11 @@ def cmd_pareto(ns: argparse.Namespace) -> int:
 
 
 def cmd_validate(ns: argparse.Namespace) -> int:
-    from autotune.validate import validate_file
+    from autotune.validate import validate_files
 
-    for path in ns.files:
-        print(f"{path}: ok ({validate_file(path, not ns.no_verify_options)})")
+    kinds = validate_files(ns.files, not ns.no_verify_options)
+    for path, kind in zip(ns.files, kinds, strict=True):
+        print(f"{path}: ok ({kind})")
     return 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from autotune.config import read_text, read_yaml
 from autotune.profile import META_BEGIN, read_profile
@@ -10,15 +12,31 @@ from autotune.space import load_space
 from autotune.workload import load_workload
 
 
-def validate_file(path: Path, verify_options: bool = True) -> str:
-    """Return what the file is; raise ConfigError (file and field) when it is not valid.
+def validate_files(paths: Sequence[Path], verify_options: bool = True) -> list[str]:
+    """What each file is; raise ConfigError (file and field) for the first that is not valid.
 
-    A search space's vLLM options are also checked against the installed vLLM's parser, as
-    `autotune run` does before it starts anything."""
+    The search spaces' vLLM options are also checked against the installed vLLM's parser, as
+    `autotune run` does before it starts anything (all files in one child process)."""
+    kinds: list[str] = []
+    options: list[tuple[dict[str, list[Any]], str]] = []
+    for path in paths:
+        kind, values = _validate(path)
+        kinds.append(kind)
+        if values is not None:
+            options.append((values, str(path)))
+    if verify_options:
+        from autotune.vllm_args import check_option_sets
+
+        check_option_sets(options)
+    return kinds
+
+
+def _validate(path: Path) -> tuple[str, dict[str, list[Any]] | None]:
+    """The file's kind and, for a search space, the option values to put to vLLM's parser."""
     data = read_yaml(path)
     if META_BEGIN in read_text(path):
         read_profile(path)
-        return "profile"
+        return "profile", None
     if isinstance(data, dict) and "name" in data:
         space = load_space(path)
         from autotune.inputs import check_fractions, option_values
@@ -28,10 +46,6 @@ def validate_file(path: Path, verify_options: bool = True) -> str:
             from autotune.samplers import grid_of
 
             grid_of(space, str(path))
-        if verify_options:
-            from autotune.vllm_args import check_options
-
-            check_options(option_values(space, {}), str(path))
-        return "search space"
+        return "search space", {k: list(v) for k, v in option_values(space, {}).items()}
     load_workload(path)
-    return "workload"
+    return "workload", None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 from pathlib import Path
@@ -29,11 +30,16 @@ def write(path: Path, data: object) -> Path:
 
 
 def servers_running() -> list[int]:
+    """Stand-in servers started from this test's directory (the run's working directory):
+    tests running beside this one start their own."""
+    here = Path.cwd()
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if "autotune.testing.fake_vllm" in cmd and p.pid != os.getpid():
-            out.append(p.pid)
+        with contextlib.suppress(psutil.Error):
+            if ("autotune.testing.fake_vllm" in cmd and p.pid != os.getpid()
+                    and Path(p.cwd()).is_relative_to(here)):
+                out.append(p.pid)
     return out
 
 
@@ -170,11 +176,21 @@ def test_validate_command(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 @pytest.mark.engine  # vLLM's own parser
-def test_every_shipped_space_passes_vllms_parser(capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_shipped_space_passes_vllms_parser(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     spaces = sorted((DATA.parent.parent / "search_spaces").glob("*.yaml"))
     assert len(spaces) >= 6
     assert main(["validate", *map(str, spaces)]) == 0
     assert capsys.readouterr().out.count("ok (search space)") == len(spaces)
+    # one child checks them all, and a bad option still names its own file
+    cpu = (DATA.parent.parent / "search_spaces" / "cpu.yaml").read_text()
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(cpu.replace("max-num-seqs:", "max-num-seqz:", 1))
+    assert typo.read_text() != cpu
+    assert main(["validate", *map(str, spaces), str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert "typo.yaml: args.max-num-seqz: unknown vLLM option" in err
+    assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("30m", 1800),
