@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -157,6 +158,11 @@ class MemorySampler:
             self._thread.join()
 
 
+# GiB of host memory that may stay missing between trials before the machine is unfit to
+# measure (default: the larger of 2 GiB and a tenth of the host's memory)
+HOST_TOLERANCE_ENV = "AUTOTUNE_HOST_MEMORY_TOLERANCE_GIB"
+
+
 @dataclass(frozen=True)
 class MemoryBaseline:
     """The machine's memory before the first server: what must come back between trials."""
@@ -170,11 +176,19 @@ class MemoryBaseline:
     def take(cls, probe: Probe, gpu_indices: Sequence[int]) -> MemoryBaseline:
         host_total = psutil.virtual_memory().total
         gpu_total = sum(g.memory_total_bytes for g in probe.gpus() if g.index in gpu_indices)
+        # other processes on the host come and go: only a large gap counts (on a host shared
+        # with jobs that take more, say how large in HOST_TOLERANCE_ENV)
+        host_tolerance = max(2 * 2**30, host_total // 10)
+        if os.environ.get(HOST_TOLERANCE_ENV):
+            try:
+                host_tolerance = int(float(os.environ[HOST_TOLERANCE_ENV]) * 2**30)
+            except ValueError:
+                log.warning("%s=%r is not a number of GiB: ignored", HOST_TOLERANCE_ENV,
+                            os.environ[HOST_TOLERANCE_ENV])
         return cls(gpu_used=probe.gpu_memory_used(gpu_indices) if gpu_indices else 0,
                    host_available=probe.host_memory_available(),
                    gpu_tolerance=max(512 * 2**20, gpu_total // 50),
-                   # other processes on the host come and go: only a large gap counts
-                   host_tolerance=max(2 * 2**30, host_total // 10))
+                   host_tolerance=host_tolerance)
 
 
 def wait_for_memory(probe: Probe, baseline: MemoryBaseline, gpu_indices: Sequence[int],

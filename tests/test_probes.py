@@ -158,3 +158,17 @@ def test_system_probe_without_nvml_is_a_cpu_host(monkeypatch: pytest.MonkeyPatch
     probe = SystemProbe()
     assert probe.gpus() == ()
     assert probe.gpu_memory_used([0]) == 0
+
+
+def test_the_host_memory_tolerance_can_be_widened_for_a_shared_host(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotune.memory import HOST_TOLERANCE_ENV, MemoryBaseline
+
+    probe = FakeProbe(host_available=lambda: 20 * 2**30)
+    monkeypatch.delenv(HOST_TOLERANCE_ENV)
+    default = MemoryBaseline.take(probe, []).host_tolerance
+    assert default >= 2 * 2**30
+    monkeypatch.setenv(HOST_TOLERANCE_ENV, "12.5")
+    assert MemoryBaseline.take(probe, []).host_tolerance == int(12.5 * 2**30)
+    monkeypatch.setenv(HOST_TOLERANCE_ENV, "lots")
+    assert MemoryBaseline.take(probe, []).host_tolerance == default
