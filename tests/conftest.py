@@ -18,6 +18,8 @@ import optuna  # noqa: F401  (its log handler binds to the real stderr, not a te
 import psutil
 import pytest
 
+from autotune.memory import HOST_TOLERANCE_ENV
+
 DATA = Path(__file__).parent / "data"
 NO_VLLM = Path(__file__).parent / "no_vllm"
 FAKE_LAUNCHER = (sys.executable, "-m", "autotune.testing.fake_vllm")
@@ -39,6 +41,18 @@ def engine_problem() -> str | None:
     return engine_problem()
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering by parametrized fixtures
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Real-engine tests first, and (under pytest-xdist's `--dist loadgroup`) all on one
+    worker, one at a time: servers started side by side would measure each other. The other
+    tests run on the other worker meanwhile, on the cores the engine leaves idle."""
+    engine = [i for i in items if i.get_closest_marker("engine") is not None]
+    for item in engine:
+        item.add_marker(pytest.mark.xdist_group("engine"))
+    rest = [i for i in items if i.get_closest_marker("engine") is None]
+    items[:] = engine + rest
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     # before any fixture, so a module's engine fixture never hides the reason
     if item.get_closest_marker("engine") is not None:
@@ -50,6 +64,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(autouse=True)
 def _no_engine_unless_marked(request: pytest.FixtureRequest,
                              monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # the other worker's real servers come and go (a few GiB each): a run here must not
+    # take them for memory its own last server kept
+    monkeypatch.setenv(HOST_TOLERANCE_ENV, "8")
     if request.node.get_closest_marker("engine") is None:
         monkeypatch.setitem(sys.modules, "vllm", None)  # type: ignore[arg-type]
         path = os.environ.get("PYTHONPATH")

@@ -125,7 +125,8 @@ def test_hang_times_out_and_is_killed(tmp_path: Path) -> None:
     assert e.value.reason is FailureReason.STARTUP_TIMEOUT
     assert s.proc is None
     leftovers = [p for p in psutil.process_iter(["cmdline"])
-                 if "--fake-hang" in " ".join(p.info["cmdline"] or [])]
+                 if "--fake-hang" in (cmd := " ".join(p.info["cmdline"] or []))
+                 and f"--port {s.spec.port}" in cmd]
     assert leftovers == []
 
 

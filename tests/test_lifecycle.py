@@ -29,7 +29,10 @@ def cli(work: Path, trials: int, space: Path = SPACE) -> subprocess.Popen[str]:
         [sys.executable, "-m", "autotune.cli", "run", "--gpu", "cpu", "--model",
          "builtin:tiny-qwen3", "--space", str(space), "--trials", str(trials),
          "--launcher", shlex.join(FAKE_LAUNCHER), "--no-verify-options"],
-        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # a suite started in the background (or by a runner that ignores SIGINT) passes the
+        # ignored SIGINT on: give the tuner the disposition a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str,
