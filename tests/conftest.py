@@ -41,14 +41,19 @@ def engine_problem() -> str | None:
     return engine_problem()
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Real-engine tests all run on one pytest-xdist worker (`--dist loadgroup`), one at a
+    time: servers started side by side would measure each other. The other tests run on the
+    other worker meanwhile, on the cores a starting server leaves idle. (Marked as each is
+    collected: xdist reads the group before any collection_modifyitems hook of ours.)"""
+    if item.get_closest_marker("engine") is not None:
+        item.add_marker(pytest.mark.xdist_group("engine"))
+
+
 @pytest.hookimpl(trylast=True)  # after pytest's own ordering by parametrized fixtures
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Real-engine tests first, and (under pytest-xdist's `--dist loadgroup`) all on one
-    worker, one at a time: servers started side by side would measure each other. The other
-    tests run on the other worker meanwhile, on the cores the engine leaves idle."""
+    """Real-engine tests first: they are the long pole."""
     engine = [i for i in items if i.get_closest_marker("engine") is not None]
-    for item in engine:
-        item.add_marker(pytest.mark.xdist_group("engine"))
     rest = [i for i in items if i.get_closest_marker("engine") is None]
     items[:] = engine + rest
 
