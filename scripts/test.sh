@@ -7,6 +7,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/ruff check autotune tests bench
 .venv/bin/mypy autotune bench
-# two workers: the real-engine tests on one, one at a time (tests/conftest.py), the rest on the
-# other, on the cores a starting server leaves idle
-exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"
+exec .venv/bin/python -m pytest "$@"

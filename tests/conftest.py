@@ -41,23 +41,6 @@ def engine_problem() -> str | None:
     return engine_problem()
 
 
-def pytest_itemcollected(item: pytest.Item) -> None:
-    """Real-engine tests all run on one pytest-xdist worker (`--dist loadgroup`), one at a
-    time: servers started side by side would measure each other. The other tests run on the
-    other worker meanwhile, on the cores a starting server leaves idle. (Marked as each is
-    collected: xdist reads the group before any collection_modifyitems hook of ours.)"""
-    if item.get_closest_marker("engine") is not None:
-        item.add_marker(pytest.mark.xdist_group("engine"))
-
-
-@pytest.hookimpl(trylast=True)  # after pytest's own ordering by parametrized fixtures
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Real-engine tests first: they are the long pole."""
-    engine = [i for i in items if i.get_closest_marker("engine") is not None]
-    rest = [i for i in items if i.get_closest_marker("engine") is None]
-    items[:] = engine + rest
-
-
 def pytest_runtest_setup(item: pytest.Item) -> None:
     # before any fixture, so a module's engine fixture never hides the reason
     if item.get_closest_marker("engine") is not None:
@@ -69,8 +52,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(autouse=True)
 def _no_engine_unless_marked(request: pytest.FixtureRequest,
                              monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # the other worker's real servers come and go (a few GiB each): a run here must not
-    # take them for memory its own last server kept
+    # real servers of other tests (a few GiB each) may still be giving their memory back
+    # when a run here takes its baseline: it must not take them for its own
     monkeypatch.setenv(HOST_TOLERANCE_ENV, "8")
     if request.node.get_closest_marker("engine") is None:
         monkeypatch.setitem(sys.modules, "vllm", None)  # type: ignore[arg-type]
