@@ -47,6 +47,8 @@ def summary_rows(study: Any, metric: str) -> tuple[list[str], list[list[str]]]:
               "median tpot ms", "peak mem GiB", "params / reason"]
     rows = []
     for t in study.trials:
+        if t.state.name == "WAITING":
+            continue  # queued, never measured (start-up screens beyond the budget, say)
         m = metrics_of(t)
         status = t.user_attrs.get("status") or t.state.name.lower()
         reason = t.user_attrs.get("reason")

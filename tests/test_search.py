@@ -357,3 +357,14 @@ def test_random_start_up_enqueues_no_screens(tmp_path: Path) -> None:
     study = tune(screened_space("random"), StudyConfig(f"sqlite:///{tmp_path / 's.db'}", "s",  # type: ignore[arg-type]
                                                        4), additive, {})
     assert [t.user_attrs.get("role") for t in study.trials] == ["baseline", None, None, None]
+
+
+def test_screens_beyond_the_budget_stay_queued_and_out_of_the_table(tmp_path: Path) -> None:
+    from autotune.tables import summary_rows
+
+    study = tune(screened_space(), StudyConfig(f"sqlite:///{tmp_path / 's.db'}", "s", 2),  # type: ignore[arg-type]
+                 additive, {})
+    assert [t.state.name for t in study.trials].count("WAITING") == 3
+    _, rows = summary_rows(study, "output_throughput")
+    assert [r[0] for r in rows] == ["0", "1"]
+    assert rows[0][-1] == "vLLM defaults" and "=" in rows[1][-1]
