@@ -36,6 +36,7 @@ import yaml
 from autotune.builtin_model import cache_root, corpus_text, write_qwen3_model
 from autotune.engine import ServerSpec, VllmServer, free_port
 from autotune.profile import read_profile
+from autotune.samplers import grid_of
 from autotune.space import load_space
 from autotune.stats import Estimate, mean_interval
 
@@ -57,15 +58,16 @@ def make_model() -> Path:
 
 
 def points(space_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The space's fixed args and env, and every point of its tuned categoricals."""
+    """The space's fixed args, env and workload, and every point of its tuned options."""
     doc = yaml.safe_load(space_path.read_text())
     space = load_space(space_path)
     tuned = space.tuned()
     fixed = {k: v for k, v in doc["args"].items() if k not in tuned}
-    names = list(tuned)
-    grid = [dict(zip(names, combo, strict=True))
-            for combo in itertools.product(*(tuned[n].choices for n in names))]  # type: ignore[union-attr]
-    return {"args": fixed, "env": {k: str(v) for k, v in (doc.get("env") or {}).items()}}, grid
+    values = grid_of(space)
+    grid = [dict(zip(values, combo, strict=True))
+            for combo in itertools.product(*values.values())]
+    return {"args": fixed, "env": {k: str(v) for k, v in (doc.get("env") or {}).items()},
+            "workload": doc["workload"]}, grid
 
 
 def label(point: dict[str, Any]) -> str:
@@ -102,11 +104,11 @@ def run_autotune(model: Path, trials: int, work: Path, launcher: tuple[str, ...]
 
 def measure(model: Path, base: dict[str, Any], point: dict[str, Any], rounds: int,
             work: Path, launcher: tuple[str, ...]) -> Estimate:
-    wl = yaml.safe_load(SPACE.read_text())["workload"]
+    wl = base["workload"]
     args = {**base["args"], **{k: v for k, v in point.items() if v is not None}}
     spec = ServerSpec(model=str(model), args=args, env=base["env"], port=free_port(),
                       api_key=KEY, launcher=launcher)
-    log = work / f"server-{abs(hash(label(point)))}.log"
+    log = work / f"server-{'-'.join(str(v) for v in point.values())}.log"
     with VllmServer(spec, log, startup_timeout_s=600) as s:
         vllm_client(s.base_url, str(model), wl["warmup_requests"], wl["concurrency"],
                     wl["input_tokens"], wl["output_tokens"])
