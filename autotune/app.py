@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import secrets
@@ -21,12 +22,13 @@ from autotune.errors import ConfigError, FailureReason
 from autotune.fit import Target as FitTarget
 from autotune.fit import need, numa_node_bytes, read_shape
 from autotune.front import front_record
+from autotune.hardware import HardwareInfo, resolve_target
 from autotune.identity import identity_digest, study_identity
 from autotune.incumbent import Incumbent, find_incumbent
 from autotune.inputs import RunConfig, option_values, prepare
 from autotune.memory import MemoryBaseline
 from autotune.objective import PruneCheck, TrialResult, TrialSetup, run_trial
-from autotune.probes import HardwareInfo, Probe, SystemProbe
+from autotune.probes import Probe, SystemProbe
 from autotune.profile import model_slug, profile_path
 from autotune.quality import AGREEMENT, agreement, changes_numerics, prompts_for
 from autotune.records import write_json
@@ -70,6 +72,7 @@ def run(cfg: RunConfig, probe: Probe | None = None,
         on_confirm: Callable[[list[Arm], int], None] | None = None,
         on_round: RoundCallback | None = None) -> RunOutcome:
     probe = probe or SystemProbe()
+    cfg = dataclasses.replace(cfg, target=resolve_target(cfg.target, probe, cfg.devices))
     inp = prepare(cfg, probe)
     space, model = inp.space, inp.model
     clash = sorted(set(model.args) & set(space.args))
@@ -80,7 +83,7 @@ def run(cfg: RunConfig, probe: Probe | None = None,
         from autotune.vllm_args import check_options
 
         check_options(option_values(space, model.args), str(inp.space_path))
-    path = profile_path(cfg.profiles_dir, cfg.target, cfg.model)
+    path = profile_path(cfg.profiles_dir, inp.hardware.key, cfg.model)
     incumbent = find_incumbent(path, inp.hardware.describe(), model.args)
 
     identity = study_identity(cfg.model, model.path, inp.hardware, vllm_version(), space)

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="run (or continue) a study and write the best profile")
-    r.add_argument("--gpu", required=True, help="target hardware: cpu, a10g, l4, a100-80gb, h100…")
+    r.add_argument("--gpu", required=True, help="target hardware: auto (what NVML finds, else "
+                   "cpu), cpu, a10g, l4, a100-40gb, a100-80gb, h100, h200…")
     r.add_argument("--model", required=True,
                    help="hub id, local model directory, or builtin:tiny-qwen3")
     r.add_argument("--space", type=Path, help="search-space YAML (default: the shipped "
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--replace", action="store_true",
                    help="replace an existing profile even if it was measured on other "
                         "hardware (it is kept in history/)")
+    r.add_argument("--ignore-hardware-mismatch", action="store_true",
+                   help="tune cards NVML names otherwise as the --gpu target (profiles go "
+                        "under that target's name)")
 
     o = r.add_argument_group("objective and search (override the space file's)")
     o.add_argument("--objective", type=parse_objective, metavar="METRIC[:max|min],...",
@@ -167,6 +171,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         profiles_dir=ns.profiles_dir, runs_dir=ns.runs_dir, devices=ns.devices,
         launcher=tuple(shlex.split(ns.launcher)) if ns.launcher else None,
         verify_options=not ns.no_verify_options, replace=ns.replace,
+        mismatch_ok=ns.ignore_hardware_mismatch,
         objective=objective_override(ns), sampler=ns.sampler, seed=ns.seed,
     )
 

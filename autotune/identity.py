@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autotune.probes import HardwareInfo
+from autotune.hardware import HardwareInfo
 from autotune.space import SearchSpace
 from autotune.workload import Workload
 

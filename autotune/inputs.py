@@ -8,9 +8,10 @@ from typing import Any
 
 from autotune.config import parse_model
 from autotune.errors import ConfigError
+from autotune.hardware import HardwareInfo, detect_hardware
 from autotune.models import ResolvedModel, check_weights, resolve_model
 from autotune.plan import Plan
-from autotune.probes import HardwareInfo, Probe, detect_hardware
+from autotune.probes import Probe
 from autotune.samplers import grid_of
 from autotune.space import CategoricalParam, FloatParam, IntParam, SearchSpace, load_space
 from autotune.tokens import context_length, load_tokenizer
@@ -48,6 +49,7 @@ class RunConfig:
     launcher: tuple[str, ...] | None = None
     verify_options: bool = True
     replace: bool = False  # replace a profile measured on other hardware
+    mismatch_ok: bool = False  # tune as `target` cards that NVML names otherwise
     # command-line overrides of the space file
     objective: dict[str, Any] | None = None  # fields of `objective:` to replace
     sampler: str | None = None
@@ -129,7 +131,7 @@ def prepare(cfg: RunConfig, probe: Probe) -> Inputs:
     check_fractions(space, str(space_path))
     if space.sampler.name == "grid":
         grid_of(space, str(space_path))
-    hardware = detect_hardware(cfg.target, probe, cfg.devices)
+    hardware = detect_hardware(cfg.target, probe, cfg.devices, cfg.mismatch_ok)
     model = resolve_model(cfg.model)
     check_weights(model, space.args.get("load-format"))
     plan = Plan(space.workload, load_tokenizer(model.path))

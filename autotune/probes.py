@@ -4,50 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import psutil
 
-from autotune.errors import UserError
 from autotune.memory import TreeMemory, process_tree_memory
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class GpuKind:
-    """What a `--gpu` target's card looks like to NVML: its model name as a whole word of the
-    name NVML reports, and the memory NVML reports for it (GiB, inclusive)."""
-
-    model: str
-    min_gib: float
-    max_gib: float
-
-    def matches(self, name: str, memory_total_bytes: int) -> bool:
-        word = re.search(rf"(?<![A-Za-z0-9]){re.escape(self.model)}(?![A-Za-z0-9])", name,
-                         re.IGNORECASE)
-        return bool(word) and self.min_gib <= memory_total_bytes / 2**30 <= self.max_gib
-
-
-# --gpu targets (None: the CPU engine). Names as NVML gives them, e.g. "NVIDIA A10G",
-# "NVIDIA A100-SXM4-40GB", "NVIDIA A100 80GB PCIe", "NVIDIA H100 80GB HBM3", "Tesla T4":
-# an A10 is not an A10G nor an A100, an L4 not an L40S, and the two A100s differ by memory.
-KNOWN_TARGETS: dict[str, GpuKind | None] = {
-    "cpu": None,
-    "t4": GpuKind("T4", 14, 16.5),
-    "a10g": GpuKind("A10G", 21, 24.5),
-    "a10": GpuKind("A10", 21, 24.5),
-    "l4": GpuKind("L4", 21, 24.5),
-    "l40s": GpuKind("L40S", 43, 48.5),
-    "a100-40gb": GpuKind("A100", 38, 40.5),
-    "a100-80gb": GpuKind("A100", 78, 80.5),
-    "h100": GpuKind("H100", 78, 96),
-    "h200": GpuKind("H200", 138, 144),
-    "b200": GpuKind("B200", 175, 193),
-}
 
 
 @dataclass(frozen=True)
@@ -58,25 +25,10 @@ class DeviceInfo:
 
 
 @dataclass(frozen=True)
-class HardwareInfo:
-    target: str
-    cpu: str
-    cpu_count: int
-    memory_total_bytes: int
-    gpus: tuple[DeviceInfo, ...] = ()
-    cpu_flags: tuple[str, ...] = ()
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "cpu": self.cpu,
-            "cpu_flags": list(self.cpu_flags),
-            "cpu_count": self.cpu_count,
-            "memory_total_gib": round(self.memory_total_bytes / 2**30, 1),
-            "gpus": [{"index": g.index, "name": g.name,
-                      "memory_total_gib": round(g.memory_total_bytes / 2**30, 1)}
-                     for g in self.gpus],
-        }
+class CpuInfo:
+    name: str
+    flags: tuple[str, ...]  # the CPU_FEATURES it has
+    cores: int  # the cores this process may run on
 
 
 class Probe(Protocol):
@@ -87,6 +39,9 @@ class Probe(Protocol):
     def gpu_process_memory(self, pids: Sequence[int], indices: Sequence[int]) -> int | None: ...
     def process_tree_memory(self, pid: int) -> TreeMemory: ...
     def host_memory_available(self) -> int: ...
+    def host_memory_total(self) -> int: ...
+    def cpu(self) -> CpuInfo: ...
+    def gpu_driver(self) -> dict[str, str]: ...
 
 
 def cpu_name() -> str:
@@ -109,6 +64,18 @@ def cpu_flags() -> frozenset[str]:
             if line.startswith("flags"):
                 return frozenset(set(line.split(":", 1)[1].split()) & set(CPU_FEATURES))
     return frozenset()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or `taskset`'s share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return psutil.cpu_count() or 1
+
+
+def host_cpu() -> CpuInfo:
+    return CpuInfo(cpu_name(), tuple(sorted(cpu_flags())), usable_cores())
 
 
 class SystemProbe:
@@ -166,30 +133,21 @@ class SystemProbe:
     def host_memory_available(self) -> int:
         return int(psutil.virtual_memory().available)
 
+    def host_memory_total(self) -> int:
+        return int(psutil.virtual_memory().total)
 
-def detect_hardware(target: str, probe: Probe, devices: Sequence[int] | None = None
-                    ) -> HardwareInfo:
-    """Check `--gpu` against the machine; one clear line when they disagree."""
-    if target not in KNOWN_TARGETS:
-        known = ", ".join(KNOWN_TARGETS)
-        raise UserError(f"--gpu: unknown target {target!r} (known: {known})")
-    gpus = probe.gpus()
-    kind = KNOWN_TARGETS[target]
-    chosen: tuple[DeviceInfo, ...] = ()
-    if kind is not None:
-        if not gpus:
-            raise UserError(f"--gpu {target}: no NVIDIA GPU found on this machine (NVML)")
-        by_index = {g.index: g for g in gpus}
-        idx = list(devices) if devices else [gpus[0].index]
-        for i in idx:
-            if i not in by_index:
-                raise UserError(f"--devices: no GPU with index {i} (found {len(gpus)})")
-        chosen = tuple(by_index[i] for i in idx)
-        for g in chosen:
-            if not kind.matches(g.name, g.memory_total_bytes):
-                raise UserError(f"--gpu {target}: GPU {g.index} is a {g.name!r} with "
-                                f"{g.memory_total_bytes / 2**30:.1f} GiB (a {target} is an "
-                                f"{kind.model} with {kind.min_gib:g}-{kind.max_gib:g} GiB)")
-    return HardwareInfo(target=target, cpu=cpu_name(), cpu_count=psutil.cpu_count() or 1,
-                        memory_total_bytes=psutil.virtual_memory().total, gpus=chosen,
-                        cpu_flags=tuple(sorted(cpu_flags())))
+    def cpu(self) -> CpuInfo:
+        return host_cpu()
+
+    def gpu_driver(self) -> dict[str, str]:
+        """NVML's driver version and the CUDA version that driver supports."""
+        if self._nvml is None:
+            return {}
+        nv, out = self._nvml, {}
+        with contextlib.suppress(Exception):
+            v = nv.nvmlSystemGetDriverVersion()
+            out["driver"] = v.decode() if isinstance(v, bytes) else str(v)
+        with contextlib.suppress(Exception):
+            c = int(nv.nvmlSystemGetCudaDriverVersion())
+            out["cuda"] = f"{c // 1000}.{c % 1000 // 10}"
+        return out

@@ -82,8 +82,9 @@ def model_slug(model: str) -> str:
     return slug or "model"
 
 
-def profile_path(profiles_dir: Path, target: str, model: str) -> Path:
-    return profiles_dir / target / f"{model_slug(model)}.yaml"
+def profile_path(profiles_dir: Path, hardware_key: str, model: str) -> Path:
+    """`profiles/<hardware key>/<model slug>.yaml` (see `hardware.HardwareInfo.key`)."""
+    return profiles_dir / hardware_key / f"{model_slug(model)}.yaml"
 
 
 def _tidy(x: Any) -> Any:

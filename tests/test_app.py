@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from autotune.cli import main
+from autotune.hardware import detect_hardware
 from autotune.identity import hardware_key
-from autotune.probes import detect_hardware
 from autotune.profile import Profile, read_profile, write_profile
 from autotune.testing.fake_probe import FakeProbe
-from tests.conftest import DATA, FAKE_LAUNCHER
+from tests.conftest import DATA, FAKE_LAUNCHER, here_profile
 from tests.test_profile import meta
 
 SPACE = DATA / "standin_space.yaml"
@@ -31,7 +31,7 @@ def run(*extra: str, space: Path = SPACE) -> list[str]:
             "--launcher", shlex.join(FAKE_LAUNCHER), "--no-verify-options", *extra]
 
 
-PROFILE = Path("profiles/cpu/builtin-tiny-qwen3.yaml")
+PROFILE = here_profile()
 
 
 def incumbent(tpot_ms: float, hardware: dict[str, object] | None = None) -> str:
@@ -68,7 +68,7 @@ def test_a_faster_candidate_wins_beyond_noise_and_the_profile_states_the_gain(
     text = PROFILE.read_text()
     assert "vs vLLM's defaults, paired, same run and machine" in text
     assert "confirmation: 3 interleaved rounds" in out and "vs vLLM defaults" in out
-    assert "profile: profiles/cpu/builtin-tiny-qwen3.yaml" in out
+    assert f"profile: {PROFILE}" in out
 
 
 def test_the_rounds_are_interleaved_each_on_a_fresh_server(in_tmp: Path) -> None:

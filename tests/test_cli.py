@@ -13,7 +13,7 @@ import yaml
 
 from autotune.cli import main, parse_duration
 from autotune.profile import read_profile
-from tests.conftest import DATA, FAKE_LAUNCHER
+from tests.conftest import DATA, FAKE_LAUNCHER, here_profile
 
 FAKE = shlex.join(FAKE_LAUNCHER)
 
@@ -55,7 +55,7 @@ def test_run_writes_profile_and_resumes(capsys: pytest.CaptureFixture[str], in_t
     assert "trial 0 (vLLM defaults): output_throughput " in out
     assert "confirming vLLM defaults, trial " in out and "in 3 interleaved rounds" in out
     assert "verdict: " in out
-    prof = in_tmp / "profiles" / "cpu" / "builtin-tiny-qwen3.yaml"
+    prof = in_tmp / here_profile()
     p = read_profile(prof)
     assert p.settings["load-format"] == "dummy"
     assert p.settings["enforce-eager"] is True
@@ -209,7 +209,7 @@ def test_bad_duration_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None
 def test_validate_reads_back_a_written_profile(in_tmp: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(fake_run("--trials", "1")) == 0
-    prof = in_tmp / "profiles" / "cpu" / "builtin-tiny-qwen3.yaml"
+    prof = in_tmp / here_profile()
     assert main(["validate", str(prof)]) == 0
     assert "ok (profile)" in capsys.readouterr().out
     prof.write_text(prof.read_text().replace("# study: ", "# study: [1, 2] # "))

@@ -105,10 +105,13 @@ def test_engine_killed_mid_benchmark(tiny_model: Path, tmp_path: Path) -> None:
 
 def test_sigkilled_tuner_leaves_no_vllm_process_even_mid_compilation(tmp_path: Path) -> None:
     # a compiled server (not eager), as the shipped CPU space draws them, killed while
-    # torch.compile runs in its worker: the watchdog leaves nothing of the server behind
+    # torch.compile runs in its worker (vLLM's own process tree, not the tests' one-process
+    # server): the watchdog leaves nothing of the server behind
     space = tmp_path / "compiled.yaml"
-    space.write_text((DATA / "engine_space.yaml").read_text()
-                     .replace("enforce-eager: true", "enforce-eager: false"))
+    text = (DATA / "engine_space.yaml").read_text()
+    one_process = next(ln for ln in text.splitlines() if "VLLM_ENABLE_V1_MULTIPROCESSING" in ln)
+    space.write_text(text.replace("enforce-eager: true", "enforce-eager: false")
+                     .replace(one_process + "\n", ""))
     proc = subprocess.Popen(
         [sys.executable, "-m", "autotune.cli", "run", "--gpu", "cpu", "--model",
          "builtin:tiny-qwen3", "--space", str(space), "--trials", "1",

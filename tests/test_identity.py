@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from autotune.hardware import HardwareInfo
 from autotune.identity import hardware_key, model_revision, same_hardware, study_identity
 from autotune.incumbent import find_incumbent
-from autotune.probes import DeviceInfo, HardwareInfo
+from autotune.probes import DeviceInfo
 from autotune.profile import Profile, write_profile
 from autotune.space import parse_space
 from tests.test_profile import meta

@@ -19,7 +19,7 @@ import optuna
 import psutil
 import pytest
 
-from tests.conftest import DATA, FAKE_LAUNCHER, strays
+from tests.conftest import DATA, FAKE_LAUNCHER, here_profile, strays
 
 SPACE = DATA / "lifecycle_space.yaml"
 
@@ -124,7 +124,7 @@ def test_sigkill_mid_study_then_resume(tmp_path: Path) -> None:
     assert stale.state.name == "FAIL"
     assert stale.params in [t.params for t in done if t.number > stale.number], \
         "the interrupted candidate was measured again"
-    assert (tmp_path / "profiles" / "cpu" / "builtin-tiny-qwen3.yaml").exists()
+    assert (tmp_path / here_profile()).exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -11,8 +11,9 @@ import pytest
 from autotune.app import memory_precheck
 from autotune.errors import AutotuneError, ConfigError, FailureReason
 from autotune.fit import GiB, ModelShape, Target, need, read_shape
+from autotune.hardware import HardwareInfo
 from autotune.objective import PruneCheck, TrialResult
-from autotune.probes import DeviceInfo, HardwareInfo
+from autotune.probes import DeviceInfo
 from autotune.rules import broken_rule, parse_rule
 from autotune.space import TrialParams, parse_space, resolve
 from autotune.stats import Estimate

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from autotune.errors import UserError
+from autotune.hardware import detect_hardware
 from autotune.memory import MemorySampler, TreeMemory, memory_metrics, process_tree_memory
-from autotune.probes import DeviceInfo, SystemProbe, detect_hardware
+from autotune.probes import DeviceInfo, SystemProbe
 from autotune.testing.fake_probe import FakeProbe
 
 A10G = DeviceInfo(0, "NVIDIA A10G", 24 * 2**30)

@@ -39,7 +39,7 @@ def test_the_real_engine_agrees_with_itself_and_the_guard_rejects_changed_numeri
     from autotune.testing.fake_probe import FakeProbe
     from autotune.testing.models import make_fixed_weights_model
     from autotune.tokens import ModelTokenizer
-    from tests.conftest import REAL_LAUNCHER
+    from tests.conftest import ONE_PROCESS_ENV, REAL_LAUNCHER
 
     model = make_fixed_weights_model(tmp_path / "model")
     space = parse_space({
@@ -57,7 +57,7 @@ def test_the_real_engine_agrees_with_itself_and_the_guard_rejects_changed_numeri
     tok = ModelTokenizer(str(model))
     setup = TrialSetup(model=str(model), launcher=REAL_LAUNCHER, plan=Plan(space.workload, tok),
                        engine=EngineSettings(startup_timeout_s=300, stop_timeout_s=20),
-                       probe=FakeProbe(), api_key="k",
+                       probe=FakeProbe(), api_key="k", base_env=ONE_PROCESS_ENV,
                        base_args={"max-model-len": 512, "gpu-memory-utilization": 0.3,
                                   "enforce-eager": True},
                        quality_prompts=tuple(prompts_for(space.quality, tok, 0)),

@@ -17,17 +17,18 @@ import psutil
 import pytest
 
 from autotune.engine import ServerSpec, VllmServer, free_port
-from autotune.probes import SystemProbe, detect_hardware
+from autotune.hardware import detect_hardware
+from autotune.probes import SystemProbe
 from autotune.profile import Profile, read_profile, write_profile
 from autotune.records import read_samples
 from autotune.space import load_space
 from autotune.trials import is_baseline, metrics_of
-from tests.conftest import DATA, REAL_LAUNCHER
+from tests.conftest import DATA, REAL_LAUNCHER, here_profile
 from tests.test_profile import meta
 
 pytestmark = pytest.mark.engine
 SPACE = DATA / "engine_space.yaml"
-PROFILE = Path("profiles") / "cpu" / "builtin-tiny-qwen3.yaml"
+PROFILE = here_profile()
 
 
 def vllm_processes() -> list[str]:
@@ -93,7 +94,8 @@ def test_search_trials_are_measured_in_rounds(confirmed: tuple[Path, Profile, st
             (w.input_tokens, w.output_tokens)}
     # vLLM's defaults pass none of the tuned options and set none of the tuned variables
     base_cmd = " ".join(base.user_attrs["command"])
-    assert "--max-num-seqs" not in base_cmd and base.user_attrs["env"] == {}
+    assert "--max-num-seqs" not in base_cmd
+    assert base.user_attrs["env"] == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # fixed, not tuned
     assert "--max-num-seqs 1" in " ".join(slow.user_attrs["command"])
     assert vllm_processes() == []
 

@@ -22,7 +22,7 @@ from autotune.probes import SystemProbe
 from autotune.testing.models import make_other_tokenizer_model
 from autotune.tokens import ModelTokenizer
 from autotune.workload import Workload
-from tests.conftest import FAKE_LAUNCHER, REAL_LAUNCHER
+from tests.conftest import FAKE_LAUNCHER, ONE_PROCESS_ENV, REAL_LAUNCHER
 
 KEY = "-contract-key"  # a leading dash, as a random key may have: it must not read as an option
 MAX_LEN = 512
@@ -170,7 +170,7 @@ def other_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     common = {"max-model-len": MAX_LEN, "max-num-seqs": 8}
     if request.param == "real":
         spec = ServerSpec(model=str(model), launcher=REAL_LAUNCHER, port=free_port(),
-                          api_key=KEY, env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+                          api_key=KEY, env={"VLLM_CPU_KVCACHE_SPACE": "1", **ONE_PROCESS_ENV},
                           args={**common, "load-format": "dummy", "enforce-eager": True,
                                 "gpu-memory-utilization": 0.3})
     else:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import psutil
+
 from autotune.memory import TreeMemory, process_tree_memory
-from autotune.probes import DeviceInfo
+from autotune.probes import CpuInfo, DeviceInfo, host_cpu
 
 
 @dataclass
@@ -20,6 +22,9 @@ class FakeProbe:
         default=lambda pids, idx: None)
     tree: Callable[[int], TreeMemory] = field(default=process_tree_memory)
     host_available: Callable[[], int] = field(default=lambda: 16 * 2**30)
+    host_total: int = field(default_factory=lambda: int(psutil.virtual_memory().total))
+    host: CpuInfo = field(default_factory=host_cpu)  # this machine's CPU unless scripted
+    driver: dict[str, str] = field(default_factory=dict)
 
     def gpus(self) -> tuple[DeviceInfo, ...]:
         return self.devices
@@ -35,3 +40,12 @@ class FakeProbe:
 
     def host_memory_available(self) -> int:
         return self.host_available()
+
+    def host_memory_total(self) -> int:
+        return self.host_total
+
+    def cpu(self) -> CpuInfo:
+        return self.host
+
+    def gpu_driver(self) -> dict[str, str]:
+        return dict(self.driver)
