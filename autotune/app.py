@@ -16,7 +16,15 @@ from optuna.trial import FrozenTrial
 
 from autotune.combos import scheduler_check
 from autotune.conclude import conclude
-from autotune.confirm import Arm, Confirmation, RoundCallback, confirm, distinct
+from autotune.confirm import (
+    BASELINE_NAME,
+    INCUMBENT_NAME,
+    Arm,
+    Confirmation,
+    RoundCallback,
+    confirm,
+    distinct,
+)
 from autotune.engine import default_launcher, vllm_version
 from autotune.errors import ConfigError, FailureReason
 from autotune.fit import Target as FitTarget
@@ -25,7 +33,8 @@ from autotune.front import front_record
 from autotune.hardware import HardwareInfo, resolve_target
 from autotune.identity import identity_digest, study_identity
 from autotune.incumbent import Incumbent, find_incumbent
-from autotune.inputs import RunConfig, option_values, prepare
+from autotune.inputs import Inputs, RunConfig, option_values, prepare
+from autotune.lock import profile_lock
 from autotune.memory import MemoryBaseline
 from autotune.objective import PruneCheck, TrialResult, TrialSetup, run_trial
 from autotune.probes import Probe, SystemProbe
@@ -40,8 +49,6 @@ from autotune.tuner import Precheck, StudyConfig, StudyMismatch, TrialCallback, 
 
 log = logging.getLogger(__name__)
 
-BASELINE_NAME = "vLLM defaults"
-INCUMBENT_NAME = "current profile"
 
 
 @dataclass
@@ -84,6 +91,18 @@ def run(cfg: RunConfig, probe: Probe | None = None,
 
         check_options(option_values(space, model.args), str(inp.space_path))
     path = profile_path(cfg.profiles_dir, inp.hardware.key, cfg.model)
+    # one writer per profile: a second run or re-tune of it stops here, before any start
+    with profile_lock(path):
+        return _search_and_conclude(cfg, inp, path, probe, on_trial, on_ready, on_confirm,
+                                    on_round)
+
+
+def _search_and_conclude(cfg: RunConfig, inp: Inputs, path: Path, probe: Probe,
+                         on_trial: TrialCallback | None,
+                         on_ready: Callable[[str], None] | None,
+                         on_confirm: Callable[[list[Arm], int], None] | None,
+                         on_round: RoundCallback | None) -> RunOutcome:
+    space, model = inp.space, inp.model
     incumbent = find_incumbent(path, inp.hardware.describe(), model.args)
 
     identity = study_identity(cfg.model, model.path, inp.hardware, vllm_version(), space)
@@ -134,7 +153,8 @@ def run(cfg: RunConfig, probe: Probe | None = None,
                            cfg, name, params, space)
 
         conf = confirm(arms, space.confirm.rounds, space.objective, measure,
-                       space.confirm.min_gain, on_round, space.confirm.max_loss)
+                       space.confirm.min_gain, on_round, space.confirm.max_loss,
+                       space.confirm.replace_gain)
         write_json(run_dir / "confirm" / "confirmation.json", conf.model_dump(mode="json"))
         outcome.confirmation = conf
     c = conclude(path, study, cfg, inp, identity, name, incumbent, conf, arms)
@@ -167,7 +187,8 @@ def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: T
             results[number] = result
             return result
 
-        study_cfg = StudyConfig(cfg.storage, name, cfg.trials, cfg.timeout_s, identity)
+        study_cfg = StudyConfig(cfg.storage, name, cfg.trials, cfg.timeout_s, identity,
+                                more=cfg.more_trials, seeds=cfg.seeds)
         try:
             if on_ready:
                 on_ready(f"study {name!r} in {redact_url(cfg.storage)}; logs in {run_dir}")

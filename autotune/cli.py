@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -13,11 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from autotune import __version__
+from autotune.cli_profiles import add_profile_commands
 from autotune.errors import AutotuneError, UserError
-from autotune.tables import confirmation_rows, est, front_text, summary_rows, table
+from autotune.lock import Busy
+from autotune.tables import front_text
 
 USAGE_ERROR = 2
 RUN_FAILED = 1
+BUSY = 75  # another run holds the profile's lock: try again later (EX_TEMPFAIL)
+PROFILE_COMMANDS = ("profiles", "serve", "check")
 
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
@@ -52,7 +55,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    r = sub.add_parser("run", help="run (or continue) a study and write the best profile")
+    add_run_args(sub.add_parser("run", help="run (or continue) a study and write the best "
+                                "profile"), trials_help="finished trials the study should hold "
+                                "in total (default 10)", trials=10)
+    t = sub.add_parser("retune", help="re-tune a profile: search new candidates, confirm them "
+                       "against it, replace it only beyond noise (exit 0 unchanged, 10 "
+                       "updated, 11 regression, 1 failed, 75 locked)")
+    add_run_args(t, trials=4, trials_help="new candidates to search (default 4; twice as many "
+                 "when vLLM, the hardware or the model changed since the profile)")
+    t.add_argument("--json", metavar="FILE", help="write a JSON summary to FILE ('-': "
+                   "standard output, instead of the text)")
+    add_profile_commands(sub)
+
+    f = sub.add_parser("pareto", help="list a multi-objective study's Pareto front, or "
+                       "export its points as profiles")
+    f.add_argument("--study", required=True)
+    f.add_argument("--storage", default="sqlite:///autotune.db")
+    f.add_argument("--export", type=Path, metavar="DIR",
+                   help="write every point of the front as a profile in DIR")
+
+    v = sub.add_parser("validate", help="check search spaces, workloads and profiles")
+    v.add_argument("files", nargs="+", type=Path)
+    v.add_argument("--no-verify-options", action="store_true",
+                   help="skip checking options against vLLM's own parser")
+    return p
+
+
+def add_run_args(r: argparse.ArgumentParser, trials: int, trials_help: str) -> None:
     r.add_argument("--gpu", required=True, help="target hardware: auto (what NVML finds, else "
                    "cpu), cpu, a10g, l4, a100-40gb, a100-80gb, h100, h200…")
     r.add_argument("--model", required=True,
@@ -61,8 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "search_spaces/GPU.yaml for cpu, a10g, l4, a100-80gb and h100, "
                    "search_spaces/default.yaml for other cards)")
     r.add_argument("--workload", type=Path, help="workload YAML, replacing the space's own")
-    r.add_argument("--trials", type=int, default=10,
-                   help="finished trials the study should hold in total (default 10)")
+    r.add_argument("--trials", type=int, default=trials, help=trials_help)
     r.add_argument("--timeout", type=parse_duration, help="stop starting trials after this "
                    "long, e.g. 45m or 2h")
     r.add_argument("--storage", default="sqlite:///autotune.db",
@@ -99,18 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "random or grid")
     o.add_argument("--seed", type=int, help="the sampler's seed (repeatable searches)")
 
-    f = sub.add_parser("pareto", help="list a multi-objective study's Pareto front, or "
-                       "export its points as profiles")
-    f.add_argument("--study", required=True)
-    f.add_argument("--storage", default="sqlite:///autotune.db")
-    f.add_argument("--export", type=Path, metavar="DIR",
-                   help="write every point of the front as a profile in DIR")
-
-    v = sub.add_parser("validate", help="check search spaces, workloads and profiles")
-    v.add_argument("files", nargs="+", type=Path)
-    v.add_argument("--no-verify-options", action="store_true",
-                   help="skip checking options against vLLM's own parser")
-    return p
 
 
 SAMPLER_NAMES = ("tpe", "gp", "nsga2", "random", "grid")
@@ -159,87 +175,6 @@ def objective_override(ns: argparse.Namespace) -> dict[str, Any] | None:
     return out or None
 
 
-def cmd_run(ns: argparse.Namespace) -> int:
-    from autotune.app import RunConfig, run
-    from autotune.confirm import Arm
-    from autotune.objective import TrialResult
-    from autotune.tuner import TrialReport
-
-    cfg = RunConfig(
-        target=ns.gpu, model=ns.model, space_path=ns.space, workload_path=ns.workload,
-        trials=ns.trials, timeout_s=ns.timeout, storage=ns.storage, study=ns.study,
-        profiles_dir=ns.profiles_dir, runs_dir=ns.runs_dir, devices=ns.devices,
-        launcher=tuple(shlex.split(ns.launcher)) if ns.launcher else None,
-        verify_options=not ns.no_verify_options, replace=ns.replace,
-        mismatch_ok=ns.ignore_hardware_mismatch,
-        objective=objective_override(ns), sampler=ns.sampler, seed=ns.seed,
-    )
-
-    def measured(r: TrialResult) -> str:
-        w = r.metrics.get(r.watched)
-        return (f"{r.watched} {est(w)} ({w.n if w else 0} rounds, {r.measure_s:.0f} s), "
-                f"p95 TTFT {est(r.metrics.get('p95_ttft_ms'))} ms")
-
-    def on_trial(rep: TrialReport) -> None:
-        r = rep.result
-        who = f"trial {rep.number}" + (" (vLLM defaults)" if rep.baseline else "")
-        if rep.repeat_of is not None:
-            print(f"{who}: the same settings as trial {rep.repeat_of}: answered from its "
-                  "measurement, no server started", flush=True)
-        elif r.status == "ok":
-            print(f"{who}: {measured(r)}, startup {r.value('startup_s') or 0:.0f} s"
-                  f"{'' if rep.feasible else ' (misses a constraint)'}", flush=True)
-        elif r.status == "pruned":
-            saved = f" (about {r.saved_s:.0f} s of measuring saved)" if r.saved_s >= 1 else ""
-            print(f"{who}: pruned, {r.detail}{saved}", flush=True)
-        else:
-            print(f"{who}: FAILED {r.reason.value if r.reason else ''}: {r.detail}",
-                  flush=True)
-
-    def on_confirm(arms: list[Arm], rounds: int) -> None:
-        print(f"\nconfirming {', '.join(a.name for a in arms)} in {rounds} interleaved rounds, "
-              f"a fresh server each ({len(arms) * rounds} starts; the space's confirm.rounds "
-              "sets how many: more rounds, narrower intervals)", flush=True)
-
-    def on_round(r: int, arm: Arm, result: TrialResult) -> None:
-        what = measured(result) if result.status == "ok" else (
-            f"FAILED {result.reason.value if result.reason else ''}: {result.detail}")
-        print(f"  round {r + 1}: {arm.name}: {what}", flush=True)
-
-    outcome = run(cfg, on_trial=on_trial, on_ready=lambda s: print(s, flush=True),
-                  on_confirm=on_confirm, on_round=on_round)
-    metric = outcome.study.user_attrs.get("metric", "output_throughput")
-    header, rows = summary_rows(outcome.study, metric)
-    print("\nsearch: one server start per trial; intervals over its rounds (95%)")
-    print(table(rows, header))
-    if outcome.front:
-        print("\n" + front_text(outcome.study, outcome.study.user_attrs.get(
-            "objective", {}).get("choose", "primary")))
-    if outcome.confirmation is not None:
-        conf = outcome.confirmation
-        header, rows = confirmation_rows(conf)
-        print(f"\nconfirmation: {conf.rounds} interleaved rounds, a fresh server each; "
-              "figures are means over starts, ratios paired by round (95%)")
-        print(table(rows, header))
-    print()
-    if outcome.saved_s > 0:
-        n = sum(1 for r in outcome.results.values() if r.status == "pruned")
-        print(f"pruning stopped {n} hopeless candidate(s) early: about "
-              f"{outcome.saved_s:.0f} s of measuring saved (estimated)")
-    refused = [t for t in outcome.study.trials if t.user_attrs.get("no_start")]
-    if refused:
-        kinds = sorted({str(t.user_attrs.get("reason")) for t in refused})
-        print(f"{len(refused)} candidate(s) refused before a start ({', '.join(kinds)}): "
-              f"{len(refused)} server start-up(s) saved, none counted in the budget")
-    if not outcome.decided:
-        print(f"autotune: {outcome.note}", file=sys.stderr)
-        return RUN_FAILED
-    print(f"verdict: {outcome.note}")
-    if outcome.profile_written:
-        print(f"profile: {outcome.profile_path}")
-    return 0
-
-
 def cmd_pareto(ns: argparse.Namespace) -> int:
     import optuna
 
@@ -273,17 +208,36 @@ def cmd_validate(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    # `autotune serve PROFILE -- --port 8001`: what follows `--` goes to vLLM as is
+    extra = args[args.index("--") + 1:] if "--" in args else []
+    ns = build_parser().parse_args(args[:args.index("--")] if "--" in args else args)
+    ns.extra = extra
+    if ns.command in PROFILE_COMMANDS:  # `| head` ends these quietly
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     logging.basicConfig(level=logging.DEBUG if ns.debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM takes the same path as Ctrl-C, so `with` blocks stop their servers.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if ns.command == "run":
+            from autotune.cli_run import cmd_run
+
             return cmd_run(ns)
+        if ns.command == "retune":
+            from autotune.cli_run import cmd_retune
+
+            return cmd_retune(ns)
+        if ns.command in PROFILE_COMMANDS:
+            from autotune.cli_profiles import run_profile_command
+
+            return run_profile_command(ns)
         if ns.command == "pareto":
             return cmd_pareto(ns)
         return cmd_validate(ns)
+    except Busy as exc:
+        print(f"autotune: {exc}", file=sys.stderr)
+        return BUSY
     except UserError as exc:
         if ns.debug:
             raise

@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 
 from autotune import __version__
+from autotune.changelog import log_replacement
 from autotune.confirm import Arm, Confirmation, same_settings
 from autotune.engine import default_launcher, vllm_version
 from autotune.incumbent import Incumbent
@@ -77,7 +78,11 @@ def conclude(path: Path, study: optuna.Study, cfg: RunConfig, inp: Inputs,
         metrics=figures, gain=gain, verdict=summary, confirmation=confirmation,
         env=dict(winner.params.env), serve=serve_prefix(default_launcher()))
     settings = {"model": model.path, **model.args, **winner.params.args}
-    kept = write_profile(Profile(settings=settings, meta=meta), path)
+    new = Profile(settings=settings, meta=meta)
+    kept = write_profile(new, path)
+    if kept is not None:
+        log_replacement(path, kept, incumbent.profile if incumbent else None, new, conf,
+                        winner.name)
     return Conclusion(True, True, summary + (f" (the profile it replaced is in {kept})"
                                              if kept else ""))
 

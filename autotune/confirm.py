@@ -53,6 +53,11 @@ def schedule(n_arms: int, rounds: int) -> list[tuple[int, int]]:
     return [(r, (r + i) % n_arms) for r in range(rounds) for i in range(n_arms)]
 
 
+# the arms that are not search trials, by name
+BASELINE_NAME = "vLLM defaults"
+INCUMBENT_NAME = "current profile"
+
+
 class ArmRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -95,7 +100,7 @@ def _slug(name: str) -> str:
 
 def confirm(arms: Sequence[Arm], rounds: int, objective: Objective, runner: ConfirmRunner,
             min_gain: float = 0.0, on_round: RoundCallback | None = None,
-            max_loss: float = 0.05) -> Confirmation:
+            max_loss: float = 0.05, replace_gain: float = 0.0) -> Confirmation:
     results: dict[int, list[TrialResult]] = {i: [] for i in range(len(arms))}
     for r, i in schedule(len(arms), rounds):
         result = runner(arms[i].params, f"confirm/round-{r + 1:02d}-{_slug(arms[i].name)}")
@@ -128,9 +133,9 @@ def confirm(arms: Sequence[Arm], rounds: int, objective: Objective, runner: Conf
                           tuple(tuple(v) for v in a.goals.values())) for a in records]
     if objective.multi:
         verdict = decide_pareto(figures, [(g.metric, g.direction) for g in objective.goals()],
-                                min_gain, max_loss)
+                                min_gain, max_loss, replace_gain)
     else:
-        verdict = decide(figures, objective.direction, min_gain)
+        verdict = decide(figures, objective.direction, min_gain, replace_gain)
     base = next((i for i, a in enumerate(arms) if a.role == "baseline"), None)
     if base is not None:
         for i, rec in enumerate(records):

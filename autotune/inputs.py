@@ -50,6 +50,8 @@ class RunConfig:
     verify_options: bool = True
     replace: bool = False  # replace a profile measured on other hardware
     mismatch_ok: bool = False  # tune as `target` cards that NVML names otherwise
+    more_trials: bool = False  # `trials` counts new trials, not the study's total (re-tune)
+    seeds: tuple[dict[str, Any], ...] = ()  # a new study's first candidates (warm start)
     # command-line overrides of the space file
     objective: dict[str, Any] | None = None  # fields of `objective:` to replace
     sampler: str | None = None
@@ -121,13 +123,19 @@ def override(space: SearchSpace, cfg: RunConfig, source: str) -> SearchSpace:
     return parse_model(SearchSpace, data, f"{source} (with --objective/--sampler/--seed)")
 
 
+def run_space(cfg: RunConfig) -> tuple[Path, SearchSpace]:
+    """The run's space file and its space, with --workload, --objective, --sampler and
+    --seed in place of the file's own."""
+    space_path = cfg.space_path or default_space_path(cfg.target)
+    workload = load_workload(cfg.workload_path) if cfg.workload_path else None
+    return space_path, override(load_space(space_path, workload), cfg, str(space_path))
+
+
 def prepare(cfg: RunConfig, probe: Probe) -> Inputs:
     """All user-input checks, in the order a user would fix them. Starts no server."""
     if cfg.trials < 1:
         raise ConfigError("--trials", None, "must be at least 1")
-    space_path = cfg.space_path or default_space_path(cfg.target)
-    workload = load_workload(cfg.workload_path) if cfg.workload_path else None
-    space = override(load_space(space_path, workload), cfg, str(space_path))
+    space_path, space = run_space(cfg)
     check_fractions(space, str(space_path))
     if space.sampler.name == "grid":
         grid_of(space, str(space_path))

@@ -102,7 +102,7 @@ def headline(meta: ProfileMeta) -> list[str]:
     """What the settings do, in a sentence or two, with how it was measured."""
     metric = str(meta.objective.get("metric"))
     est = meta.metrics.get(metric)
-    out = [f"Tuned for {meta.model} on {meta.target}: {metric} "
+    out = [f"Tuned for {meta.model} on {meta.hardware.get('key', meta.target)}: {metric} "
            + (est.describe() if est else str(meta.objective.get("value")))]
     g = meta.gain.get(metric)
     if g is not None:

