@@ -39,10 +39,32 @@ def add_profile_commands(sub: Any) -> None:
                    "(default: as for run)")
     common(s, json_out=False)
 
+    c = sub.add_parser("check", help="start a profile, hold its load for --soak, report "
+                       "latency drift and memory growth against its thresholds (exit 3 "
+                       "when one breaks)")
+    c.add_argument("profile")
+    c.add_argument("--soak", type=_duration, default=300.0,
+                   help="how long to hold the load, e.g. 30m (default 5m)")
+    c.add_argument("--window", type=_duration, help="length of one window of figures "
+                   "(default: a twentieth of --soak, 5 s to 1 min)")
+    c.add_argument("--launcher", help="command that starts the server (default: as for run)")
+    c.add_argument("--runs-dir", type=Path, default=Path("autotune-runs"),
+                   help="where the server log goes")
+    c.add_argument("--devices", default="", help="GPU indices the server uses, e.g. 0,1")
+    common(c)
+
+
+def _duration(text: str) -> float:
+    from autotune.cli import parse_duration
+
+    return parse_duration(text)
+
 
 def run_profile_command(ns: argparse.Namespace) -> int:
     if ns.command == "serve":
         return cmd_serve(ns)
+    if ns.command == "check":
+        return cmd_check(ns)
     return {"list": cmd_list, "show": cmd_show, "diff": cmd_diff}[ns.action](ns)
 
 
@@ -119,3 +141,62 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     print(f"autotune: {serve_command_text(path, prof, launcher)}", file=sys.stderr, flush=True)
     os.execvpe(argv[0], argv, {**os.environ, **env})
     return 0  # not reached: exec replaces this process
+
+
+CHECK_BROKEN = 3  # the profile broke one of its thresholds
+
+
+def cmd_check(ns: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from autotune.catalog import locate
+    from autotune.engine import default_launcher
+    from autotune.probes import SystemProbe
+    from autotune.profile import read_profile
+    from autotune.soak import Window, analyse, soak
+
+    path = locate(ns.profile, ns.profiles_dir)
+    prof = read_profile(path)
+    launcher = tuple(shlex.split(ns.launcher)) if ns.launcher else default_launcher()
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    log = ns.runs_dir / "check" / f"{path.stem}.{stamp}" / "server.log"
+    out = sys.stderr if ns.json else sys.stdout
+    print(f"checking {path}: its workload, back to back, for {ns.soak:.0f} s on one server "
+          f"(log: {log})", file=out, flush=True)
+
+    def on_window(w: Window) -> None:
+        print(f"  t={w.t_s:6.0f} s: p99 e2el {w.p99_e2el_ms:.1f} ms, p99 ttft "
+              f"{w.p99_ttft_ms:.1f} ms, {w.output_throughput:.1f} tok/s, memory "
+              f"{w.memory_bytes / 2**20:.0f} MiB" + (f", {w.errors} failed" if w.errors
+                                                      else ""), file=out, flush=True)
+
+    devices = tuple(int(x) for x in ns.devices.split(",") if x.strip())
+    windows = soak(path, prof, ns.soak, launcher, SystemProbe(), log, gpu_indices=devices,
+                   on_window=on_window, window_s=ns.window)
+    report = analyse(windows, prof)
+    if ns.json:
+        _dump({"profile": str(path), **report.summary()})
+    else:
+        print(soak_text(report))
+    return CHECK_BROKEN if report.breaches else 0
+
+
+def soak_text(report: Any) -> str:
+    from autotune.tables import est
+
+    def fig(e: Any, digits: int = 4) -> str:
+        return "- (too few windows)" if e is None else e.describe(digits)
+
+    lines = [f"\n{len(report.windows)} windows; intervals 95%, over windows",
+             f"latency drift (P99 e2e, last third / first third): x{fig(report.latency_drift, 3)}",
+             f"memory growth: {fig(report.memory_growth_mib_per_h, 3)} MiB per hour"]
+    for k, now in report.figures.items():
+        rec = report.recorded.get(k)
+        lines.append(f"{k}: {est(now)}" + (f"  (recorded when confirmed: {est(rec)}; another "
+                                            "run, so only loose thresholds apply)" if rec
+                                           else ""))
+    if report.breaches:
+        lines += ["", "BROKEN:"] + [f"  {b}" for b in report.breaches]
+    else:
+        lines.append("\nwithin every threshold of the profile")
+    return "\n".join(lines)

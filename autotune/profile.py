@@ -50,6 +50,8 @@ class ProfileMeta(BaseModel):
     confirmation: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     serve: str = Field("vllm serve", description="the command that takes --config")
+    # `autotune check` thresholds for this profile (soak.DEFAULT_CHECK for what is not set)
+    check: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("metrics", mode="before")
     @classmethod

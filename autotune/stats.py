@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 
 # What the n of an Estimate counts.
-Basis = Literal["rounds", "starts", "single", "bracket"]
+Basis = Literal["rounds", "starts", "single", "bracket", "windows"]
 
 
 class Estimate(BaseModel):

@@ -67,9 +67,32 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="wedge (no token, no /health) when this many requests have started")
     p.add_argument("--fake-models-status", type=int, default=200,
                    help="the status /v1/models answers with")
+    p.add_argument("--fake-leak-kib-per-request", type=int, default=0,
+                   help="keep this much memory per request, forever")
     p.add_argument("--fake-garbage-chunk", action="store_true",
                    help="stream a chunk that is JSON but not an object")
-    return p.parse_args(argv)
+    return p.parse_args(config_argv(argv))
+
+
+def config_argv(argv: list[str] | None) -> list[str]:
+    """`--config FILE` as vLLM reads it: the file's options first, the command line's after
+    (which win)."""
+    import sys
+
+    import yaml
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--config" not in args:
+        return args
+    i = args.index("--config")
+    doc = yaml.safe_load(Path(args[i + 1]).read_text()) or {}
+    from_file = []
+    for k, v in doc.items():
+        if isinstance(v, bool):
+            from_file += [f"--{k}"] if v else [f"--no-{k}"]
+        else:
+            from_file += [f"--{k}", str(v)]
+    return from_file + args[:i] + args[i + 2:]
 
 
 class Engine:
@@ -148,6 +171,8 @@ def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
             print("RuntimeError: EngineCore encountered a fatal error.", flush=True)
             os._exit(1)
         engine.preemptions += args.fake_preemptions_per_request
+        if args.fake_leak_kib_per_request:  # touched pages, never freed: a leak
+            _LEAKED.append(bytearray(b"\x01") * (args.fake_leak_kib_per_request * 1024))
         if args.fake_hang_after and engine.started >= args.fake_hang_after:
             print("wedged: the event loop stops", flush=True)
             while True:
@@ -210,6 +235,7 @@ def make_app(args: argparse.Namespace, engine: Engine) -> web.Application:
 
 
 _RESIDENT = bytearray()  # --fake-resident-mib: kept until the server exits
+_LEAKED: list[bytearray] = []  # --fake-leak-kib-per-request
 
 
 def main(argv: list[str] | None = None) -> int:
