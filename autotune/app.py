@@ -153,7 +153,7 @@ def _search_and_conclude(cfg: RunConfig, inp: Inputs, path: Path, probe: Probe,
                            cfg, name, params, space)
 
         conf = confirm(arms, space.confirm.rounds, space.objective, measure,
-                       space.confirm.min_gain, on_round, space.confirm.max_loss,
+                       _min_gain(space, incumbent, arms), on_round, space.confirm.max_loss,
                        space.confirm.replace_gain)
         write_json(run_dir / "confirm" / "confirmation.json", conf.model_dump(mode="json"))
         outcome.confirmation = conf
@@ -288,6 +288,15 @@ def _arms(study: optuna.Study, space: SearchSpace, incumbent: Incumbent | None) 
     for t in finalists(study, space.confirm.finalists, _settings(space), space.objective):
         out.append(Arm(f"trial {t.number}", "finalist", resolve(space, t.params), t.number))
     return distinct(out)
+
+
+def _min_gain(space: SearchSpace, incumbent: Incumbent | None, arms: list[Arm]) -> float:
+    """A current profile that is vLLM's defaults is measured as the baseline arm: replacing
+    it asks for `replace_gain` all the same."""
+    current = incumbent is not None and incumbent.comparable and incumbent.params is not None
+    if current and not any(a.role == "incumbent" for a in arms):
+        return max(space.confirm.min_gain, space.confirm.replace_gain)
+    return space.confirm.min_gain
 
 
 def _settings(space: SearchSpace) -> Callable[[FrozenTrial], Any]:
