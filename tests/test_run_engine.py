@@ -192,23 +192,40 @@ def test_a_fresh_server_from_the_profile_serves(confirmed: tuple[Path, Profile, 
     assert os.environ.get("VLLM_CPU_KVCACHE_SPACE") is None
 
 
-def test_a_current_profile_is_re_measured_and_kept_when_the_challenger_is_within_noise(
+def retune(work: Path, *args: str, code: int) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "autotune.cli", "retune", "--gpu", "cpu", "--model",
+         "builtin:tiny-qwen3", *args], cwd=work, capture_output=True, text=True,
+        timeout=1500, check=False)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    return proc
+
+
+def tiny_settings(**extra: object) -> dict[str, object]:
+    from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
+
+    return {"model": str(ensure_builtin_model(TINY_QWEN3)), "load-format": "dummy",
+            "max-model-len": 512, "gpu-memory-utilization": 0.3, "enforce-eager": True,
+            **extra}
+
+
+def test_a_retune_re_measures_the_current_profile_and_keeps_it_when_the_challenger_is_noise(
         tmp_path: Path) -> None:
     # the current profile differs from its challenger, vLLM's defaults (the only search trial
     # here, to keep CI short), only in the sampling seed: the same speed, so whatever
     # separates them is noise, and noise must not replace it
-    from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
-
     hw = detect_hardware("cpu", SystemProbe()).describe()
-    settings = {"model": str(ensure_builtin_model(TINY_QWEN3)), "load-format": "dummy",
-                "max-model-len": 512, "gpu-memory-utilization": 0.3, "enforce-eager": True,
-                "seed": 7}
-    write_profile(Profile(settings=settings, meta=meta(hardware=hw, env={})),
-                  tmp_path / PROFILE)
+    from autotune.engine import vllm_version
+
+    write_profile(Profile(settings=tiny_settings(seed=7), meta=meta(
+        hardware=hw, env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
+        vllm_version=vllm_version())), tmp_path / PROFILE)
     before = (tmp_path / PROFILE).read_text()
-    proc = autotune(tmp_path, "--space", str(DATA / "incumbent_space.yaml"), "--trials", "1")
+    proc = retune(tmp_path, "--space", str(DATA / "incumbent_space.yaml"), "--trials", "1",
+                  code=0)
     assert f"verdict: kept {PROFILE}: nothing beat the current profile beyond noise" \
         in proc.stdout, proc.stdout
+    assert "re-tune: unchanged (exit 0)" in proc.stdout
     assert (tmp_path / PROFILE).read_text() == before
     runs = next((tmp_path / "autotune-runs").iterdir())
     conf = json.loads((runs / "confirm" / "confirmation.json").read_text())
@@ -223,4 +240,54 @@ def test_a_current_profile_is_re_measured_and_kept_when_the_challenger_is_within
     assert {c["challenger"] for c in comparisons} == {"vLLM defaults"}
     assert conf["verdict"]["reference"] == "current profile"
     assert not any(c["beats"] for c in comparisons)
+    assert vllm_processes() == []
+
+
+def test_a_retune_replaces_a_poor_profile_and_logs_the_gain_with_its_interval(
+        tmp_path: Path) -> None:
+    # one sequence at a time at a concurrency of 4: vLLM's defaults serve several times faster
+    hw = detect_hardware("cpu", SystemProbe()).describe()
+    from autotune.engine import vllm_version
+
+    write_profile(Profile(settings=tiny_settings(**{"max-num-seqs": 1}), meta=meta(
+        hardware=hw, env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
+        vllm_version=vllm_version())), tmp_path / PROFILE)
+    before = (tmp_path / PROFILE).read_text()
+    proc = retune(tmp_path, "--space", str(DATA / "engine_space.yaml"), "--trials", "1",
+                  "--json", "summary.json", code=10)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "updated" and summary["written"], proc.stdout
+    new = read_profile(tmp_path / PROFILE)
+    assert "max-num-seqs" not in new.settings  # vLLM's defaults took its place
+    (old,) = (tmp_path / PROFILE).parent.joinpath("history").glob("*.yaml")
+    assert old.read_text() == before
+    log = (tmp_path / PROFILE).parent.joinpath("history", "CHANGES.md").read_text()
+    line = next(x for x in log.splitlines() if x.startswith("- output_throughput: x"))
+    ratio, low = (float(x) for x in line.split(": x", 1)[1].replace("[", "").replace(
+        ",", "").split()[:2])
+    assert low > 1.02 and ratio > low, line  # beyond noise and beyond replace_gain
+    assert "against the replaced profile, paired over 3 interleaved rounds" in line
+    assert "max-num-seqs: 1 -> (unset)" in log
+    assert vllm_processes() == []
+
+
+def test_a_soak_of_the_written_profile_reports_drift_and_memory_growth(
+        confirmed: tuple[Path, Profile, str]) -> None:
+    work, _, _ = confirmed
+    proc = subprocess.run(
+        [sys.executable, "-m", "autotune.cli", "check", str(PROFILE), "--soak", "24s",
+         "--window", "3s", "--json"], cwd=work, capture_output=True, text=True, timeout=600,
+        check=False)
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert (proc.returncode == 0) == (doc["breaches"] == [])
+    windows = doc["windows"]
+    assert len(windows) >= 6 and all(w["errors"] == 0 for w in windows)
+    assert all(w["memory_bytes"] > 100 * 2**20 for w in windows)  # the real server's tree
+    assert all(0 < w["p99_ttft_ms"] < w["p99_e2el_ms"] for w in windows)
+    drift, growth = doc["latency_drift"], doc["memory_growth_mib_per_h"]
+    assert drift["low"] <= drift["value"] <= drift["high"] and drift["basis"] == "windows"
+    assert growth["low"] <= growth["value"] <= growth["high"]
+    assert doc["recorded"]["output_throughput"]["n"] == 3  # the confirmation's figure
+    assert "checking " in proc.stderr and "t=" in proc.stderr
     assert vllm_processes() == []
