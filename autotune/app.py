@@ -33,12 +33,12 @@ from autotune.front import front_record
 from autotune.hardware import HardwareInfo, resolve_target
 from autotune.identity import identity_digest, study_identity
 from autotune.incumbent import Incumbent, find_incumbent
-from autotune.inputs import Inputs, RunConfig, option_values, prepare
+from autotune.inputs import Inputs, RunConfig, option_values, prepare, run_profile_path
 from autotune.lock import profile_lock
 from autotune.memory import MemoryBaseline
 from autotune.objective import PruneCheck, TrialResult, TrialSetup, run_trial
 from autotune.probes import Probe, SystemProbe
-from autotune.profile import model_slug, profile_path
+from autotune.profile import model_slug
 from autotune.quality import AGREEMENT, agreement, changes_numerics, prompts_for
 from autotune.records import write_json
 from autotune.scoring import derive
@@ -90,7 +90,7 @@ def run(cfg: RunConfig, probe: Probe | None = None,
         from autotune.vllm_args import check_options
 
         check_options(option_values(space, model.args), str(inp.space_path))
-    path = profile_path(cfg.profiles_dir, inp.hardware.key, cfg.model)
+    path = run_profile_path(cfg, inp.hardware.key)
     # one writer per profile: a second run or re-tune of it stops here, before any start
     with profile_lock(path):
         return _search_and_conclude(cfg, inp, path, probe, on_trial, on_ready, on_confirm,

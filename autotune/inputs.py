@@ -12,6 +12,7 @@ from autotune.hardware import HardwareInfo, detect_hardware
 from autotune.models import ResolvedModel, check_weights, resolve_model
 from autotune.plan import Plan
 from autotune.probes import Probe
+from autotune.profile import profile_path
 from autotune.samplers import grid_of
 from autotune.space import CategoricalParam, FloatParam, IntParam, SearchSpace, load_space
 from autotune.tokens import context_length, load_tokenizer
@@ -121,6 +122,13 @@ def override(space: SearchSpace, cfg: RunConfig, source: str) -> SearchSpace:
     if cfg.seed is not None:
         data["sampler"]["seed"] = cfg.seed
     return parse_model(SearchSpace, data, f"{source} (with --objective/--sampler/--seed)")
+
+
+def run_profile_path(cfg: RunConfig, hardware_key: str) -> Path:
+    """Where this run's profile goes: a `--workload` file adds its name, so a model tuned for
+    several workloads keeps one profile for each."""
+    workload = cfg.workload_path.stem if cfg.workload_path else ""
+    return profile_path(cfg.profiles_dir, hardware_key, cfg.model, workload)
 
 
 def run_space(cfg: RunConfig) -> tuple[Path, SearchSpace]:

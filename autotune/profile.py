@@ -84,9 +84,13 @@ def model_slug(model: str) -> str:
     return slug or "model"
 
 
-def profile_path(profiles_dir: Path, hardware_key: str, model: str) -> Path:
-    """`profiles/<hardware key>/<model slug>.yaml` (see `hardware.HardwareInfo.key`)."""
-    return profiles_dir / hardware_key / f"{model_slug(model)}.yaml"
+def profile_path(profiles_dir: Path, hardware_key: str, model: str, workload: str = ""
+                 ) -> Path:
+    """`profiles/<hardware key>/<model slug>[.<workload>].yaml` (see
+    `hardware.HardwareInfo.key`): one profile per model and hardware, and per workload where a
+    model is tuned for several."""
+    suffix = f".{model_slug(workload)}" if workload else ""
+    return profiles_dir / hardware_key / f"{model_slug(model)}{suffix}.yaml"
 
 
 def _tidy(x: Any) -> Any:

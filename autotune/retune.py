@@ -27,10 +27,10 @@ from autotune.engine import vllm_version
 from autotune.errors import UserError
 from autotune.hardware import HardwareInfo, detect_hardware, resolve_target
 from autotune.identity import hardware_key, model_revision, same_hardware
-from autotune.inputs import RunConfig, run_space
+from autotune.inputs import RunConfig, run_profile_path, run_space
 from autotune.models import resolve_model
 from autotune.probes import Probe, SystemProbe
-from autotune.profile import Profile, profile_path, read_profile
+from autotune.profile import Profile, read_profile
 from autotune.space import ENV_PREFIX, CategoricalParam, FloatParam, IntParam, SearchSpace
 from autotune.trials import feasible
 from autotune.tuner import TrialCallback
@@ -140,7 +140,7 @@ def previous_best(storage: str, study: str, n: int) -> list[dict[str, Any]]:
 
 def plan_retune(cfg: RunConfig, space: SearchSpace, hardware: HardwareInfo, budget: int
                 ) -> RetunePlan:
-    path = profile_path(cfg.profiles_dir, hardware.key, cfg.model)
+    path = run_profile_path(cfg, hardware.key)
     current = None
     if path.exists():
         try:

@@ -54,6 +54,16 @@ def test_profile_path_is_per_hardware() -> None:
         "profiles/a10g/qwen--qwen3-0.6b.yaml")
 
 
+def test_a_workload_file_gets_its_own_profile() -> None:
+    from autotune.inputs import RunConfig, run_profile_path
+
+    chat = RunConfig(target="cpu", model="Qwen/Qwen3-0.6B", workload_path=Path("w/Chat.yaml"))
+    assert run_profile_path(chat, "cpu-amd-avx2-8c") == Path(
+        "profiles/cpu-amd-avx2-8c/qwen--qwen3-0.6b.chat.yaml")
+    assert run_profile_path(RunConfig(target="cpu", model="Qwen/Qwen3-0.6B"), "l4") == Path(
+        "profiles/l4/qwen--qwen3-0.6b.yaml")
+
+
 def test_round_trip_and_plain_yaml_is_only_vllm_settings(tmp_path: Path) -> None:
     p = tmp_path / "cpu" / "m.yaml"
     write_profile(profile(), p)

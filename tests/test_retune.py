@@ -177,3 +177,22 @@ def test_the_lock_dies_with_its_holder_even_on_sigkill(tmp_path: Path) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
     assert lock_path(prof).exists()
+
+
+def test_a_current_profile_that_is_vllms_defaults_still_asks_for_replace_gain() -> None:
+    from autotune.app import _min_gain
+    from autotune.confirm import Arm
+    from autotune.incumbent import Incumbent
+    from autotune.space import TrialParams, baseline_params, load_space
+
+    sp = load_space(DATA / "standin_space.yaml")
+    defaults = baseline_params(sp)
+    base = Arm("vLLM defaults", "baseline", defaults)
+    finalist = Arm("trial 1", "finalist", TrialParams(args={"fake-tpot-ms": 1}))
+    same = Incumbent(PROFILE, None, defaults, True)
+    # the current profile is measured as the baseline arm (same settings): 2% all the same
+    assert _min_gain(sp, same, [base, finalist]) == sp.confirm.replace_gain == 0.02
+    # no current profile, or one with an arm of its own (the verdict applies it there)
+    assert _min_gain(sp, None, [base, finalist]) == sp.confirm.min_gain == 0.0
+    own = Arm("current profile", "incumbent", TrialParams(args={"fake-tpot-ms": 8}))
+    assert _min_gain(sp, same, [base, own, finalist]) == 0.0
