@@ -211,9 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     # `autotune serve PROFILE -- --port 8001`: what follows `--` goes to vLLM as is
     extra = args[args.index("--") + 1:] if "--" in args else []
-    ns = build_parser().parse_args(args[:args.index("--")] if "--" in args else args)
+    parser = build_parser()
+    ns = parser.parse_args(args[:args.index("--")] if "--" in args else args)
+    if "--" in args and ns.command != "serve":
+        parser.error("options after -- go to vLLM, and only `autotune serve` starts it")
     ns.extra = extra
-    if ns.command in PROFILE_COMMANDS:  # `| head` ends these quietly
+    if ns.command == "profiles":  # `| head` ends it quietly (it starts no server)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     logging.basicConfig(level=logging.DEBUG if ns.debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

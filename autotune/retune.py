@@ -22,16 +22,24 @@ from typing import Any
 import optuna
 
 from autotune.app import RunOutcome, run
-from autotune.confirm import INCUMBENT_NAME, Arm, Confirmation, RoundCallback
+from autotune.confirm import INCUMBENT_NAME, Arm, Confirmation, RoundCallback, same_settings
 from autotune.engine import vllm_version
 from autotune.errors import UserError
 from autotune.hardware import HardwareInfo, detect_hardware, resolve_target
 from autotune.identity import hardware_key, model_revision, same_hardware
+from autotune.incumbent import find_incumbent
 from autotune.inputs import RunConfig, run_profile_path, run_space
 from autotune.models import resolve_model
 from autotune.probes import Probe, SystemProbe
 from autotune.profile import Profile, read_profile
-from autotune.space import ENV_PREFIX, CategoricalParam, FloatParam, IntParam, SearchSpace
+from autotune.space import (
+    ENV_PREFIX,
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    SearchSpace,
+    TrialParams,
+)
 from autotune.trials import feasible
 from autotune.tuner import TrialCallback
 
@@ -163,12 +171,18 @@ def plan_retune(cfg: RunConfig, space: SearchSpace, hardware: HardwareInfo, budg
                       tuple(unique))
 
 
-def regression(current: Profile, conf: Confirmation | None) -> str | None:
+def regression(current: Profile, conf: Confirmation | None,
+               settings: TrialParams | None = None) -> str | None:
     """The current profile, re-measured here, worse than its own record beyond both
-    intervals (a vLLM upgrade, a driver, a noisy neighbour that stayed)."""
+    intervals (a vLLM upgrade, a driver, a noisy neighbour that stayed). `settings`: the
+    profile as a candidate, to find it when it was measured under another arm's name (a
+    profile of vLLM's defaults is measured as the baseline)."""
     if conf is None:
         return None
     arm = conf.arm(INCUMBENT_NAME)
+    if arm is None and settings is not None:
+        arm = next((a for a in conf.arms if same_settings(
+            TrialParams(args=dict(a.args), env=dict(a.env)), settings)), None)
     metric = conf.metric
     old = current.meta.metrics.get(metric)
     new = arm.figures.get(metric) if arm is not None else None
@@ -201,7 +215,9 @@ def retune(cfg: RunConfig, budget: int, probe: Probe | None = None,
     outcome = run(dataclasses.replace(cfg, trials=plan.trials, more_trials=True,
                                       seeds=plan.seeds), probe, on_trial, on_ready,
                   on_confirm, on_round)
-    alarm = regression(plan.current, outcome.confirmation) if plan.current else None
+    current = find_incumbent(plan.path, hardware.describe(), resolve_model(cfg.model).args)
+    alarm = (regression(plan.current, outcome.confirmation, current.params)
+             if plan.current and current and current.comparable else None)
     if alarm:
         status, code = "regression", REGRESSION
     elif not outcome.decided:

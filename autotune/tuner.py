@@ -75,6 +75,9 @@ TrialCallback = Callable[[TrialReport], None]
 
 MAX_ENVIRONMENT_FAILURES = 3
 
+# This many candidates in a row refused before a start: the rules and the memory check leave
+# (almost) nothing to try, and the sampler is not finding it.
+MAX_NO_STARTS = 50
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ class StudyConfig:
     # a new study's first candidates after vLLM's defaults: a warm start, e.g. the previous
     # study's best (measured again here, never trusted from there)
     seeds: tuple[dict[str, Any], ...] = ()
+    # candidates refused in a row (rules, memory) before the space is declared empty
+    max_no_starts: int = MAX_NO_STARTS
 
 
 def make_storage(url: str, heartbeat_s: int, grace_s: int) -> optuna.storages.BaseStorage:
@@ -205,10 +210,6 @@ SAME_CAUSE_STOPS = 2
 STARTUP_FAILURES = (FailureReason.STARTUP_CRASH, FailureReason.STARTUP_TIMEOUT,
                     FailureReason.INVALID_ARGS)
 
-
-# This many candidates in a row refused before a start: the rules and the memory check leave
-# (almost) nothing to try, and the sampler is not finding it.
-MAX_NO_STARTS = 50
 
 
 def refused(params: TrialParams, reason: FailureReason, detail: str) -> TrialResult:
@@ -329,7 +330,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
             raise
         if not trial.user_attrs.get(NO_START_ATTR):
             refused_in_a_row = 0
-        elif refused_in_a_row >= MAX_NO_STARTS:
+        elif refused_in_a_row >= cfg.max_no_starts:
             study.stop()
         s = score(space.objective, result)
         env_failures = 0
@@ -361,7 +362,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
         study.optimize(objective, n_trials=remaining, timeout=left,
                        callbacks=[_budget_spent(total), _after_screens(space)],
                        catch=(EnvironmentFailure,), gc_after_trial=True)
-        if refused_in_a_row >= MAX_NO_STARTS:
+        if refused_in_a_row >= cfg.max_no_starts:
             raise AutotuneError(f"stopping: {refused_in_a_row} candidates in a row broke a "
                                 "rule or could not fit in memory; the space leaves (almost) "
                                 "nothing to measure: loosen its rules or ranges")

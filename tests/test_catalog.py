@@ -89,3 +89,45 @@ def test_serve_prints_the_exact_command_with_its_environment(
                  "--port", "8001"]) == 0
     assert capsys.readouterr().out.strip() == (
         f"VLLM_CPU_KVCACHE_SPACE=2 vllm serve --config {p} --port 8001")
+
+
+def test_serve_starts_the_server_with_the_profile_and_its_environment(tmp_path: Path) -> None:
+    import shlex
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
+    from autotune.engine import free_port
+    from tests.conftest import FAKE_LAUNCHER
+
+    p = keep(tmp_path, "cpu-x", "tiny", {"model": str(ensure_builtin_model(TINY_QWEN3)),
+                                         "fake-startup-s": 0.1, "max-num-seqs": 3})
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "autotune.cli", "serve", str(p),
+                             "--launcher", shlex.join(FAKE_LAUNCHER), "--", "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(0.1)
+        # autotune became the server (exec: the same process), with the profile's file as
+        # --config, the options after -- and the profile's environment
+        import psutil
+
+        server = psutil.Process(proc.pid)
+        assert server.cmdline()[-4:] == ["--config", str(p), "--port", str(port)]
+        assert server.environ()["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert f"VLLM_CPU_KVCACHE_SPACE=2 {shlex.join(FAKE_LAUNCHER)} --config {p}" in err

@@ -198,7 +198,7 @@ def test_a_space_whose_rules_leave_nothing_stops_with_one_line(tmp_path: Path) -
         tune(parse_space({"name": "n", "args": {"max-num-seqs": {"type": "int", "low": 1,
                                                                  "high": 64}},
                           "rules": ["max-num-seqs < 0"], "sampler": {"name": "random"}}),
-             StudyConfig(f"sqlite:///{tmp_path / 's.db'}", "s", 5), ok, {})
+             StudyConfig(f"sqlite:///{tmp_path / 's.db'}", "s", 5, max_no_starts=8), ok, {})
 
 
 def test_a_candidate_that_cannot_fit_is_recorded_without_a_start(tmp_path: Path) -> None:
