@@ -24,6 +24,7 @@ from autotune.confirm import (
     RoundCallback,
     confirm,
     distinct,
+    same_settings,
 )
 from autotune.engine import default_launcher, vllm_version
 from autotune.errors import ConfigError, FailureReason
@@ -142,8 +143,10 @@ def _search_and_conclude(cfg: RunConfig, inp: Inputs, path: Path, probe: Probe,
     if not arms or lone_infeasible_baseline:
         outcome.note = "no trial met every constraint: no profile written"
         return outcome
-    if len(arms) == 1:
-        conf = None  # nothing to compare with
+    # one arm: nothing to compare with, unless it is the current profile, which is measured
+    # again all the same (its figures against its record: the regression alarm of a re-tune)
+    if len(arms) == 1 and not _is_current(incumbent, arms[0]):
+        conf = None
     else:
         if on_confirm:
             on_confirm(arms, space.confirm.rounds)
@@ -288,6 +291,11 @@ def _arms(study: optuna.Study, space: SearchSpace, incumbent: Incumbent | None) 
     for t in finalists(study, space.confirm.finalists, _settings(space), space.objective):
         out.append(Arm(f"trial {t.number}", "finalist", resolve(space, t.params), t.number))
     return distinct(out)
+
+
+def _is_current(incumbent: Incumbent | None, arm: Arm) -> bool:
+    return (incumbent is not None and incumbent.comparable and incumbent.params is not None
+            and same_settings(arm.params, incumbent.params))
 
 
 def _min_gain(space: SearchSpace, incumbent: Incumbent | None, arms: list[Arm]) -> float:
