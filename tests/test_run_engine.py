@@ -255,8 +255,8 @@ def test_a_soak_of_the_written_profile_reports_drift_and_memory_growth(
         confirmed: tuple[Path, Profile, str]) -> None:
     work, _, _ = confirmed
     proc = subprocess.run(
-        [sys.executable, "-m", "autotune.cli", "check", str(PROFILE), "--soak", "24s",
-         "--window", "3s", "--json"], cwd=work, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "autotune.cli", "check", str(PROFILE), "--soak", "15s",
+         "--window", "2s", "--json"], cwd=work, capture_output=True, text=True, timeout=600,
         check=False)
     assert proc.returncode in (0, 3), proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
