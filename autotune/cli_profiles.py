@@ -166,7 +166,8 @@ def cmd_check(ns: argparse.Namespace) -> int:
 
     def on_window(w: Window) -> None:
         print(f"  t={w.t_s:6.0f} s: p99 e2el {w.p99_e2el_ms:.1f} ms, p99 ttft "
-              f"{w.p99_ttft_ms:.1f} ms, {w.output_throughput:.1f} tok/s, memory "
+              f"{w.p99_ttft_ms:.1f} ms, {w.output_throughput:.1f} tok/s, "
+              f"{w.request_goodput:.2f} req/s within the SLO, memory "
               f"{w.memory_bytes / 2**20:.0f} MiB" + (f", {w.errors} failed" if w.errors
                                                       else ""), file=out, flush=True)
 

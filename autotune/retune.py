@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,6 @@ class RetuneOutcome:
     plan: RetunePlan
     run: RunOutcome
     regression: str | None = None
-    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """What a scheduler or another tool reads (`--json`)."""

@@ -9,6 +9,7 @@ tree, PSS, and on a GPU the memory NVML counts for it). What users track by hand
 - memory growth per hour: the least-squares slope of memory over time after the first
   window (warm-up allocations), with its 95% interval: a leak is a slope whose interval stays
   above the threshold, not one high reading;
+- QPS at the SLO: requests per second within the workload's `slo` bounds (goodput);
 - figures against the profile's record: throughput and P99 latency over the windows, with
   intervals, beside those recorded when it was confirmed. These were measured in another run
   (another day, perhaps a busier machine): the thresholds are loose, meant to catch a broken
@@ -50,6 +51,7 @@ class Window:
     p99_ttft_ms: float
     p99_e2el_ms: float
     request_throughput: float
+    request_goodput: float  # QPS within the workload's SLO (all requests without one)
     output_throughput: float
     memory_bytes: int
     errors: int
@@ -115,6 +117,8 @@ def analyse(windows: Sequence[Window], profile: Profile) -> SoakReport:
                                                   "windows"),
                "request_throughput": mean_interval([w.request_throughput for w in windows],
                                                    "windows"),
+               "request_goodput": mean_interval([w.request_goodput for w in windows],
+                                                "windows"),
                "p99_e2el_ms": mean_interval(lat, "windows"),
                "p99_ttft_ms": mean_interval([w.p99_ttft_ms for w in windows], "windows"),
                "memory_bytes": mean_interval([float(w.memory_bytes) for w in windows],
@@ -169,7 +173,7 @@ def soak(path: Path, profile: Profile, duration_s: float, launcher: tuple[str, .
             done = now >= duration_s
             if now < (windows[-1].t_s if windows else 0.0) + window_s and not done:
                 return "continue"  # rounds until the window is long enough
-            m = summarize(pending)
+            m = summarize(pending, {str(k): v for k, v in workload.slo.items()})
             pending.clear()
             pid = server.pid
             mem = 0
@@ -179,6 +183,7 @@ def soak(path: Path, profile: Profile, duration_s: float, launcher: tuple[str, .
                 mem = probe.process_tree_memory(pid).pss
             w = Window(t_s=now, p99_ttft_ms=m.ttft_ms.p99, p99_e2el_ms=m.e2el_ms.p99,
                        request_throughput=m.request_throughput,
+                       request_goodput=m.request_goodput,
                        output_throughput=m.output_throughput, memory_bytes=int(mem),
                        errors=m.failed)
             windows.append(w)

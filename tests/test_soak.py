@@ -41,7 +41,7 @@ def test_drift_compares_the_last_third_with_the_first() -> None:
 
 def window(t: float, mib: float, p99: float = 50.0) -> Window:
     return Window(t_s=t, p99_ttft_ms=10, p99_e2el_ms=p99, request_throughput=5,
-                  output_throughput=100, memory_bytes=int(mib * 2**20), errors=0)
+                  request_goodput=5, output_throughput=100, memory_bytes=int(mib * 2**20), errors=0)
 
 
 def test_a_leak_breaks_the_threshold_a_steady_server_does_not() -> None:
@@ -79,7 +79,8 @@ def standin_profile(tmp: Path, **check: float) -> Path:
                                                           if check else {})},
                           meta=meta(env={}, check=check, workload={
                               "num_requests": 8, "concurrency": 4, "input_tokens": 8,
-                              "output_tokens": 16, "warmup_requests": 0})), path)
+                              "output_tokens": 16, "warmup_requests": 0,
+                              "slo": {"ttft_ms": 0.001}})), path)
     return path
 
 
@@ -92,6 +93,8 @@ def test_a_soak_of_the_stand_in_reports_windows_and_passes(
     doc = json.loads(capsys.readouterr().out)
     assert len(doc["windows"]) >= 6 and doc["ok"] and doc["breaches"] == []
     assert all(w["memory_bytes"] > 10 * 2**20 and w["errors"] == 0 for w in doc["windows"])
+    # an SLO no request of the stand-in can meet: goodput 0 while the throughput is not
+    assert all(w["request_goodput"] == 0 < w["request_throughput"] for w in doc["windows"])
     assert doc["latency_drift"]["n"] >= 4 and doc["memory_growth_mib_per_h"] is not None
 
 
