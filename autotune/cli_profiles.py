@@ -50,8 +50,15 @@ def add_profile_commands(sub: Any) -> None:
     c.add_argument("--launcher", help="command that starts the server (default: as for run)")
     c.add_argument("--runs-dir", type=Path, default=Path("autotune-runs"),
                    help="where the server log goes")
-    c.add_argument("--devices", default="", help="GPU indices the server uses, e.g. 0,1")
+    c.add_argument("--devices", type=_devices, default=(),
+                   help="GPU indices whose memory NVML reads for the server, e.g. 0,1")
     common(c)
+
+
+def _devices(text: str) -> tuple[int, ...]:
+    from autotune.cli import parse_devices
+
+    return parse_devices(text)
 
 
 def _duration(text: str) -> float:
@@ -171,8 +178,7 @@ def cmd_check(ns: argparse.Namespace) -> int:
               f"{w.memory_bytes / 2**20:.0f} MiB" + (f", {w.errors} failed" if w.errors
                                                       else ""), file=out, flush=True)
 
-    devices = tuple(int(x) for x in ns.devices.split(",") if x.strip())
-    windows = soak(path, prof, ns.soak, launcher, SystemProbe(), log, gpu_indices=devices,
+    windows = soak(path, prof, ns.soak, launcher, SystemProbe(), log, gpu_indices=ns.devices,
                    on_window=on_window, window_s=ns.window)
     report = analyse(windows, prof)
     if ns.json:
