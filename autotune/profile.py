@@ -20,6 +20,14 @@ from autotune.errors import ConfigError
 from autotune.records import atomic_write
 from autotune.stats import Estimate
 
+# `autotune check` thresholds (soak.py says what each means)
+DEFAULT_CHECK: dict[str, float] = {
+    "max_latency_drift": 0.25,  # last third's P99 over the first third's, beyond noise
+    "max_memory_growth_mib_per_h": 512.0,  # the slope's interval entirely above it
+    "max_latency_vs_record": 1.5,  # P99 e2e latency over the recorded interval's top
+    "min_throughput_vs_record": 0.7,  # throughput under the recorded interval's bottom
+}
+
 META_BEGIN = "# --- autotune metadata ---"
 META_END = "# --- end autotune metadata ---"
 
@@ -50,8 +58,8 @@ class ProfileMeta(BaseModel):
     confirmation: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     serve: str = Field("vllm serve", description="the command that takes --config")
-    # `autotune check` thresholds for this profile (soak.DEFAULT_CHECK for what is not set)
-    check: dict[str, float] = Field(default_factory=dict)
+    # `autotune check` thresholds for this profile: written with every profile, to be edited
+    check: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_CHECK))
 
     @field_validator("metrics", mode="before")
     @classmethod

@@ -15,7 +15,8 @@ tree, PSS, and on a GPU the memory NVML counts for it). What users track by hand
   (another day, perhaps a busier machine): the thresholds are loose, meant to catch a broken
   deployment, not a few percent.
 
-Thresholds are the profile's own (`check:` in its metadata; defaults below).
+Thresholds are the profile's own (`check:` in its metadata; `profile.DEFAULT_CHECK` for
+what it does not set).
 """
 
 from __future__ import annotations
@@ -32,17 +33,10 @@ from autotune.engine import ServerSpec, VllmServer, free_port
 from autotune.metrics import RequestSample, summarize
 from autotune.plan import Plan
 from autotune.probes import Probe
-from autotune.profile import Profile
+from autotune.profile import DEFAULT_CHECK, Profile
 from autotune.stats import Estimate, mean_interval, t_quantile
 from autotune.tokens import load_tokenizer
 from autotune.workload import Workload
-
-DEFAULT_CHECK: dict[str, float] = {
-    "max_latency_drift": 0.25,  # last third's P99 over the first third's, beyond noise
-    "max_memory_growth_mib_per_h": 512.0,  # the slope's interval entirely above it
-    "max_latency_vs_record": 1.5,  # P99 e2e latency over the recorded interval's top
-    "min_throughput_vs_record": 0.7,  # throughput under the recorded interval's bottom
-}
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,15 @@ def test_profile_path_is_per_hardware() -> None:
         "profiles/a10g/qwen--qwen3-0.6b.yaml")
 
 
+def test_a_profile_records_the_thresholds_autotune_check_holds_it_to(tmp_path: Path) -> None:
+    from autotune.profile import DEFAULT_CHECK
+
+    path = tmp_path / "p.yaml"
+    write_profile(profile(), path)
+    assert "max_memory_growth_mib_per_h: 512" in path.read_text()  # there to be edited
+    assert read_profile(path).meta.check == DEFAULT_CHECK
+
+
 def test_a_workload_file_gets_its_own_profile() -> None:
     from autotune.inputs import RunConfig, run_profile_path
 
