@@ -106,12 +106,16 @@ def test_a_capacity_trial_on_the_real_engine_agrees_with_its_own_latencies(
         tiny_model: Path, tmp_path: Path) -> None:
     """The real CPU engine admitting 2 sequences at a time: above that, requests queue behind
     whole requests and TTFT climbs with the concurrency. One trial, one server, several levels;
-    the capacity it reports is checked against the p95 TTFT measured at it and just above."""
+    the capacity it reports is checked against the p95 TTFT measured at it and just above.
+
+    The load is sized so that the SLO breaks inside the range on any machine: at 32 in flight
+    (all 24 requests) the last waits for 11 waves of 96 decode steps, over 1 s even at 1 ms
+    a step, while one or two in flight wait for none."""
     from autotune.tokens import ModelTokenizer
     from tests.conftest import REAL_LAUNCHER
 
     slo = 1000.0
-    w = Workload(input_tokens=24, output_tokens=16, num_requests=16, warmup_requests=2,
+    w = Workload(input_tokens=24, output_tokens=96, num_requests=24, warmup_requests=2,
                  capacity=Capacity(over="concurrency", low=1, high=32,
                                    slo={"p95_ttft_ms": slo}))
     setup = TrialSetup(model=str(tiny_model), launcher=REAL_LAUNCHER,
