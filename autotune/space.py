@@ -267,7 +267,7 @@ class Confirm(BaseModel):
     max_loss: float = Field(0.05, ge=0, lt=1, description="several goals: the most a winner "
                                                          "may lose on any other goal, shown "
                                                          "by its interval")
-    replace_gain: float = Field(0.02, ge=0, lt=1, description="a challenger must beat the "
+    replace_gain: float = Field(0.05, ge=0, lt=1, description="a challenger must beat the "
                                 "current profile by at least this share, beyond noise: "
                                 "settings that serve alike never replace each other, so "
                                 "nightly re-tunes do not flap")
