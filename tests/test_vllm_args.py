@@ -88,3 +88,33 @@ def test_without_the_engine_real_engine_tests_fail_rather_than_skip(tmp_path: Pa
     assert "2 errors" in r.stdout or "2 failed" in r.stdout, r.stdout[-2000:]
     assert "a real-engine test cannot run: vLLM is not installed" in r.stdout, r.stdout[-2000:]
     assert "skipped" not in r.stdout and "xfail" not in r.stdout, r.stdout[-2000:]
+
+
+@pytest.mark.engine
+def test_the_parsers_answers_are_cached_per_question_python_and_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import autotune.vllm_args as va
+
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    children: list[list[str]] = []
+    real_run = subprocess.run
+
+    def counted(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        children.append(cmd)
+        return real_run(cmd, **kw)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(va.subprocess, "run", counted)
+    bad = {"max-num-seqs": [4], "max-num-seqz": [4]}
+    for _ in range(2):  # the second answer comes from the cache, with the same problem
+        with pytest.raises(ConfigError, match=r"args\.max-num-seqz: unknown vLLM option"):
+            check_options(bad, "space.yaml")
+    assert len(children) == 1
+    check_options({"max-num-seqs": [4]}, "space.yaml")  # another question: a child
+    assert len(children) == 2
+    # another PYTHONPATH may hide vLLM: asked again, and a failure is never kept
+    monkeypatch.setenv("PYTHONPATH", str(NO_VLLM))
+    for n in (3, 4):
+        with pytest.raises(ConfigError, match="vLLM is not installed"):
+            check_options(bad, "space.yaml")
+        assert len(children) == n
+    assert len(list((tmp_path / "cache" / "vllm-args").glob("*.json"))) == 2
