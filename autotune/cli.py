@@ -63,8 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "updated, 11 regression, 1 failed, 75 locked)")
     add_run_args(t, trials=4, trials_help="new candidates to search (default 4; twice as many "
                  "when vLLM, the hardware or the model changed since the profile)")
-    t.add_argument("--json", metavar="FILE", help="write a JSON summary to FILE ('-': "
-                   "standard output, instead of the text)")
     add_profile_commands(sub)
 
     f = sub.add_parser("pareto", help="list a multi-objective study's Pareto front, or "
@@ -106,6 +104,10 @@ def add_run_args(r: argparse.ArgumentParser, trials: int, trials_help: str) -> N
                    "vllm.entrypoints.openai.api_server)")
     r.add_argument("--no-verify-options", action="store_true",
                    help="skip checking options against vLLM's own parser")
+    r.add_argument("--json", metavar="FILE", help="write a JSON summary to FILE ('-': "
+                   "standard output, the text going to standard error)")
+    r.add_argument("--quiet", action="store_true", help="no progress: only the verdict, "
+                   "the profile and errors")
     r.add_argument("--replace", action="store_true",
                    help="replace an existing profile even if it was measured on other "
                         "hardware (it is kept in history/)")

@@ -7,16 +7,20 @@ standard output, so a scheduler can read it as is.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO, TypedDict
 
 from autotune.app import RunOutcome
 from autotune.confirm import Arm
+from autotune.events import listening
 from autotune.inputs import RunConfig
+from autotune.live import LiveDisplay, RunView
 from autotune.objective import TrialResult
 from autotune.records import atomic_write
 from autotune.tables import confirmation_rows, est, front_text, summary_rows, table
@@ -52,12 +56,12 @@ class Callbacks(TypedDict):
     on_round: Callable[[int, Arm, TrialResult], None]
 
 
-def progress(out: TextIO) -> Callbacks:
-    """The callbacks `app.run` takes, printing one line per event to `out`."""
-    def say(text: str) -> None:
-        print(text, file=out, flush=True)
-
+def progress(say: Callable[[str], None], view: RunView | None = None) -> Callbacks:
+    """The callbacks `app.run` takes: one line per event through `say`, and the live
+    display's state when there is one."""
     def on_trial(rep: TrialReport) -> None:
+        if view is not None:
+            view.on_trial(rep)
         r = rep.result
         who = f"trial {rep.number}" + (" (vLLM defaults)" if rep.baseline else "")
         if rep.repeat_of is not None:
@@ -73,17 +77,35 @@ def progress(out: TextIO) -> Callbacks:
             say(f"{who}: FAILED {r.reason.value if r.reason else ''}: {r.detail}")
 
     def on_confirm(arms: list[Arm], rounds: int) -> None:
+        if view is not None:
+            view.on_confirm(len(arms) * rounds)
         say(f"\nconfirming {', '.join(a.name for a in arms)} in {rounds} interleaved rounds, "
             f"a fresh server each ({len(arms) * rounds} starts; the space's confirm.rounds "
             "sets how many: more rounds, narrower intervals)")
 
     def on_round(r: int, arm: Arm, result: TrialResult) -> None:
+        if view is not None:
+            view.on_round()
         what = measured(result) if result.status == "ok" else (
             f"FAILED {result.reason.value if result.reason else ''}: {result.detail}")
         say(f"  round {r + 1}: {arm.name}: {what}")
 
     return Callbacks(on_trial=on_trial, on_ready=say, on_confirm=on_confirm,
                      on_round=on_round)
+
+
+@contextlib.contextmanager
+def watching(ns: argparse.Namespace, out: TextIO, budget: int) -> Iterator[Callbacks]:
+    """The run's progress on `out`: a live display on a terminal, plain lines elsewhere
+    (logs, schedulers, CI), nothing with --quiet."""
+    if ns.quiet:
+        yield progress(lambda _: None)
+    elif not (out.isatty() and os.environ.get("TERM", "") not in ("", "dumb")):
+        yield progress(lambda text: print(text, file=out, flush=True))
+    else:
+        view = RunView(budget)
+        with LiveDisplay(view, out) as live, listening(view.on_phase):
+            yield progress(live.say, view)
 
 
 def report(outcome: RunOutcome, out: TextIO) -> None:
@@ -118,15 +140,21 @@ def report(outcome: RunOutcome, out: TextIO) -> None:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     from autotune.app import run
+    from autotune.summary import run_summary
 
-    outcome = run(run_config(ns), **progress(sys.stdout))
-    report(outcome, sys.stdout)
+    out = sys.stderr if ns.json == "-" else sys.stdout
+    with watching(ns, out, ns.trials) as callbacks:
+        outcome = run(run_config(ns), **callbacks)
+    if not ns.quiet:
+        report(outcome, out)
+    if ns.json:
+        write_summary(ns.json, run_summary(outcome))
     if not outcome.decided:
         print(f"autotune: {outcome.note}", file=sys.stderr)
         return RUN_FAILED
-    print(f"verdict: {outcome.note}")
+    print(f"verdict: {outcome.note}", file=out)
     if outcome.profile_written:
-        print(f"profile: {outcome.profile_path}")
+        print(f"profile: {outcome.profile_path}", file=out)
     return 0
 
 
@@ -136,6 +164,8 @@ def cmd_retune(ns: argparse.Namespace) -> int:
     out = sys.stderr if ns.json == "-" else sys.stdout
 
     def on_plan(plan: RetunePlan) -> None:
+        if ns.quiet:
+            return
         if plan.current is None:
             print(f"no profile at {plan.path} yet: this re-tune is a first run", file=out)
         else:
@@ -147,8 +177,10 @@ def cmd_retune(ns: argparse.Namespace) -> int:
                   f"are not trusted, the search is widened to {plan.trials} candidates",
                   file=out)
 
-    result = retune(run_config(ns), ns.trials, on_plan=on_plan, **progress(out))
-    report(result.run, out)
+    with watching(ns, out, ns.trials) as callbacks:
+        result = retune(run_config(ns), ns.trials, on_plan=on_plan, **callbacks)
+    if not ns.quiet:
+        report(result.run, out)
     if result.regression:
         print(f"REGRESSION: {result.regression}", file=out)
     print(f"{'verdict' if result.run.decided else 'autotune'}: {result.run.note}", file=out)

@@ -32,6 +32,7 @@ from autotune.engine import (
     redact,
 )
 from autotune.errors import EnvironmentFailure, FailureReason, TrialFailure, WorkloadError
+from autotune.events import Phase, emit
 from autotune.measure import next_step, time_to_finish
 from autotune.memory import MemoryBaseline, MemorySampler, memory_metrics, wait_for_memory
 from autotune.metrics import (
@@ -152,6 +153,7 @@ class _Rounds:
     setup: TrialSetup
     prune: PruneCheck | None
     watched: str
+    trial: str = ""  # the trial's folder name, for the phase it emits
     values: dict[int, list[float]] = field(default_factory=dict)
     durations: dict[int, list[float]] = field(default_factory=dict)
     pruned: bool = False
@@ -169,6 +171,8 @@ class _Rounds:
         durations = self.durations.setdefault(i, [])
         values.append(m[self.watched])
         durations.append(m["duration_s"])
+        emit(Phase(self.trial, "measuring", level=run.plan.level.label, round=len(values),
+                   interval=mean_interval(values), metric=self.watched))
         if m["error_rate"] > w.max_error_rate:
             return "stop"  # the trial fails as too_many_errors: no point measuring more
         if i == self.objective_index and self.prune is not None and self.prune(
@@ -189,6 +193,8 @@ def capacity_step(cap: CapacitySearch, plan: Plan, rounds: _Rounds) -> Callable[
         m = summarize(run.samples, {str(k): v for k, v in w.slo.items()}).flat()
         rounds.durations.setdefault(run.plan.index, []).append(m["duration_s"])
         level = plan.levels[run.plan.index]
+        emit(Phase(rounds.trial, "measuring", level=f"{level.label} (capacity search)",
+                   round=len(rounds.durations[run.plan.index])))
         cap.record(float(level.concurrency or level.rate or 0), m)
         nxt = cap.next()
         if nxt is None:
@@ -231,7 +237,7 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
     spec = server_spec(params, setup, free_port(setup.host))
     command = redact(build_command(spec))
     w = setup.workload
-    rounds = _Rounds(setup, prune, watched_metric(setup.objective_metric))
+    rounds = _Rounds(setup, prune, watched_metric(setup.objective_metric), trial_dir.name)
     plan = setup.plan.fresh()  # a capacity search adds this trial's own levels to it
     cap = CapacitySearch(w.capacity) if w.capacity is not None else None
     after = rounds.after if cap is None else capacity_step(cap, plan, rounds)
@@ -240,9 +246,11 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
     server = VllmServer(spec, trial_dir / "server.log",
                         startup_timeout_s=setup.engine.startup_timeout_s,
                         stop_timeout_s=setup.engine.stop_timeout_s, on_start=mem.watch)
+    emit(Phase(trial_dir.name, "starting", log=trial_dir / "server.log"))
     try:
         with mem, server:
             command = redact(server.argv)  # its port may have changed (a port was taken)
+            emit(Phase(trial_dir.name, "warming"))
             live = Liveness(server.alive, lambda: server.healthy(wait_s=2.0),
                             setup.engine.stall_s)
             try:
@@ -270,6 +278,7 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
                     + (" (out of memory)" if oom else ""), text)
             log_text = server.log_head()
             startup_s = server.startup_s or 0.0
+            emit(Phase(trial_dir.name, "stopping"))
     except TrialFailure as f:
         log.info("trial failed: %s", f)
         return TrialResult(status="failed", reason=f.reason, detail=f.detail, command=command,

@@ -72,21 +72,13 @@ class RetuneOutcome:
     regression: str | None = None
 
     def summary(self) -> dict[str, Any]:
-        """What a scheduler or another tool reads (`--json`)."""
-        conf = self.run.confirmation
-        return {
-            "status": self.status, "exit_code": self.exit_code,
-            "profile": str(self.plan.path), "written": self.run.profile_written,
-            "verdict": self.run.note, "changes": self.plan.changes,
-            "regression": self.regression, "new_trials": self.plan.trials,
-            "study": self.run.study.study_name,
-            "confirmation": None if conf is None else {
-                "rounds": conf.rounds, "metric": conf.metric,
-                "arms": {a.name: {k: v.model_dump(mode="json") for k, v in a.figures.items()
-                                  if k == conf.metric}
-                         for a in conf.arms},
-                "comparisons": [c.model_dump(mode="json") for c in conf.verdict.comparisons]},
-        }
+        """What a scheduler or another tool reads (`--json`): the run's summary and what
+        the re-tune adds."""
+        from autotune.summary import run_summary
+
+        return {**run_summary(self.run), "status": self.status, "exit_code": self.exit_code,
+                "profile": str(self.plan.path), "changes": self.plan.changes,
+                "regression": self.regression, "new_trials": self.plan.trials}
 
 
 def what_changed(current: Profile, hardware: HardwareInfo, vllm: str, revision: str

@@ -69,6 +69,8 @@ class TrialReport:
     result: TrialResult
     baseline: bool = False
     repeat_of: int | None = None  # answered from this earlier trial's measurement
+    maximize: bool = True  # the direction of `value`
+    left: int | None = None  # counted trials the budget still allows after this one
 
 
 TrialCallback = Callable[[TrialReport], None]
@@ -345,8 +347,12 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
             if len(setup_causes) >= SAME_CAUSE_STOPS and len(set(setup_causes)) == 1:
                 study.stop()  # after this trial, recorded as it is
         if on_trial is not None:
+            counts = not trial.user_attrs.get(NO_START_ATTR) and REPEAT_OF not in \
+                trial.user_attrs
             on_trial(TrialReport(trial.number, dict(trial.params), s.value, s.feasible, result,
-                                 baseline, trial.user_attrs.get(REPEAT_OF)))
+                                 baseline, trial.user_attrs.get(REPEAT_OF),
+                                 space.objective.direction == "maximize",
+                                 max(0, total - counted_trials(study) - counts)))
         if result.status == "pruned":
             raise optuna.TrialPruned(result.detail)
         return list(s.values) if multi else s.value

@@ -1,0 +1,40 @@
+"""What `run --json` and `retune --json` write for other tools: the run's outcome as data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from autotune.app import RunOutcome
+from autotune.trials import metrics_of
+
+
+def run_summary(outcome: RunOutcome) -> dict[str, Any]:
+    """The verdict, the profile, every trial's figures and the confirmation round."""
+    conf = outcome.confirmation
+    trials = []
+    for t in outcome.study.get_trials(deepcopy=False):
+        if t.state is optuna.trial.TrialState.WAITING:
+            continue  # queued candidates not yet run
+        trials.append({
+            "number": t.number, "state": t.state.name, "params": t.params,
+            "status": t.user_attrs.get("status"), "reason": t.user_attrs.get("reason"),
+            "metrics": {k: v.model_dump(mode="json") for k, v in metrics_of(t).items()},
+        })
+    return {
+        "decided": outcome.decided, "verdict": outcome.note,
+        "profile": None if outcome.profile_path is None else str(outcome.profile_path),
+        "written": outcome.profile_written, "study": outcome.study.study_name,
+        "best_trial": None if outcome.best is None else outcome.best.number,
+        "trials": trials,
+        "confirmation": None if conf is None else {
+            "rounds": conf.rounds, "metric": conf.metric,
+            "arms": {a.name: {k: v.model_dump(mode="json") for k, v in a.figures.items()
+                              if k == conf.metric}
+                     for a in conf.arms},
+            "comparisons": [c.model_dump(mode="json") for c in conf.verdict.comparisons]},
+    }
+
+
+__all__ = ["run_summary"]
