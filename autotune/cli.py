@@ -13,6 +13,7 @@ from typing import Any
 
 from autotune import __version__
 from autotune.cli_profiles import add_profile_commands
+from autotune.cli_report import add_report_command
 from autotune.errors import AutotuneError, UserError
 from autotune.lock import Busy
 from autotune.tables import front_text
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_args(t, trials=4, trials_help="new candidates to search (default 4; twice as many "
                  "when vLLM, the hardware or the model changed since the profile)")
     add_profile_commands(sub)
+    add_report_command(sub)
 
     f = sub.add_parser("pareto", help="list a multi-objective study's Pareto front, or "
                        "export its points as profiles")
@@ -239,6 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_profile_command(ns)
         if ns.command == "pareto":
             return cmd_pareto(ns)
+        if ns.command == "report":
+            from autotune.cli_report import cmd_report
+
+            return cmd_report(ns)
         return cmd_validate(ns)
     except Busy as exc:
         print(f"autotune: {exc}", file=sys.stderr)

@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# the report is opened in a real headless browser: Debian's chromium (root: installed here)
+if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "scripts/test.sh: the report test needs Debian's chromium: sudo apt-get install chromium" >&2
+        exit 1
+    fi
+fi
 .venv/bin/ruff check autotune tests bench
 .venv/bin/mypy autotune bench
 exec .venv/bin/python -m pytest "$@"

@@ -1,7 +1,8 @@
-"""`autotune run`, `retune` and `check` end to end against the real vLLM CPU engine and the
-built-in tiny model: the search, the confirmation round in interleaved rounds, the stated
-gain, a current profile re-measured and kept by a re-tune (its challenger is noise), a poor one
-replaced with its gain logged, and a soak of the written profile."""
+"""`autotune run`, `retune`, `check` and `report` end to end against the real vLLM CPU engine
+and the built-in tiny model: the search, the confirmation round in interleaved rounds, the
+stated gain, a poor profile replaced by a re-tune with its gain logged and kept the next night,
+a soak of the written profile, the study's report opened in a real browser, and the study as
+optuna-dashboard reads it."""
 
 from __future__ import annotations
 
@@ -263,3 +264,68 @@ def test_a_soak_of_the_written_profile_reports_drift_and_memory_growth(
     text = log.read_text()
     assert "'max_model_len': 512" in text and "'load_format': 'dummy'" in text
     assert vllm_processes() == []
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def test_the_report_of_the_real_study_renders_offline_in_a_real_browser(
+        confirmed: tuple[Path, Profile, str]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    work, _, _ = confirmed
+    proc = subprocess.run([sys.executable, "-m", "autotune.cli", "report", str(PROFILE),
+                           "--json"], cwd=work, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    page_path = (work / doc["html"]).resolve()
+    assert doc["trials"] == 2 and (work / doc["markdown"]).read_text().startswith(
+        "# autotune report: ")
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_FLAGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(page_path.as_uri())
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg')"
+                               ".length >= 6", timeout=60_000)
+        sizes = page.eval_on_selector_all(
+            ".js-plotly-plot", "els => els.map(e => [e.id, e.getBoundingClientRect().width, "
+            "e.getBoundingClientRect().height, e.querySelectorAll('.main-svg').length])")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report-real-engine.png"), full_page=True)
+        browser.close()
+    # every plot drawn, with a size; the page asked nothing of the network
+    assert len(sizes) >= 6, sizes
+    assert all(w > 100 and h > 100 and svgs > 0 for _, w, h, svgs in sizes), sizes
+    assert requests == [page_path.as_uri()], requests
+
+
+def test_optuna_dashboard_reads_the_study(confirmed: tuple[Path, Profile, str]) -> None:
+    import wsgiref.util
+
+    from optuna_dashboard import wsgi
+
+    work, profile, _ = confirmed
+    app = wsgi(f"sqlite:///{work / 'autotune.db'}")
+
+    def get(path: str) -> dict[str, object]:
+        env: dict[str, object] = {"PATH_INFO": path}
+        wsgiref.util.setup_testing_defaults(env)
+        status: list[str] = []
+        body = b"".join(app(env, lambda s, h, e=None: status.append(s)))
+        assert status == ["200 OK"], body[:500]
+        out: dict[str, object] = json.loads(body)
+        return out
+
+    (summary,) = get("/api/studies")["study_summaries"]  # type: ignore[misc]
+    assert summary["study_name"] == profile.meta.study
+    study = get(f"/api/studies/{summary['study_id']}")
+    trials = study["trials"]
+    assert isinstance(trials, list) and len(trials) == 2
+    assert all(t["state"] == "Complete" and len(t["values"]) == 2 for t in trials)
+    assert {u["key"] for u in trials[0]["user_attrs"]} >= {"metrics", "status", "command"}

@@ -49,7 +49,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fake-resident-mib", type=int, default=0,
                    help="hold this much memory for the server's whole life")
     p.add_argument("--fake-max-memory-utilization", type=float, default=0.9)
-    p.add_argument("--fake-crash", action="store_true", help="exit 1 during start-up")
+    p.add_argument("--fake-crash", action=argparse.BooleanOptionalAction, default=False,
+                   help="exit 1 during start-up")
     p.add_argument("--fake-missing-module",
                    help="exit 1 during start-up as an engine install that lacks this module")
     p.add_argument("--fake-hang", action="store_true", help="never become healthy")

@@ -1,0 +1,209 @@
+"""`autotune report`: what a study holds, gathered for a page and a summary (pure reading).
+
+A study in its storage, the run folder beside it (per-request samples, the confirmation
+round), and the profile it made, if one is named: `gather` reads them into `ReportData`;
+`markdown` writes the summary; `autotune.report_html` draws the page.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.confirm import BASELINE_NAME, Confirmation
+from autotune.errors import UserError
+from autotune.profile import Profile
+from autotune.records import read_samples
+from autotune.stats import Estimate
+from autotune.tables import est
+from autotune.trials import feasible, is_baseline, metrics_of
+
+LATENCY = "p95_ttft_ms"
+MEMORY = "peak_memory_bytes"
+
+
+@dataclass
+class TrialRow:
+    number: int
+    status: str  # ok | failed | pruned | running
+    baseline: bool
+    feasible: bool
+    params: dict[str, Any]
+    metrics: dict[str, Estimate]
+    reason: str = ""
+    detail: str = ""
+    log_tail: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"trial {self.number}" + (" (vLLM defaults)" if self.baseline else "")
+
+
+@dataclass
+class ReportData:
+    study: str
+    metric: str
+    maximize: bool
+    trials: list[TrialRow]
+    importances: dict[str, float] | str  # by parameter, or why there are none
+    confirmation: Confirmation | None = None
+    chosen: int | None = None  # the search trial of the profile (None: vLLM's defaults)
+    verdict: str = ""
+    # per-request latencies (ms) of vLLM's defaults and of the chosen settings
+    latencies: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[TrialRow]:
+        return [t for t in self.trials if t.status == "failed"]
+
+    @property
+    def measured(self) -> list[TrialRow]:
+        return [t for t in self.trials if t.metrics.get(self.metric) is not None]
+
+
+def _row(t: FrozenTrial) -> TrialRow:
+    status = t.user_attrs.get("status") or ("running" if t.state is TrialState.RUNNING
+                                            else "failed")
+    return TrialRow(number=t.number, status=status, baseline=is_baseline(t),
+                    feasible=feasible(t), params=dict(t.params), metrics=metrics_of(t),
+                    reason=str(t.user_attrs.get("reason") or ""),
+                    detail=str(t.user_attrs.get("detail") or ""),
+                    log_tail=str(t.user_attrs.get("log_tail") or ""))
+
+
+def importances(study: optuna.Study, metric: str, maximize: bool) -> dict[str, float] | str:
+    """Optuna's parameter importance (its default evaluator) for `metric`, from the trials
+    that measured it; or why it cannot be had yet."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if metrics_of(t).get(metric) is not None and t.params]
+    varied = {k for t in done for k in t.params if len({str(u.params.get(k)) for u in done}) > 1}
+    if len(done) < 3 or not varied:
+        return (f"needs at least 3 measured trials that vary a setting ({len(done)} measured, "
+                f"{len(varied)} setting(s) varied)")
+    sign = -1.0 if maximize else 1.0  # the evaluator ranks what it takes for low values
+
+    def target(t: FrozenTrial) -> float:
+        m = metrics_of(t).get(metric)
+        return sign * m.value if m is not None else float("nan")
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # that hint, as handled above
+            found = optuna.importance.get_param_importances(study, target=target)
+    except (RuntimeError, ValueError) as exc:
+        return f"Optuna could not evaluate it: {exc}"
+    return {k: float(v) for k, v in found.items()}
+
+
+def _latencies(run_dir: Path, trial: int | None) -> dict[str, list[float]]:
+    """TTFT and end-to-end latency (ms) of every served request of a search trial."""
+    if trial is None:
+        return {}
+    path = run_dir / f"trial-{trial:04d}" / "samples.jsonl.gz"
+    if not path.exists():
+        return {}
+    samples = [s for _, _, s in read_samples(path) if s.ok]
+    return {"TTFT": [s.ttft * 1000 for s in samples if s.ttft is not None],
+            "end-to-end": [(s.end - s.start) * 1000 for s in samples]}
+
+
+def gather(storage: str, study_name: str, runs_dir: Path, profile: Profile | None = None
+           ) -> ReportData:
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise UserError(f"no study {study_name!r} in {storage}") from None
+    metric = str(study.user_attrs.get("metric", "output_throughput"))
+    direction = (study.user_attrs.get("objective") or {}).get("direction", "maximize")
+    trials = [_row(t) for t in study.get_trials(deepcopy=False)
+              if t.state is not TrialState.WAITING]
+    run_dir = runs_dir / study_name
+    conf = None
+    conf_path = run_dir / "confirm" / "confirmation.json"
+    if conf_path.exists():
+        conf = Confirmation.model_validate(json.loads(conf_path.read_text()))
+    chosen, verdict = _chosen(trials, metric, direction == "maximize", conf, profile)
+    baseline = next((t.number for t in trials if t.baseline and t.status == "ok"), None)
+    maximize = direction == "maximize"
+    data = ReportData(study=study_name, metric=metric, maximize=maximize, trials=trials,
+                      importances=importances(study, metric, maximize),
+                      confirmation=conf, chosen=chosen, verdict=verdict)
+    arms = {BASELINE_NAME: baseline}
+    if chosen is not None and chosen != baseline:
+        arms[f"chosen (trial {chosen})"] = chosen
+    for name, number in arms.items():
+        found = _latencies(run_dir, number)
+        if found:
+            data.latencies[name] = found
+    return data
+
+
+def _chosen(trials: list[TrialRow], metric: str, maximize: bool, conf: Confirmation | None,
+            profile: Profile | None) -> tuple[int | None, str]:
+    """The search trial whose settings were kept, and the verdict that kept them."""
+    if profile is not None:
+        return profile.meta.trial, profile.meta.verdict
+    if conf is not None:
+        winner = conf.arm(conf.verdict.winner)
+        return (winner.trial if winner is not None else None), conf.verdict.summary
+    ranked = sorted((t for t in trials if t.feasible and t.metrics.get(metric)),
+                    key=lambda t: t.metrics[metric].value, reverse=maximize)
+    return (ranked[0].number if ranked else None), "no confirmation round recorded"
+
+
+def confirmation_table(conf: Confirmation) -> tuple[list[str], list[list[str]]]:
+    header = ["arm", "role", f"{conf.metric} [95%]", "vs vLLM defaults [95%]", "failure"]
+    rows = [[a.name, a.role, est(a.figures.get(conf.metric)),
+             "x" + est(a.vs_baseline[conf.metric], 3) if conf.metric in a.vs_baseline else "-",
+             a.failure or ""] for a in conf.arms]
+    return header, rows
+
+
+def trial_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    header = ["trial", "status", f"{data.metric} [95% over rounds]", "p95 TTFT ms",
+              "peak memory GiB", "settings"]
+    rows = []
+    for t in data.trials:
+        mem = t.metrics.get(MEMORY)
+        rows.append([t.label, t.status if t.feasible or t.status != "ok" else "infeasible",
+                     est(t.metrics.get(data.metric)), est(t.metrics.get(LATENCY)),
+                     f"{mem.value / 2**30:.2f}" if mem else "-",
+                     ", ".join(f"{k}={v}" for k, v in t.params.items() if v is not None)
+                     or "vLLM's defaults"])
+    return header, rows
+
+
+def markdown(data: ReportData) -> str:
+    """The summary a team pastes into a ticket or reads in a terminal."""
+    def md(header: list[str], rows: list[list[str]]) -> str:
+        esc = [[c.replace("|", "\\|") for c in r] for r in rows]
+        return "\n".join(["| " + " | ".join(header) + " |",
+                          "|" + "---|" * len(header), *("| " + " | ".join(r) + " |"
+                                                        for r in esc)])
+
+    out = [f"# autotune report: {data.study}", "", f"**Verdict:** {data.verdict}", ""]
+    if data.confirmation is not None:
+        c = data.confirmation
+        out += [f"## Confirmation: {c.rounds} interleaved rounds, a fresh server each",
+                "", "Figures are means over starts; ratios are paired by round (95%).", "",
+                md(*confirmation_table(c)), ""]
+    out += ["## Search", "", "One server start per trial; intervals over its rounds (95%).", "",
+            md(*trial_table(data)), ""]
+    if data.failed:
+        out += ["## Failed trials", ""]
+        for t in data.failed:
+            out += [f"- {t.label}: **{t.reason}**: {t.detail}"]
+        out += [""]
+    if isinstance(data.importances, dict):
+        out += ["## Parameter importance", "", md(["setting", "importance"], [
+            [k, f"{v:.2f}"] for k, v in data.importances.items()]), ""]
+    return "\n".join(out)
+
+
+__all__ = ["ReportData", "TrialRow", "gather", "markdown"]

@@ -1,0 +1,195 @@
+"""The report as one self-contained HTML page: plotly's script and every figure inline, so it
+opens offline and asks the network for nothing. Every plotted figure carries its interval."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from autotune.report import LATENCY, MEMORY, ReportData, TrialRow, confirmation_table, trial_table
+from autotune.stats import Estimate
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+td, th { border-bottom: 1px solid #ddd; padding: 0.3em 0.8em; text-align: left; }
+pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 0.8em; }
+.note { color: #555; font-size: 0.9em; }
+"""
+CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def _err(estimates: list[Estimate], scale: float = 1.0) -> dict[str, Any]:
+    """Plotly error bars from the intervals (none where a figure has none)."""
+    up = [(e.high - e.value) * scale if e.high is not None else 0.0 for e in estimates]
+    down = [(e.value - e.low) * scale if e.low is not None else 0.0 for e in estimates]
+    return {"type": "data", "symmetric": False, "array": up, "arrayminus": down}
+
+
+def _front(points: list[tuple[float, float, int]], maximize: bool) -> list[int]:
+    """Trials no other beats on both the metric and p95 TTFT (lower is better)."""
+    sign = 1 if maximize else -1
+    out = []
+    for y, x, n in points:
+        if not any(sign * y2 >= sign * y and x2 <= x and (y2, x2) != (y, x)
+                   for y2, x2, _ in points):
+            out.append(n)
+    return out
+
+
+def _scatter(data: ReportData, x_metric: str, x_title: str, scale: float = 1.0) -> go.Figure:
+    """The metric against another figure, every trial by its kind, the front outlined."""
+    fig = go.Figure()
+    rows = [t for t in data.measured if t.metrics.get(x_metric) is not None]
+    kinds: list[tuple[str, list[TrialRow], dict[str, Any]]] = [
+        ("feasible", [t for t in rows if t.feasible], {"symbol": "circle", "size": 10}),
+        ("misses a constraint", [t for t in rows if t.status == "ok" and not t.feasible],
+         {"symbol": "x", "size": 10, "color": "#d62728"}),
+        ("pruned (fewer rounds)", [t for t in rows if t.status == "pruned"],
+         {"symbol": "circle-open", "size": 10, "color": "#999"}),
+    ]
+    for name, group, marker in kinds:
+        if not group:
+            continue
+        xs = [t.metrics[x_metric] for t in group]
+        ys = [t.metrics[data.metric] for t in group]
+        fig.add_trace(go.Scatter(
+            x=[e.value * scale for e in xs], y=[e.value for e in ys], mode="markers",
+            name=name, marker=marker, text=[t.label for t in group],
+            error_y=_err(ys), error_x=_err(xs, scale),
+            hovertemplate="%{text}<br>%{y:.4g}<br>%{x:.4g}<extra></extra>"))
+    ok = [t for t in rows if t.feasible]
+    front = set(_front([(t.metrics[data.metric].value, t.metrics[x_metric].value, t.number)
+                        for t in ok], data.maximize))
+    on = sorted((t for t in ok if t.number in front), key=lambda t: t.metrics[x_metric].value)
+    if on:
+        fig.add_trace(go.Scatter(
+            x=[t.metrics[x_metric].value * scale for t in on],
+            y=[t.metrics[data.metric].value for t in on], mode="lines",
+            line={"dash": "dot", "color": "#2ca02c"}, name="Pareto front", hoverinfo="skip"))
+    failed = len(data.failed)
+    title = f"{data.metric} against {x_title}" + (
+        f" ({failed} failed trial(s) have no figures: see the table below)" if failed else "")
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=data.metric, height=450)
+    return fig
+
+
+def _history(data: ReportData) -> go.Figure:
+    rows = sorted(data.measured, key=lambda t: t.number)
+    ys = [t.metrics[data.metric] for t in rows]
+    fig = go.Figure(go.Scatter(
+        x=[t.number for t in rows], y=[e.value for e in ys], mode="markers", name="trial",
+        error_y=_err(ys), text=[t.label for t in rows]))
+    best: list[float] = []
+    for t in rows:
+        v = t.metrics[data.metric].value if t.feasible else None
+        prev = best[-1] if best else None
+        if v is None:
+            best.append(prev if prev is not None else float("nan"))
+        elif prev is None or prev != prev or (v > prev if data.maximize else v < prev):
+            best.append(v)
+        else:
+            best.append(prev)
+    fig.add_trace(go.Scatter(x=[t.number for t in rows], y=best, mode="lines",
+                             name="best feasible so far", line={"shape": "hv"}))
+    fig.update_layout(title="Optimisation history (95% over each trial's rounds)",
+                      xaxis_title="trial", yaxis_title=data.metric, height=400)
+    return fig
+
+
+def _importance(imp: dict[str, float]) -> go.Figure:
+    names = list(imp)[::-1]
+    fig = go.Figure(go.Bar(x=[imp[n] for n in names], y=names, orientation="h"))
+    fig.update_layout(title="Parameter importance (Optuna's default evaluator)",
+                      xaxis_title="importance", height=120 + 40 * len(names))
+    return fig
+
+
+def _latency(data: ReportData) -> go.Figure:
+    fig = go.Figure()
+    for name, series in data.latencies.items():
+        for kind, values in series.items():
+            fig.add_trace(go.Box(y=values, name=f"{kind}: {name}", boxpoints="outliers"))
+    fig.update_layout(title="Per-request latency (ms) of vLLM's defaults and the chosen "
+                      "settings, as measured in the search", yaxis_title="ms", height=420)
+    return fig
+
+
+def _memory(data: ReportData) -> go.Figure:
+    rows = [t for t in data.measured if t.metrics.get(MEMORY) is not None]
+    fig = go.Figure(go.Bar(x=[t.label for t in rows],
+                           y=[t.metrics[MEMORY].value / 2**30 for t in rows]))
+    fig.update_layout(title="Peak memory per trial (the server's process tree, GiB)",
+                      yaxis_title="GiB", height=380)
+    return fig
+
+
+def _gain(data: ReportData) -> go.Figure | None:
+    conf = data.confirmation
+    if conf is None:
+        return None
+    arms = [a for a in conf.arms if conf.metric in a.vs_baseline]
+    if not arms:
+        return None
+    ratios = [a.vs_baseline[conf.metric] for a in arms]
+    fig = go.Figure(go.Bar(x=[a.name for a in arms], y=[r.value for r in ratios],
+                           error_y=_err(ratios)))
+    fig.add_hline(y=1.0, line_dash="dot")
+    fig.update_layout(title=f"Confirmation: {conf.metric} against vLLM's defaults, paired over "
+                      f"{conf.rounds} interleaved rounds (95%)", yaxis_title="ratio",
+                      height=400)
+    return fig
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def page(data: ReportData) -> str:
+    figures: list[tuple[str, go.Figure | None, str]] = [
+        ("Confirmation round", _gain(data), ""),
+        ("Pareto front", _scatter(data, LATENCY, "p95 TTFT (ms)"), ""),
+        ("Memory", _scatter(data, MEMORY, "peak memory (GiB)", 1 / 2**30), ""),
+        ("Optimisation history", _history(data), ""),
+        ("Parameter importance", _importance(data.importances)
+         if isinstance(data.importances, dict) else None,
+         "" if isinstance(data.importances, dict) else str(data.importances)),
+        ("Latency distributions", _latency(data) if data.latencies else None,
+         "" if data.latencies else "no per-request samples found beside the study"),
+        ("Memory per trial", _memory(data), ""),
+    ]
+    parts = [f"<h1>autotune report: {html.escape(data.study)}</h1>",
+             f"<p><b>Verdict:</b> {html.escape(data.verdict)}</p>"]
+    if data.confirmation is not None:
+        parts += [f"<p class=note>Confirmation: {data.confirmation.rounds} interleaved rounds, "
+                  "a fresh server each; figures are means over starts, ratios paired by "
+                  "round (95%).</p>", _table(*confirmation_table(data.confirmation))]
+    for i, (title, fig, note) in enumerate(figures):
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if fig is None:
+            parts.append(f"<p class=note>{html.escape(note or 'nothing to show')}</p>")
+            continue
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=False,
+                                 div_id=f"plot-{i}", config=CONFIG))
+    parts += ["<h2>Trials</h2>", "<p class=note>One server start per trial; intervals over "
+              "its rounds (95%).</p>", _table(*trial_table(data))]
+    parts.append("<h2>Failed trials</h2>")
+    if not data.failed:
+        parts.append("<p class=note>none</p>")
+    for t in data.failed:
+        parts.append(f"<h3>{html.escape(t.label)}: {html.escape(t.reason)}</h3>"
+                     f"<p>{html.escape(t.detail)}</p><pre>{html.escape(t.log_tail)}</pre>")
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            f"<title>autotune report: {html.escape(data.study)}</title>"
+            f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
+            + "\n".join(parts) + "</body></html>")
+
+
+__all__ = ["page"]
