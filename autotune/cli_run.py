@@ -1,7 +1,8 @@
-"""`autotune run` and `autotune retune` on the terminal: progress lines, tables, the verdict.
+"""`autotune run` and `autotune retune` on the terminal: progress lines (under a live panel on
+a terminal), tables, the verdict.
 
-With `--json -` (retune) the progress goes to standard error and only the JSON summary to
-standard output, so a scheduler can read it as is.
+With `--json -` the progress goes to standard error and only the JSON summary to standard
+output, so a scheduler can read it as is.
 """
 
 from __future__ import annotations
