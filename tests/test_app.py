@@ -53,21 +53,26 @@ def space_with(tmp: Path, enqueue: list[dict[str, object]]) -> Path:
 
 
 def test_a_faster_candidate_wins_beyond_noise_and_the_profile_states_the_gain(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(run("--trials", "3")) == 0
+        capsys: pytest.CaptureFixture[str], in_tmp: Path) -> None:
+    # 5 rounds: on a busy machine the stand-in's 3 rounds left a real 2x gain within noise
+    # about once in 15 runs (x1.89 [1, 4.14] seen), which is the verdict doing its job
+    space = in_tmp / "space.yaml"
+    space.write_text(SPACE.read_text().replace("confirm: {finalists: 1, rounds: 3}",
+                                               "confirm: {finalists: 1, rounds: 5}"))
+    assert main(run("--trials", "3", space=space)) == 0
     out = capsys.readouterr().out
     p = read_profile(PROFILE)
+    assert "beats vLLM defaults beyond noise" in p.meta.verdict, out
     assert p.settings["fake-tpot-ms"] == 1
     gain = p.meta.gain["output_throughput"]
-    # 1 ms per token against the default 2 ms: well above 1, measured in 3 paired rounds
-    assert gain.low is not None and gain.low > 1.2 and gain.n == 3 and gain.basis == "starts"
+    # 1 ms per token against the default 2 ms: above 1 beyond noise, in 5 paired rounds
+    assert gain.low is not None and gain.low > 1 and gain.n == 5 and gain.basis == "starts"
     assert p.meta.gain["median_tpot_ms"].value < 0.8
-    assert "beats vLLM defaults beyond noise" in p.meta.verdict
     conf = p.meta.confirmation
-    assert conf["rounds"] == 3 and [a["role"] for a in conf["arms"]] == ["baseline", "finalist"]
+    assert conf["rounds"] == 5 and [a["role"] for a in conf["arms"]] == ["baseline", "finalist"]
     text = PROFILE.read_text()
     assert "vs vLLM's defaults, paired, same run and machine" in text
-    assert "confirmation: 3 interleaved rounds" in out and "vs vLLM defaults" in out
+    assert "confirmation: 5 interleaved rounds" in out and "vs vLLM defaults" in out
     assert f"profile: {PROFILE}" in out
 
 
