@@ -72,17 +72,26 @@ def test_ten_retunes_on_an_unchanged_machine_keep_the_profile(
     # whatever separates them is noise, and noise must never replace the profile (3 rounds,
     # as a real confirmation would have: with 2, two rounds that agree by chance give a
     # narrow interval)
-    sp = space(in_tmp, "{fake-tpot-ms: {type: categorical, choices: [null, 1]}, "
-               "max-num-seqs: {type: categorical, choices: [8, 16, 32, 64]}}",
-               enqueue=({"fake-tpot-ms": 1, "max-num-seqs": 16},), rounds=3)
-    assert main(retune(sp, "--trials", "2")) == UPDATED  # the first night writes it
+    tuned = ("{fake-tpot-ms: {type: categorical, choices: [null, 1]}, "
+             "max-num-seqs: {type: categorical, choices: [8, 16, 32, 64]}}")
+    # the first night writes it: a 2x gain, confirmed in 5 rounds (3 left it within noise
+    # about once in 15 runs on a busy machine)
+    (in_tmp / "first").mkdir()
+    first_sp = space(in_tmp / "first", tuned, enqueue=({"fake-tpot-ms": 1, "max-num-seqs": 16},),
+                     rounds=5)
+    assert main(retune(first_sp, "--trials", "2")) == UPDATED
+    sp = space(in_tmp, tuned, rounds=3)
     assert read_profile(PROFILE).settings["fake-tpot-ms"] == 1
     first = PROFILE.read_text()
     for night in range(10):
-        assert main(retune(sp, "--trials", "1")) == UNCHANGED, night
+        # exit 11, the regression alarm (the profile measured worse than its own record
+        # beyond both intervals: a busy machine that night), keeps the profile too, as it
+        # should; a replacement (10) or a failure (1) would not
+        assert main(retune(sp, "--trials", "1")) in (UNCHANGED, REGRESSION), night
         assert PROFILE.read_text() == first
     out = capsys.readouterr().out
-    assert out.count("re-tune: unchanged (exit 0)") == 10
+    assert out.count("re-tune: unchanged (exit 0)") + out.count(
+        "re-tune: regression (exit 11)") == 10
     assert "nothing beat the current profile beyond noise (by at least 5%)" in out
     assert not (PROFILE.parent / "history").exists()
 
