@@ -53,8 +53,8 @@ class RunView:
     """What the panel shows; fed by the run's callbacks and the trials' phases."""
 
     def __init__(self, budget: int, now: Callable[[], float] = time.monotonic) -> None:
-        self.budget, self.now = budget, now  # counted trials this run may add
-        self.left = budget
+        self.now = now
+        self.left = budget  # counted trials the budget still allows
         self.metric = ""  # the watched metric, from the first finished trial
         self.started = now()
         self.done = 0

@@ -21,7 +21,7 @@ from autotune.errors import UserError
 from autotune.profile import Profile
 from autotune.records import read_samples
 from autotune.stats import Estimate
-from autotune.tables import est
+from autotune.tables import confirmation_rows, est
 from autotune.trials import feasible, is_baseline, metrics_of
 
 LATENCY = "p95_ttft_ms"
@@ -157,14 +157,6 @@ def _chosen(trials: list[TrialRow], metric: str, maximize: bool, conf: Confirmat
     return (ranked[0].number if ranked else None), "no confirmation round recorded"
 
 
-def confirmation_table(conf: Confirmation) -> tuple[list[str], list[list[str]]]:
-    header = ["arm", "role", f"{conf.metric} [95%]", "vs vLLM defaults [95%]", "failure"]
-    rows = [[a.name, a.role, est(a.figures.get(conf.metric)),
-             "x" + est(a.vs_baseline[conf.metric], 3) if conf.metric in a.vs_baseline else "-",
-             a.failure or ""] for a in conf.arms]
-    return header, rows
-
-
 def trial_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     header = ["trial", "status", f"{data.metric} [95% over rounds]", "p95 TTFT ms",
               "peak memory GiB", "settings"]
@@ -192,7 +184,7 @@ def markdown(data: ReportData) -> str:
         c = data.confirmation
         out += [f"## Confirmation: {c.rounds} interleaved rounds, a fresh server each",
                 "", "Figures are means over starts; ratios are paired by round (95%).", "",
-                md(*confirmation_table(c)), ""]
+                md(*confirmation_rows(c)), ""]
     out += ["## Search", "", "One server start per trial; intervals over its rounds (95%).", "",
             md(*trial_table(data)), ""]
     if data.failed:

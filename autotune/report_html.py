@@ -9,8 +9,9 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from autotune.report import LATENCY, MEMORY, ReportData, TrialRow, confirmation_table, trial_table
+from autotune.report import LATENCY, MEMORY, ReportData, TrialRow, trial_table
 from autotune.stats import Estimate
+from autotune.tables import confirmation_rows
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -170,7 +171,7 @@ def page(data: ReportData) -> str:
     if data.confirmation is not None:
         parts += [f"<p class=note>Confirmation: {data.confirmation.rounds} interleaved rounds, "
                   "a fresh server each; figures are means over starts, ratios paired by "
-                  "round (95%).</p>", _table(*confirmation_table(data.confirmation))]
+                  "round (95%).</p>", _table(*confirmation_rows(data.confirmation))]
     for i, (title, fig, note) in enumerate(figures):
         parts.append(f"<h2>{html.escape(title)}</h2>")
         if fig is None:
