@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import secrets
+import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from autotune.hardware import HardwareInfo, resolve_target
 from autotune.identity import identity_digest, study_identity
 from autotune.incumbent import Incumbent, find_incumbent
 from autotune.inputs import Inputs, RunConfig, option_values, prepare, run_profile_path
+from autotune.lease import Held, take
 from autotune.lock import profile_lock
 from autotune.memory import MemoryBaseline
 from autotune.objective import PruneCheck, TrialResult, TrialSetup, run_trial
@@ -43,10 +47,25 @@ from autotune.profile import model_slug
 from autotune.quality import AGREEMENT, agreement, changes_numerics, prompts_for
 from autotune.records import write_json
 from autotune.scoring import derive
+from autotune.slots import Pool, gpus_needed
 from autotune.space import SearchSpace, TrialParams, baseline_params, resolve
 from autotune.tokens import context_length, local_file
-from autotune.trials import best_trial, feasible, finalists, is_baseline, pareto_trials
-from autotune.tuner import Precheck, StudyConfig, StudyMismatch, TrialCallback, tune
+from autotune.trials import (
+    best_trial,
+    counted_trials,
+    feasible,
+    finalists,
+    is_baseline,
+    pareto_trials,
+)
+from autotune.tuner import (
+    Precheck,
+    StudyConfig,
+    StudyMismatch,
+    TrialCallback,
+    make_storage,
+    tune,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +82,8 @@ class RunOutcome:
     note: str = ""
     results: dict[int, TrialResult] = field(default_factory=dict)
     front: list[FrozenTrial] = field(default_factory=list)  # multi-objective: chosen first
+    # this worker searched; the verdict is another's (the lease holder's) or not asked for
+    deferred: bool = False
 
     @property
     def saved_s(self) -> float:
@@ -78,7 +99,11 @@ def run(cfg: RunConfig, probe: Probe | None = None,
         on_trial: TrialCallback | None = None,
         on_ready: Callable[[str], None] | None = None,
         on_confirm: Callable[[list[Arm], int], None] | None = None,
-        on_round: RoundCallback | None = None) -> RunOutcome:
+        on_round: RoundCallback | None = None,
+        workers: Callable[[], AbstractContextManager[object]] | None = None) -> RunOutcome:
+    """`workers`: the other worker processes of a `--parallel` run, started (once the inputs
+    are checked) for the search and ended after it."""
+    started_at = time.time()
     probe = probe or SystemProbe()
     cfg = dataclasses.replace(cfg, target=resolve_target(cfg.target, probe, cfg.devices))
     inp = prepare(cfg, probe)
@@ -92,20 +117,23 @@ def run(cfg: RunConfig, probe: Probe | None = None,
 
         check_options(option_values(space, model.args), str(inp.space_path))
     path = run_profile_path(cfg, inp.hardware.key)
-    # one writer per profile: a second run or re-tune of it stops here, before any start
-    with profile_lock(path):
+    # One writer per profile: a second run or re-tune of it stops here, before any start.
+    # Workers sharing a study in a database server take the lock only to conclude.
+    whole = not cfg.search_only and cfg.storage.startswith("sqlite")
+    with profile_lock(path) if whole else contextlib.nullcontext():
         return _search_and_conclude(cfg, inp, path, probe, on_trial, on_ready, on_confirm,
-                                    on_round)
+                                    on_round, workers, started_at,
+                                    lock=not whole and not cfg.search_only)
 
 
 def _search_and_conclude(cfg: RunConfig, inp: Inputs, path: Path, probe: Probe,
                          on_trial: TrialCallback | None,
                          on_ready: Callable[[str], None] | None,
                          on_confirm: Callable[[list[Arm], int], None] | None,
-                         on_round: RoundCallback | None) -> RunOutcome:
+                         on_round: RoundCallback | None,
+                         workers: Callable[[], AbstractContextManager[object]] | None,
+                         started_at: float, lock: bool) -> RunOutcome:
     space, model = inp.space, inp.model
-    incumbent = find_incumbent(path, inp.hardware.describe(), model.args)
-
     identity = study_identity(cfg.model, model.path, inp.hardware, vllm_version(), space)
     launcher = cfg.launcher or default_launcher()
     setup = TrialSetup(model=model.path, launcher=launcher, plan=inp.plan, engine=space.engine,
@@ -113,7 +141,7 @@ def _search_and_conclude(cfg: RunConfig, inp: Inputs, path: Path, probe: Probe,
                        gpu_indices=tuple(g.index for g in inp.hardware.gpus),
                        api_key=secrets.token_hex(16), objective_level=space.objective.level,
                        objective_metric=space.objective.metric,
-                       baseline=MemoryBaseline.take(probe, [g.index for g in inp.hardware.gpus]),
+                       baseline=_memory_baseline(cfg, probe, inp.hardware),
                        quality_prompts=tuple(prompts_for(space.quality, inp.plan.tok,
                                                          space.workload.seed))
                        if space.quality else (),
@@ -127,12 +155,71 @@ def _search_and_conclude(cfg: RunConfig, inp: Inputs, path: Path, probe: Probe,
              "workload": space.workload.model_dump(mode="json")}
     combos = (scheduler_check(space, dict(model.args), context_length(model.path),
                               str(inp.space_path)) if cfg.verify_options else None)
-    precheck = chain(combos, memory_precheck(model.path, dict(model.args), inp.hardware))
-    study, name = _tune(cfg, space, identity, setup, results, attrs, on_trial, on_ready,
-                        precheck)
-    run_dir = cfg.runs_dir / name
+    gpus = tuple(g.index for g in inp.hardware.gpus)
+    pool = Pool.for_run(cfg.runs_dir / ".slots", gpus, cfg.parallel)
+    precheck = chain(combos, memory_precheck(model.path, dict(model.args), inp.hardware),
+                     gpu_precheck(pool, dict(model.args)))
+    with workers() if workers is not None else contextlib.nullcontext():
+        study, name = _tune(cfg, space, identity, setup, results, attrs, on_trial, on_ready,
+                            precheck, pool)
     outcome = RunOutcome(study=study, best=best_trial(study, space.objective),
                          results=results, profile_path=path)
+    if cfg.search_only:
+        outcome.deferred = True
+        outcome.note = "search done (--search-only): no confirmation, no profile"
+        return outcome
+    # one worker of those sharing the study confirms; the others leave it to it
+    lease = take(make_storage(cfg.storage, 5, 20), name, counted_trials(study), started_at)
+    if isinstance(lease, Held):
+        outcome.deferred = True
+        state = "run" if lease.running else "done"
+        outcome.note = (f"search done; the confirmation round is {state} by another worker "
+                        f"({lease.holder}, lease {lease.name!r})")
+        return outcome
+    with profile_lock(path) if lock else contextlib.nullcontext():
+        _confirm_and_conclude(outcome, cfg, inp, path, study, name, identity, setup, gpus,
+                              on_confirm, _beating(on_round, lease.beat))
+    lease.done(outcome.note)
+    return outcome
+
+
+def _beating(on_round: RoundCallback | None, beat: Callable[[], None]) -> RoundCallback:
+    """The round callback, and the lease's heartbeat at every round."""
+    def each(r: int, arm: Arm, result: TrialResult) -> None:
+        beat()
+        if on_round is not None:
+            on_round(r, arm, result)
+    return each
+
+
+def _memory_baseline(cfg: RunConfig, probe: Probe, hardware: HardwareInfo) -> MemoryBaseline:
+    base = MemoryBaseline.take(probe, [g.index for g in hardware.gpus])
+    # beside other trials only the trial's own GPUs can be checked
+    return base.side_by_side() if cfg.parallel > 1 else base
+
+
+def gpu_precheck(pool: Pool, model_args: dict[str, Any]) -> Precheck | None:
+    """Refuses, without a start, a candidate that needs more GPUs than the run has."""
+    if not pool.gpus:
+        return None
+
+    def check(params: TrialParams) -> tuple[FailureReason, str] | None:
+        why = pool.fits(gpus_needed({**model_args, **params.args}))
+        return None if why is None else (FailureReason.CANNOT_FIT, f"cannot fit: {why}")
+    return check
+
+
+def _confirm_and_conclude(outcome: RunOutcome, cfg: RunConfig, inp: Inputs, path: Path,
+                          study: optuna.Study, name: str, identity: dict[str, str],
+                          setup: TrialSetup, gpus: tuple[int, ...],
+                          on_confirm: Callable[[list[Arm], int], None] | None,
+                          on_round: RoundCallback) -> None:
+    space, model = inp.space, inp.model
+    run_dir = cfg.runs_dir / name
+    incumbent = find_incumbent(path, inp.hardware.describe(), model.args)
+    # the confirmation measures one server at a time, on the whole machine (its GPUs shared
+    # out as in the search)
+    pool = Pool.for_run(cfg.runs_dir / ".slots", gpus, 1)
     if space.objective.multi:
         outcome.front = pareto_trials(study, space.objective)
         write_json(run_dir / "front.json", front_record(study, space.objective))
@@ -142,7 +229,7 @@ def _search_and_conclude(cfg: RunConfig, inp: Inputs, path: Path, probe: Probe,
         is_baseline(t) and feasible(t) for t in study.trials)
     if not arms or lone_infeasible_baseline:
         outcome.note = "no trial met every constraint: no profile written"
-        return outcome
+        return
     # one arm: nothing to compare with, unless it is the current profile, which is measured
     # again all the same (its figures against its record: the regression alarm of a re-tune)
     if len(arms) == 1 and not _is_current(incumbent, arms[0]):
@@ -152,8 +239,8 @@ def _search_and_conclude(cfg: RunConfig, inp: Inputs, path: Path, probe: Probe,
             on_confirm(arms, space.confirm.rounds)
 
         def measure(params: TrialParams, where: str) -> TrialResult:
-            return _record(run_trial(params, setup, run_dir / where), run_dir / where,
-                           cfg, name, params, space)
+            result = in_slot(pool, setup, params, lambda s: run_trial(params, s, run_dir / where))
+            return _record(result, run_dir / where, cfg, name, params, space)
 
         conf = confirm(arms, space.confirm.rounds, space.objective, measure,
                        _min_gain(space, incumbent, arms), on_round, space.confirm.max_loss,
@@ -162,13 +249,13 @@ def _search_and_conclude(cfg: RunConfig, inp: Inputs, path: Path, probe: Probe,
         outcome.confirmation = conf
     c = conclude(path, study, cfg, inp, identity, name, incumbent, conf, arms)
     outcome.profile_written, outcome.decided, outcome.note = c.written, c.decided, c.note
-    return outcome
 
 
 def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: TrialSetup,
           results: dict[int, TrialResult], attrs: dict[str, Any],
           on_trial: TrialCallback | None, on_ready: Callable[[str], None] | None,
-          precheck: Precheck | None = None) -> tuple[optuna.Study, str]:
+          precheck: Precheck | None = None, pool: Pool | None = None
+          ) -> tuple[optuna.Study, str]:
     """The search, in the study for this run's conditions: a default-named study measured
     under other conditions is left alone and a new one, named by the conditions, is used."""
     names = [cfg.study] if cfg.study else [
@@ -183,7 +270,8 @@ def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: T
         def runner(params: TrialParams, number: int, prune: PruneCheck,
                    run_dir: Path = run_dir, name: str = name) -> TrialResult:
             trial_dir = run_dir / f"trial-{number:04d}"
-            result = run_trial(params, setup, trial_dir, prune)
+            result = in_slot(pool, setup, params,
+                             lambda s: run_trial(params, s, trial_dir, prune))
             if space.quality is not None:
                 result = guard(space, params, result, setup, reference[name])
             result = _record(result, trial_dir, cfg, name, params, space, number)
@@ -191,11 +279,12 @@ def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: T
             return result
 
         study_cfg = StudyConfig(cfg.storage, name, cfg.trials, cfg.timeout_s, identity,
-                                more=cfg.more_trials, seeds=cfg.seeds)
+                                more=cfg.more_trials, seeds=cfg.seeds,
+                                shared=cfg.parallel > 1 or not cfg.storage.startswith("sqlite"))
         try:
             if on_ready:
                 on_ready(f"study {name!r} in {redact_url(cfg.storage)}; logs in {run_dir}")
-            return tune(space, study_cfg, runner, attrs, on_trial, precheck), name
+            return tune(space, study_cfg, runner, attrs, on_trial, precheck, on_ready), name
         except StudyMismatch as exc:
             if i + 1 == len(names):
                 raise
@@ -203,6 +292,19 @@ def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: T
                 on_ready(f"study {name!r} was measured under other conditions "
                          f"({', '.join(exc.differs)} differ): using a new study")
     raise AssertionError("unreachable")
+
+
+def in_slot(pool: Pool | None, setup: TrialSetup, params: TrialParams,
+            measure: Callable[[TrialSetup], TrialResult]) -> TrialResult:
+    """Measure on the share of the machine the pool gives this candidate (waiting for it)."""
+    if pool is None:
+        return measure(setup)
+    with pool.take(gpus_needed({**setup.base_args, **params.args})) as slot:
+        if not slot.gpus and not slot.cpus:
+            return measure(setup)
+        result = measure(dataclasses.replace(setup, gpu_indices=slot.gpus or setup.gpu_indices,
+                                             cpus=slot.cpus))
+        return result.model_copy(update={"slot": slot.describe()})
 
 
 def chain(*checks: Precheck | None) -> Precheck | None:

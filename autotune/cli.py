@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import signal
 import sys
@@ -93,14 +94,25 @@ def add_run_args(r: argparse.ArgumentParser, trials: int, trials_help: str) -> N
     r.add_argument("--trials", type=int, default=trials, help=trials_help)
     r.add_argument("--timeout", type=parse_duration, help="stop starting trials after this "
                    "long, e.g. 45m or 2h")
-    r.add_argument("--storage", default="sqlite:///autotune.db",
-                   help="Optuna storage URL (default sqlite:///autotune.db)")
+    r.add_argument("--storage", default=os.environ.get("AUTOTUNE_STORAGE",
+                                                       "sqlite:///autotune.db"),
+                   help="Optuna storage URL (default $AUTOTUNE_STORAGE, else "
+                        "sqlite:///autotune.db); workers on one study share it, e.g. "
+                        "postgresql+psycopg://autotune@db/autotune with the password in "
+                        "PGPASSWORD, never in the URL")
     r.add_argument("--study", help="study name (default TARGET.MODEL.SPACE)")
     r.add_argument("--profiles-dir", type=Path, default=Path("profiles"))
     r.add_argument("--runs-dir", type=Path, default=Path("autotune-runs"),
                    help="where server logs and per-trial results go")
-    r.add_argument("--devices", type=parse_devices, default=(),
-                   help="GPU indices for the server, e.g. 0 or 0,1 (default: the first GPU)")
+    r.add_argument("--gpus", "--devices", dest="devices", type=parse_devices, default=(),
+                   help="GPU indices the run may use, e.g. 0 or 0,1,2,3 (default: the first "
+                        "GPU); each server takes as many as its candidate needs")
+    r.add_argument("--parallel", type=int, default=None, metavar="N",
+                   help="trials side by side on this host (default: one per --gpus GPU, "
+                        "one on a CPU host): each server gets its own GPUs, or its own cores")
+    r.add_argument("--search-only", action="store_true",
+                   help="run trials of the study, then stop: no confirmation, no profile "
+                        "(what the extra workers of --parallel do)")
     r.add_argument("--launcher", help="command that starts the server, before its options "
                    "(default: 'vllm serve' if it works, else python -m "
                    "vllm.entrypoints.openai.api_server)")
@@ -220,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in args and ns.command != "serve":
         parser.error("options after -- go to vLLM, and only `autotune serve` starts it")
     ns.extra = extra
+    ns.argv = args
     if ns.command == "profiles":  # `| head` ends it quietly (it starts no server)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     logging.basicConfig(level=logging.DEBUG if ns.debug else logging.WARNING,

@@ -41,7 +41,18 @@ def run_config(ns: argparse.Namespace) -> RunConfig:
         verify_options=not ns.no_verify_options, replace=ns.replace,
         mismatch_ok=ns.ignore_hardware_mismatch,
         objective=objective_override(ns), sampler=ns.sampler, seed=ns.seed,
+        parallel=parallel(ns), search_only=ns.search_only,
     )
+
+
+def parallel(ns: argparse.Namespace) -> int:
+    if ns.parallel is None:
+        return max(1, len(ns.devices))
+    if ns.parallel < 1:
+        from autotune.errors import UserError
+
+        raise UserError(f"--parallel: {ns.parallel} is not a number of trials (1 or more)")
+    return int(ns.parallel)
 
 
 def measured(r: TrialResult) -> str:
@@ -144,12 +155,16 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from autotune.summary import run_summary
 
     out = sys.stderr if ns.json == "-" else sys.stdout
+    cfg = run_config(ns)
     with watching(ns, out, ns.trials) as callbacks:
-        outcome = run(run_config(ns), **callbacks)
+        outcome = run(cfg, **callbacks, workers=workers(ns, cfg, callbacks["on_ready"]))
     if not ns.quiet:
         report(outcome, out)
     if ns.json:
         write_summary(ns.json, run_summary(outcome))
+    if outcome.deferred:
+        print(f"autotune: {outcome.note}", file=out)
+        return 0
     if not outcome.decided:
         print(f"autotune: {outcome.note}", file=sys.stderr)
         return RUN_FAILED
@@ -189,6 +204,16 @@ def cmd_retune(ns: argparse.Namespace) -> int:
     if ns.json:
         write_summary(ns.json, result.summary())
     return result.exit_code
+
+
+def workers(ns: argparse.Namespace, cfg: RunConfig, say: Callable[[str], None]
+            ) -> Callable[[], contextlib.AbstractContextManager[object]] | None:
+    """The extra worker processes of `--parallel N` (none for a worker itself)."""
+    if cfg.parallel <= 1 or cfg.search_only:
+        return None
+    from autotune.workers import spawned
+
+    return lambda: spawned(ns.argv, cfg.parallel, cfg.runs_dir / "workers", say)
 
 
 def write_summary(where: str, summary: dict[str, Any]) -> None:

@@ -69,6 +69,7 @@ class ServerSpec:
     port: int = 8000
     api_key: str | None = None
     launcher: tuple[str, ...] = (sys.executable, "-m", API_SERVER_MODULE)
+    cpus: tuple[int, ...] = ()  # pin the server to these cores (empty: leave it be)
 
 
 def option_argv(name: str, value: Any) -> list[str]:
@@ -230,6 +231,14 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child before exe
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
+def _child_setup(cpus: tuple[int, ...]) -> Callable[[], None]:
+    def setup() -> None:  # pragma: no cover - runs in the child before exec
+        _set_pdeathsig()
+        if cpus:
+            os.sched_setaffinity(0, cpus)  # inherited by every process the server starts
+    return setup
+
+
 class VllmServer:
     """Owns one server process group: nothing it started outlives its `with` block."""
 
@@ -303,7 +312,7 @@ class VllmServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_set_pdeathsig if sys.platform == "linux" else None,
+                preexec_fn=_child_setup(self.spec.cpus) if sys.platform == "linux" else None,
             )
         self._t0 = time.monotonic()
         self.watchdog = subprocess.Popen(

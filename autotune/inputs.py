@@ -53,6 +53,8 @@ class RunConfig:
     mismatch_ok: bool = False  # tune as `target` cards that NVML names otherwise
     more_trials: bool = False  # `trials` counts new trials, not the study's total (re-tune)
     seeds: tuple[dict[str, Any], ...] = ()  # a new study's first candidates (warm start)
+    parallel: int = 1  # trials side by side on this host (worker processes; slots.py)
+    search_only: bool = False  # a worker of a --parallel run: trials only, no verdict
     # command-line overrides of the space file
     objective: dict[str, Any] | None = None  # fields of `objective:` to replace
     sampler: str | None = None

@@ -15,6 +15,7 @@ processes, measured): once a second keeps that near 4% of one core beside the se
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -171,6 +172,10 @@ class MemoryBaseline:
     host_available: int
     gpu_tolerance: int
     host_tolerance: int
+    # each GPU's own memory in use: with trials side by side (--parallel), a trial waits only
+    # for the GPUs it takes, and never for host memory that the other servers hold
+    gpu_by_index: dict[int, int] = field(default_factory=dict)
+    check_host: bool = True
 
     @classmethod
     def take(cls, probe: Probe, gpu_indices: Sequence[int]) -> MemoryBaseline:
@@ -188,7 +193,12 @@ class MemoryBaseline:
         return cls(gpu_used=probe.gpu_memory_used(gpu_indices) if gpu_indices else 0,
                    host_available=probe.host_memory_available(),
                    gpu_tolerance=max(512 * 2**20, gpu_total // 50),
-                   host_tolerance=host_tolerance)
+                   host_tolerance=host_tolerance,
+                   gpu_by_index={i: probe.gpu_memory_used([i]) for i in gpu_indices})
+
+    def side_by_side(self) -> MemoryBaseline:
+        """The check for trials that run beside others: per GPU, no host memory."""
+        return dataclasses.replace(self, check_host=False)
 
 
 def wait_for_memory(probe: Probe, baseline: MemoryBaseline, gpu_indices: Sequence[int],
@@ -198,12 +208,20 @@ def wait_for_memory(probe: Probe, baseline: MemoryBaseline, gpu_indices: Sequenc
     deadline = t0 + timeout_s
     warned = False
     while True:
-        gpu = probe.gpu_memory_used(gpu_indices) if gpu_indices else 0
-        host = probe.host_memory_available()
         problems = []
-        if gpu > baseline.gpu_used + baseline.gpu_tolerance:
-            problems.append(f"GPU memory in use is {(gpu - baseline.gpu_used) / 2**30:.1f} GiB "
-                            "above the baseline")
+        if baseline.gpu_by_index and gpu_indices:
+            share = baseline.gpu_tolerance // max(1, len(baseline.gpu_by_index))
+            for i in gpu_indices:
+                over = probe.gpu_memory_used([i]) - baseline.gpu_by_index.get(i, 0)
+                if over > max(512 * 2**20, share):
+                    problems.append(f"GPU {i}'s memory in use is {over / 2**30:.1f} GiB "
+                                    "above its baseline")
+        else:
+            gpu = probe.gpu_memory_used(gpu_indices) if gpu_indices else 0
+            if gpu > baseline.gpu_used + baseline.gpu_tolerance:
+                problems.append(f"GPU memory in use is {(gpu - baseline.gpu_used) / 2**30:.1f} "
+                                "GiB above the baseline")
+        host = probe.host_memory_available() if baseline.check_host else baseline.host_available
         if host < baseline.host_available - baseline.host_tolerance:
             short = (baseline.host_available - host) / 2**30
             problems.append(f"host memory available is {short:.1f} GiB below the baseline")

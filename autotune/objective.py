@@ -47,6 +47,7 @@ from autotune.plan import Plan
 from autotune.probes import Probe
 from autotune.quality import greedy_outputs
 from autotune.records import write_samples
+from autotune.slots import Slot
 from autotune.space import EngineSettings, TrialParams
 from autotune.stats import Estimate, mean_interval
 from autotune.workload import Level, Workload, capacity_level
@@ -72,6 +73,7 @@ class TrialResult(BaseModel):
     measure_s: float = 0.0  # time spent in measured rounds (warm-up excluded)
     saved_s: float = 0.0  # pruned: measuring time the stopping rule would still have spent
     quality_outputs: list[list[int]] = []  # greedy token ids on the quality guard's prompts
+    slot: str = ""  # the share of the machine its server had (trials side by side)
 
     def value(self, name: str) -> float | None:
         """A metric's point estimate (None when not measured)."""
@@ -91,6 +93,7 @@ class TrialSetup:
     base_args: dict[str, Any] = field(default_factory=dict)
     base_env: dict[str, str] = field(default_factory=dict)
     gpu_indices: tuple[int, ...] = ()
+    cpus: tuple[int, ...] = ()  # the cores the server is pinned to (empty: all)
     api_key: str | None = None
     host: str = "127.0.0.1"
     # which load level's metrics the objective reads (a sweep's last, heaviest, by default)
@@ -113,12 +116,11 @@ PruneCheck = Callable[[int, float], bool]
 
 
 def server_spec(params: TrialParams, setup: TrialSetup, port: int) -> ServerSpec:
-    env = {**setup.base_env, **params.env}
-    if setup.gpu_indices:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in setup.gpu_indices)
+    # the run's share of the machine wins over a candidate's own binding
+    env = {**setup.base_env, **params.env, **Slot(setup.gpu_indices, setup.cpus).env()}
     return ServerSpec(model=setup.model, args={**setup.base_args, **params.args}, env=env,
                       host=setup.host, port=port, api_key=setup.api_key,
-                      launcher=setup.launcher)
+                      launcher=setup.launcher, cpus=setup.cpus)
 
 
 def level_results(w: Workload, runs: list[LevelRun],

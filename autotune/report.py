@@ -22,7 +22,7 @@ from autotune.profile import Profile
 from autotune.records import read_samples
 from autotune.stats import Estimate
 from autotune.tables import confirmation_rows, est
-from autotune.trials import feasible, is_baseline, metrics_of
+from autotune.trials import feasible, is_baseline, metrics_of, shown
 
 LATENCY = "p95_ttft_ms"
 MEMORY = "peak_memory_bytes"
@@ -121,8 +121,7 @@ def gather(storage: str, study_name: str, runs_dir: Path, profile: Profile | Non
         raise UserError(f"no study {study_name!r} in {storage}") from None
     metric = str(study.user_attrs.get("metric", "output_throughput"))
     direction = (study.user_attrs.get("objective") or {}).get("direction", "maximize")
-    trials = [_row(t) for t in study.get_trials(deepcopy=False)
-              if t.state is not TrialState.WAITING]
+    trials = [_row(t) for t in study.get_trials(deepcopy=False) if shown(t)]
     run_dir = runs_dir / study_name
     conf = None
     conf_path = run_dir / "confirm" / "confirmation.json"

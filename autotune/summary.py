@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import optuna
-
 from autotune.app import RunOutcome
-from autotune.trials import metrics_of
+from autotune.trials import metrics_of, shown
 
 
 def run_summary(outcome: RunOutcome) -> dict[str, Any]:
@@ -15,8 +13,8 @@ def run_summary(outcome: RunOutcome) -> dict[str, Any]:
     conf = outcome.confirmation
     trials = []
     for t in outcome.study.get_trials(deepcopy=False):
-        if t.state is optuna.trial.TrialState.WAITING:
-            continue  # queued candidates not yet run
+        if not shown(t):
+            continue  # queued candidates not yet run, candidates handed back
         trials.append({
             "number": t.number, "state": t.state.name, "params": t.params,
             "status": t.user_attrs.get("status"), "reason": t.user_attrs.get("reason"),

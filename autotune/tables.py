@@ -41,13 +41,13 @@ def _ratio(e: Estimate | None) -> str:
 
 
 def summary_rows(study: Any, metric: str) -> tuple[list[str], list[list[str]]]:
-    from autotune.trials import is_baseline, metrics_of
+    from autotune.trials import is_baseline, metrics_of, shown
 
     header = ["trial", "status", f"{metric} [95%]", "rounds", "p95 ttft ms",
               "median tpot ms", "peak mem GiB", "params / reason"]
     rows = []
     for t in study.trials:
-        if t.state.name == "WAITING":
+        if not shown(t):
             continue  # queued, never measured (start-up screens beyond the budget, say)
         m = metrics_of(t)
         status = t.user_attrs.get("status") or t.state.name.lower()

@@ -128,6 +128,15 @@ def result_of(twin: FrozenTrial) -> TrialResult:
         log_tail=a.get("log_tail") or "")
 
 
+SURPLUS = "surplus"  # user attr: a trial started beyond a shared budget, handed back (budget.py)
+
+
+def shown(t: FrozenTrial) -> bool:
+    """Whether a trial belongs in tables and reports: not a queued candidate, nor a trial
+    that handed its candidate back to the other workers without measuring anything."""
+    return t.state is not TrialState.WAITING and not t.user_attrs.get(SURPLUS)
+
+
 NO_START_ATTR = "no_start"  # user attr: refused before any start (a rule, the memory check)
 def counted_trials(study: optuna.Study) -> int:
     """Trials that used the budget: measured ones; not repeats answered from the study nor
@@ -136,10 +145,14 @@ def counted_trials(study: optuna.Study) -> int:
                if not t.user_attrs.get(NO_START_ATTR) and t.user_attrs.get(REPEAT_OF) is None)
 
 
+def params_of(space: SearchSpace, t: FrozenTrial) -> TrialParams:
+    """The settings a trial measures (vLLM's defaults for the baseline)."""
+    return baseline_params(space) if is_baseline(t) else resolve(space, t.params)
+
+
 def seen_params(study: optuna.Study, space: SearchSpace) -> list[TrialParams]:
     """Every candidate a finished trial had (measured, refused or repeated)."""
-    return [baseline_params(space) if is_baseline(t) else resolve(space, t.params)
-            for t in study.get_trials(deepcopy=False, states=COUNTED)]
+    return [params_of(space, t) for t in study.get_trials(deepcopy=False, states=COUNTED)]
 
 
 def no_starts(study: optuna.Study) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 import warnings
@@ -15,6 +16,19 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
+from autotune.budget import (
+    WORKER,
+    Surplus,
+    fail_stale,
+    hand_back,
+    left,
+    running,
+    running_params,
+    running_twin,
+    started,
+    surplus,
+    worker_id,
+)
 from autotune.engine import setup_failure_cause
 from autotune.errors import (
     AutotuneError,
@@ -104,6 +118,8 @@ class StudyConfig:
     seeds: tuple[dict[str, Any], ...] = ()
     # candidates refused in a row (rules, memory) before the space is declared empty
     max_no_starts: int = MAX_NO_STARTS
+    # other workers may share the study (a database server's storage, --parallel)
+    shared: bool = False
 
 
 def make_storage(url: str, heartbeat_s: int, grace_s: int) -> optuna.storages.BaseStorage:
@@ -151,7 +167,9 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
         differs = identity_differences(existing.user_attrs.get("identity") or {}, cfg.identity)
         if differs:
             raise StudyMismatch(cfg.name, differs)
-    seed = None if space.sampler.seed is None else space.sampler.seed + n_existing
+    # workers sharing a study draw apart: the same seed would propose the same candidates
+    seed = None if space.sampler.seed is None else (
+        space.sampler.seed + n_existing + (os.getpid() if cfg.shared else 0))
     goals = space.objective.goals()
     sampler = make_sampler(space, seed, len(goals))
     # Optuna prunes single-objective studies only; a multi-objective trial measures its rounds
@@ -159,10 +177,23 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
         IntervalPruner(PruneRule(space.objective.direction, space.pruning.margin,
                                  space.workload.measure.min_rounds))
         if space.pruning.enabled and not space.objective.multi else optuna.pruners.NopPruner())
-    study = optuna.create_study(study_name=cfg.name, storage=storage, sampler=sampler,
-                                pruner=pruner, directions=[g.direction for g in goals],
-                                load_if_exists=True)
-    if existing is None:
+    new = existing is None
+    try:
+        # not load_if_exists: of several workers starting at once, one creates the study and
+        # queues its first candidates, the others join it
+        study = optuna.create_study(study_name=cfg.name, storage=storage, sampler=sampler,
+                                    pruner=pruner, directions=[g.direction for g in goals],
+                                    load_if_exists=existing is not None)
+    except optuna.exceptions.DuplicatedStudyError:
+        new = False
+        study = optuna.load_study(study_name=cfg.name, storage=storage, sampler=sampler,
+                                  pruner=pruner)
+        # (its identity is set by its creator right after; a joiner checks what is there)
+        differs = identity_differences(study.user_attrs.get("identity") or cfg.identity,
+                                       cfg.identity)
+        if differs:
+            raise StudyMismatch(cfg.name, differs) from None
+    if new:
         for k, v in {**attrs, "identity": cfg.identity}.items():
             study.set_user_attr(k, v)
         # vLLM's defaults first, always: the baseline every candidate has to beat
@@ -238,20 +269,31 @@ def record(trial: optuna.Trial, result: TrialResult, constraints: dict[str, floa
         trial.set_user_attr("saved_s", result.saved_s)
     if result.log_tail:
         trial.set_user_attr("log_tail", result.log_tail[-2000:])
+    if result.slot:
+        trial.set_user_attr("slot", result.slot)
     if result.quality_outputs:
         trial.set_user_attr("quality_outputs", result.quality_outputs)
     for key, value in constraints.items():
         trial.set_constraint(key, value)
 
 
+# How often a worker whose budget is claimed looks again while other workers' trials run (a
+# dead worker's trial comes back to the queue once its heartbeat is stale).
+WAIT_S = 1.0
+
+# (what to say) -> None: a worker's notes (waiting for others, a dead worker's trial retried)
+Note = Callable[[str], None]
+
+
 def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[str, Any],
-         on_trial: TrialCallback | None = None, precheck: Precheck | None = None
-         ) -> optuna.Study:
-    """Run trials until the study holds `cfg.n_trials` finished ones (in total, across runs)."""
+         on_trial: TrialCallback | None = None, precheck: Precheck | None = None,
+         on_note: Note | None = None) -> optuna.Study:
+    """Run trials until the study holds `cfg.n_trials` finished ones (in total, across runs
+    and across the workers sharing its storage, budget.py), then wait for the other workers'
+    trials to end, so that a dead worker's candidate is retried here."""
     study = open_study(space, cfg, attrs)
     total = cfg.n_trials + (counted_trials(study) if cfg.more else 0)
-    remaining = total - counted_trials(study)
-    if remaining <= 0:
+    if total - counted_trials(study) <= 0:
         log.info("study %s already has %d finished trials", cfg.name, counted_trials(study))
         return study
 
@@ -266,6 +308,9 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
     def objective(trial: optuna.Trial) -> float | list[float]:
         nonlocal env_failures, refused_in_a_row, exhausted
         baseline = trial.user_attrs.get(ROLE) == BASELINE
+        trial.set_user_attr(WORKER, worker_id())  # who measures it (several may share a study)
+        if surplus(study, trial.number, total):
+            hand_back(study, trial, "the budget was used up by other workers' trials")
 
         def prune_check(step: int, value: float) -> bool:
             if math.isnan(value) or multi:
@@ -282,6 +327,17 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
                 params = baseline_params(space)
             else:
                 params = suggest(space, trial)
+            busy = running_twin(study, space, params, trial.number)
+            if busy is not None:
+                if not baseline and space.sampler.name != "grid" and finite(space):
+                    # an unseen candidate goes next, so that this worker does not draw the
+                    # one being measured again
+                    unseen = unseen_candidate(space, seen_params(study, space) + running_params(
+                        study, space, trial.number), rng)
+                    if unseen is not None:
+                        study.enqueue_trial(unseen, skip_if_exists=True)
+                hand_back(study, trial, f"trial {busy.number} of another worker is measuring "
+                          "the same settings", requeue=False)
             why_not = None if baseline else _why_not(space, params, precheck)
             twin = None if why_not else measured_twin(study, space, params, trial.number)
             if why_not is not None:
@@ -305,6 +361,8 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
                         study.enqueue_trial(unseen)
             else:
                 result = runner(params, trial.number, prune_check)
+        except Surplus:
+            raise
         except WorkloadError as exc:
             # the load is at fault, not this candidate: no point trying another
             trial.set_user_attr("status", "failed")
@@ -358,16 +416,32 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
         return list(s.values) if multi else s.value
 
     deadline = None if cfg.timeout_s is None else time.monotonic() + cfg.timeout_s
-    while remaining > 0:
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
+    waiting = 0  # the other workers' trials this worker said it waits for
+    while True:
+        t_left = None if deadline is None else deadline - time.monotonic()
+        if t_left is not None and t_left <= 0:
             break
-        # FAIL trials (environment failures) use up optimize's n_trials but not the budget:
-        # go round again until the study holds n_trials finished ones.
-        n_before = len(study.trials)
-        study.optimize(objective, n_trials=remaining, timeout=left,
-                       callbacks=[_budget_spent(total), _after_screens(space)],
-                       catch=(EnvironmentFailure,), gc_after_trial=True)
+        # a dead worker's RUNNING trial (stale heartbeat): FAIL, and its candidate re-queued
+        stale = fail_stale(study)
+        if stale and on_note:
+            on_note(f"trial(s) {', '.join(map(str, stale))} of a worker that stopped "
+                    "answering: failed, their candidates queued again")
+        if left(study, total) <= 0 or exhausted:
+            others = running(study)
+            if not others:
+                break
+            if len(others) != waiting and on_note:
+                on_note(f"budget claimed: waiting for {len(others)} trial(s) of other "
+                        "workers to end (a dead worker's candidate is retried here)")
+            waiting = len(others)
+            time.sleep(WAIT_S)
+            continue
+        waiting = 0
+        # one trial at a time: the shared budget is looked at again before each
+        n_started = started(study)
+        study.optimize(objective, n_trials=1, timeout=t_left,
+                       callbacks=[_after_screens(space)],
+                       catch=(EnvironmentFailure, Surplus), gc_after_trial=True)
         if refused_in_a_row >= cfg.max_no_starts:
             raise AutotuneError(f"stopping: {refused_in_a_row} candidates in a row broke a "
                                 "rule or could not fit in memory; the space leaves (almost) "
@@ -375,12 +449,11 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
         if len(setup_causes) >= SAME_CAUSE_STOPS and len(set(setup_causes)) == 1:
             raise AutotuneError(f"stopping: {len(setup_causes)} start-ups in a row failed "
                                 f"alike, for a reason no setting changes: {setup_causes[0]}")
-        remaining = total - counted_trials(study)
         grid = study.sampler
         if isinstance(grid, optuna.samplers.GridSampler) and grid.is_exhausted(study):
             exhausted = True  # every point of the grid visited
-        if len(study.trials) == n_before or exhausted:
-            break  # nothing ran (timeout, other workers took the budget), or nothing left
+        if started(study) == n_started:
+            break  # nothing ran (the timeout)
     return study
 
 
@@ -397,14 +470,6 @@ def _after_screens(space: SearchSpace) -> Callable[[optuna.Study, FrozenTrial], 
     def check(study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.user_attrs.get(ROLE) == SCREEN:
             enqueue_combination(study, space)
-    return check
-
-
-def _budget_spent(n_trials: int) -> Callable[[optuna.Study, FrozenTrial], None]:
-    """Stop once the study holds n_trials counted trials (refused candidates not counted)."""
-    def check(study: optuna.Study, trial: FrozenTrial) -> None:
-        if counted_trials(study) >= n_trials:
-            study.stop()
     return check
 
 

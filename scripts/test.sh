@@ -14,6 +14,8 @@ if ! command -v chromium >/dev/null; then
         exit 1
     fi
 fi
+# many workers on one study: a real PostgreSQL server (Debian's package), started here
+eval "$(scripts/postgres.sh)"
 .venv/bin/ruff check autotune tests bench
 .venv/bin/mypy autotune bench
 exec .venv/bin/python -m pytest "$@"

@@ -82,3 +82,18 @@ def here_profile(model_slug: str = "builtin-tiny-qwen3") -> Path:
     from autotune.testing.fake_probe import FakeProbe
 
     return Path("profiles") / detect_hardware("cpu", FakeProbe()).key / f"{model_slug}.yaml"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A real PostgreSQL server (Debian's package): the one scripts/test.sh started, else
+    started here by the same script. The URL carries no password: libpq reads PGPASSWORD."""
+    if not os.environ.get("AUTOTUNE_TEST_POSTGRES"):
+        import subprocess
+
+        script = Path(__file__).parent.parent / "scripts" / "postgres.sh"
+        out = subprocess.run([str(script)], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            key, value = line.removeprefix("export ").split("=", 1)
+            os.environ[key] = value
+    return os.environ["AUTOTUNE_TEST_POSTGRES"]

@@ -1,0 +1,142 @@
+"""One budget shared by every worker on a study (processes on one host or many, one storage).
+
+Optuna gives each worker trials from one storage; this module decides, from what the storage
+holds, how many more a worker may start. A trial counts once it is measured (trials.COUNTED,
+not repeats nor candidates refused before a start); a trial RUNNING in another worker holds a
+claim on the budget until it ends. Two workers that start a trial at the same instant may both
+see one trial left: the trial with the higher number is then one too many (`surplus`): it hands
+its candidate back to the queue and ends as FAIL, which no sampler learns from and the budget
+does not count.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import warnings
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autotune.space import SearchSpace, TrialParams
+from autotune.trials import NO_START_ATTR, REPEAT_OF, ROLE, SURPLUS, counted_trials, params_of
+
+
+class Surplus(Exception):
+    """This trial is one too many for the shared budget, or another worker is measuring its
+    candidate right now: it ends as FAIL, its candidate handed back, nothing measured."""
+
+
+def running(study: optuna.Study, but: int | None = None) -> list[FrozenTrial]:
+    """Trials running now (in any worker), except trial number `but`."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.number != but and not t.user_attrs.get(NO_START_ATTR)
+            and t.user_attrs.get(REPEAT_OF) is None]
+
+
+def left(study: optuna.Study, total: int) -> int:
+    """Trials this worker may still start: the total less those measured and those running."""
+    return total - counted_trials(study) - len(running(study))
+
+
+def surplus(study: optuna.Study, number: int, total: int) -> bool:
+    """Whether trial `number`, just started, is beyond the budget: the measured trials and the
+    running ones that started before it use it up."""
+    earlier = [t for t in running(study, number) if t.number < number]
+    return counted_trials(study) + len(earlier) >= total
+
+
+def running_params(study: optuna.Study, space: SearchSpace, but: int) -> list[TrialParams]:
+    """What the trials running now (except `but`) measure."""
+    out = []
+    for t in running(study, but):
+        try:
+            out.append(params_of(space, t))
+        except Exception:  # still drawing its settings
+            continue
+    return out
+
+
+def running_twin(study: optuna.Study, space: SearchSpace, params: TrialParams,
+                 number: int) -> FrozenTrial | None:
+    """An earlier trial measuring exactly these settings right now, in another worker."""
+    for t in running(study, number):
+        try:
+            theirs = params_of(space, t)
+        except Exception:  # still drawing its settings
+            continue
+        if t.number < number and theirs == params:
+            return t
+    return None
+
+
+def handed_back(study: optuna.Study) -> int:
+    """Trials that started beyond the budget and gave their candidate back (coordination)."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+               if t.user_attrs.get(SURPLUS))
+
+
+class _QuietSurplus(logging.Filter):
+    """Optuna logs every failed trial with its traceback, then once more without a value;
+    a hand-back is not a failure, and autotune says what failed in its own words."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return "Surplus(" not in text and not text.endswith("failed with value None.")
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_QuietSurplus())
+
+
+def hand_back(study: optuna.Study, trial: optuna.Trial, why: str, requeue: bool = True
+              ) -> None:
+    """End a trial that must not measure (beyond the budget, or its candidate is being
+    measured by another worker): a queued candidate goes back to the queue (`requeue`)."""
+    trial.set_user_attr(SURPLUS, True)
+    fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+    if fixed is not None and requeue:
+        study.enqueue_trial(fixed, user_attrs={ROLE: trial.user_attrs[ROLE]}
+                            if ROLE in trial.user_attrs else None)
+    raise Surplus(why)
+
+
+WORKER = "worker"  # user attr: the host and process that ran the trial
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def started(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING)
+
+
+def fail_stale(study: optuna.Study) -> list[int]:
+    """Fail the RUNNING trials whose heartbeat is stale (their worker died); the storage's
+    callback queues each candidate again. Returns their numbers."""
+    before = [t.number for t in running(study)]
+    if not before:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    return [n for n in before if states.get(n) == optuna.trial.TrialState.FAIL]
+
+
+__all__ = [
+    "SURPLUS",
+    "WORKER",
+    "Surplus",
+    "fail_stale",
+    "hand_back",
+    "handed_back",
+    "left",
+    "running",
+    "running_params",
+    "running_twin",
+    "started",
+    "surplus",
+    "worker_id",
+]
