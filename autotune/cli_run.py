@@ -46,11 +46,17 @@ def run_config(ns: argparse.Namespace) -> RunConfig:
 
 
 def parallel(ns: argparse.Namespace) -> int:
+    from autotune.errors import UserError
+
+    if ns.command == "retune":
+        # a re-tune counts its budget from the study it finds: one worker
+        if (ns.parallel or 1) > 1 or ns.search_only:
+            raise UserError("retune runs as one worker (its budget counts from the trials "
+                            "it finds): drop --parallel/--search-only, or use run")
+        return 1
     if ns.parallel is None:
         return max(1, len(ns.devices))
     if ns.parallel < 1:
-        from autotune.errors import UserError
-
         raise UserError(f"--parallel: {ns.parallel} is not a number of trials (1 or more)")
     return int(ns.parallel)
 

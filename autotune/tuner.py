@@ -164,7 +164,7 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
     except KeyError:
         existing = None
     if existing is not None:
-        differs = identity_differences(existing.user_attrs.get("identity") or {}, cfg.identity)
+        differs = identity_differences(_identity(existing), cfg.identity)
         if differs:
             raise StudyMismatch(cfg.name, differs)
     # workers sharing a study draw apart: the same seed would propose the same candidates
@@ -189,12 +189,12 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
         study = optuna.load_study(study_name=cfg.name, storage=storage, sampler=sampler,
                                   pruner=pruner)
         # (its identity is set by its creator right after; a joiner checks what is there)
-        differs = identity_differences(study.user_attrs.get("identity") or cfg.identity,
-                                       cfg.identity)
+        differs = identity_differences(_identity(study), cfg.identity)
         if differs:
             raise StudyMismatch(cfg.name, differs) from None
     if new:
-        for k, v in {**attrs, "identity": cfg.identity}.items():
+        # the identity first: a worker joining this study waits for it (_identity)
+        for k, v in {"identity": cfg.identity, **attrs}.items():
             study.set_user_attr(k, v)
         # vLLM's defaults first, always: the baseline every candidate has to beat
         study.enqueue_trial(with_defaults(space, {}), user_attrs={ROLE: BASELINE})
@@ -206,6 +206,22 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
         if uses_screening(space):
             enqueue_screens(study, space)
     return study
+
+
+# A worker that joins a study another has just created waits this long for its identity.
+IDENTITY_WAIT_S = 15.0
+
+
+def _identity(study: optuna.Study) -> dict[str, str]:
+    """The study's identity; a study created a moment ago by another worker may not have it
+    yet (its creator sets it first thing): wait for it."""
+    deadline = time.monotonic() + IDENTITY_WAIT_S
+    while True:
+        ident = study.user_attrs.get("identity")
+        if ident is not None or time.monotonic() > deadline:
+            return dict(ident or {})
+        time.sleep(0.2)
+        study = optuna.load_study(study_name=study.study_name, storage=study._storage)
 
 
 def with_defaults(space: SearchSpace, candidate: dict[str, Any]) -> dict[str, Any]:

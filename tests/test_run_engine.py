@@ -7,6 +7,7 @@ optuna-dashboard reads it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -53,11 +54,12 @@ def autotune(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def confirmed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Profile, str]]:
     """One real run, shared by the tests below, with two goals (throughput up, memory down):
     the search measures vLLM's defaults and a candidate that serves one sequence at a time
-    with a smaller KV cache (enqueued), then both are measured again in 3 interleaved
-    rounds."""
+    with a smaller KV cache (enqueued), side by side (`--parallel 2`: two servers, each on
+    its own cores), then both are measured again in 3 interleaved rounds, one server at a
+    time on the whole machine."""
     work = tmp_path_factory.mktemp("run")
     proc = autotune(work, "--space", str(SPACE), "--trials", "2", "--objective",
-                    "output_throughput,peak_memory_bytes")
+                    "output_throughput,peak_memory_bytes", "--parallel", "2")
     yield work, read_profile(work / PROFILE), proc.stdout
 
 
@@ -98,6 +100,30 @@ def test_search_trials_are_measured_in_rounds(confirmed: tuple[Path, Profile, st
     assert base.user_attrs["env"] == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # fixed, not tuned
     assert "--max-num-seqs 1" in " ".join(slow.user_attrs["command"])
     assert vllm_processes() == []
+
+
+def test_the_search_ran_two_real_servers_at_once_on_disjoint_cores(
+        confirmed: tuple[Path, Profile, str]) -> None:
+    from autotune.slots import core_sets, cpu_list
+
+    work, profile, out = confirmed
+    study = optuna.load_study(study_name=profile.meta.study,
+                              storage=f"sqlite:///{work / 'autotune.db'}")
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    sets = [cpu_list(c) for c in core_sets(sorted(os.sched_getaffinity(0)), 2)]
+    assert sorted(t.user_attrs["slot"] for t in trials) == sorted(f"cores {c}" for c in sets)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2 and "worker 1 (pid" in out
+    a, b = trials
+    assert a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete, \
+        "the two servers did not run at the same time"
+    for t in trials:  # vLLM bound its OpenMP threads to the trial's cores, as it logged
+        log = (work / "autotune-runs" / study.study_name / f"trial-{t.number:04d}" /
+               "server.log").read_text()
+        want = t.user_attrs["slot"].removeprefix("cores ")
+        assert f"VLLM_CPU_OMP_THREADS_BIND='{want}'" in log, log[-3000:]
+    # the confirmation ran one server at a time on the whole machine: not pinned
+    for log in (work / "autotune-runs" / study.study_name / "confirm").glob("*/server.log"):
+        assert "VLLM_CPU_OMP_THREADS_BIND='auto'" in log.read_text()
 
 
 def test_confirmation_interleaves_fresh_servers_and_states_the_gain(

@@ -141,7 +141,7 @@ def test_parallel_trials_run_side_by_side_on_disjoint_cores(tmp_path: Path) -> N
                "server.log").read_text()
         want = t.user_attrs["slot"].removeprefix("cores ")
         assert f"omp-bind: {want}" in log, log[:500]
-        pinned = log.split("fake vLLM cores: [")[1].split("]")[0]
+        pinned = log.split("; cores: [")[1].split("]")[0]
         assert cpu_list([int(c) for c in pinned.split(",")]) == want
     worker_log = (tmp_path / "autotune-runs" / "workers" / "worker-1.log").read_text()
     assert "search done (--search-only)" in worker_log
@@ -250,3 +250,45 @@ def test_a_worker_killed_mid_trial_has_its_candidate_retried_by_the_other(
     assert retry[0].user_attrs["worker"].endswith(f":{b.pid}")
     assert "verdict:" in out_b and [p for p in tmp_path.glob("b/profiles/*/*.yaml")]
     assert not [t for t in study.trials if not shown(t) and t.state is TrialState.RUNNING]
+
+
+def test_the_lease_goes_to_one_worker_and_a_later_run_confirms_again(tmp_path: Path) -> None:
+    from autotune.lease import STALE_S, Held, Lease, take
+    from autotune.tuner import make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", 5, 20)
+    t0 = time.time()
+    first = take(storage, "s", 6, t0)
+    assert isinstance(first, Lease) and first.name == "s:confirm:6:1"
+    peer = take(storage, "s", 6, t0)  # a worker of the same run, while it confirms
+    assert isinstance(peer, Held) and peer.running and peer.holder.endswith(f":{os.getpid()}")
+    first.beat()
+    first.done("kept vLLM's defaults")
+    late_peer = take(storage, "s", 6, t0)  # finished while this worker was running
+    assert isinstance(late_peer, Held) and not late_peer.running
+    later_run = take(storage, "s", 6, time.time() + 1)  # resumes the finished study
+    assert isinstance(later_run, Lease) and later_run.name == "s:confirm:6:2"
+    # a holder that stopped beating long ago died mid-confirmation: the next k
+    assert isinstance(take(storage, "s", 8, t0), Lease)
+    dead = take(storage, "s", 8, t0, now=time.time() + STALE_S + 60)
+    assert isinstance(dead, Lease) and dead.name == "s:confirm:8:2"
+    assert isinstance(take(storage, "s", 7, t0), Lease), "more trials: a new search to confirm"
+
+
+def test_parallel_flags_are_checked_before_anything_starts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    space = space_file(tmp_path, startup=0.1)
+    base = ["--gpu", "cpu", "--model", "builtin:tiny-qwen3", "--space", str(space),
+            "--launcher", shlex.join(FAKE_LAUNCHER), "--no-verify-options"]
+    assert main(["retune", *base, "--parallel", "2"]) == 2
+    assert "retune runs as one worker" in capsys.readouterr().err
+    assert main(["run", *base, "--parallel", "0"]) == 2
+    assert "--parallel: 0 is not a number of trials" in capsys.readouterr().err
+    too_many = len(os.sched_getaffinity(0)) + 1
+    assert main(["run", *base, "--parallel", str(too_many)]) == 2
+    assert "each server needs at least one" in capsys.readouterr().err
+    assert not (tmp_path / "autotune-runs").exists(), "nothing started"

@@ -241,9 +241,8 @@ _LEAKED: list[bytearray] = []  # --fake-leak-kib-per-request
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    print(f"fake vLLM starting: {args}", flush=True)
     # where it may run: a server of trials side by side is pinned to its own cores
-    print(f"fake vLLM cores: {sorted(os.sched_getaffinity(0))} "
+    print(f"fake vLLM starting: {args}; cores: {sorted(os.sched_getaffinity(0))} "
           f"omp-bind: {os.environ.get('VLLM_CPU_OMP_THREADS_BIND', '')}", flush=True)
     if args.fake_ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
