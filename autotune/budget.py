@@ -14,13 +14,21 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import warnings
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autotune.space import SearchSpace, TrialParams
-from autotune.trials import NO_START_ATTR, REPEAT_OF, ROLE, SURPLUS, counted_trials, params_of
+from autotune.trials import (
+    COUNTED,
+    NO_START_ATTR,
+    REPEAT_OF,
+    ROLE,
+    SURPLUS,
+    params_of,
+)
 
 
 class Surplus(Exception):
@@ -28,23 +36,41 @@ class Surplus(Exception):
     candidate right now: it ends as FAIL, its candidate handed back, nothing measured."""
 
 
+def _claims(t: FrozenTrial) -> bool:
+    """Whether a trial uses the budget (measured) or holds a claim on it (running)."""
+    return not t.user_attrs.get(NO_START_ATTR) and t.user_attrs.get(REPEAT_OF) is None
+
+
 def running(study: optuna.Study, but: int | None = None) -> list[FrozenTrial]:
     """Trials running now (in any worker), except trial number `but`."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if t.number != but and not t.user_attrs.get(NO_START_ATTR)
-            and t.user_attrs.get(REPEAT_OF) is None]
+            if t.number != but and _claims(t)]
+
+
+def _census(study: optuna.Study) -> tuple[int, list[FrozenTrial]]:
+    """The measured trials' count and the running trials, from one read of the storage."""
+    measured, runs = 0, []
+    for t in study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING)):
+        if not _claims(t):
+            continue
+        if t.state is TrialState.RUNNING:
+            runs.append(t)
+        else:
+            measured += 1
+    return measured, runs
 
 
 def left(study: optuna.Study, total: int) -> int:
     """Trials this worker may still start: the total less those measured and those running."""
-    return total - counted_trials(study) - len(running(study))
+    measured, runs = _census(study)
+    return total - measured - len(runs)
 
 
 def surplus(study: optuna.Study, number: int, total: int) -> bool:
     """Whether trial `number`, just started, is beyond the budget: the measured trials and the
     running ones that started before it use it up."""
-    earlier = [t for t in running(study, number) if t.number < number]
-    return counted_trials(study) + len(earlier) >= total
+    measured, runs = _census(study)
+    return measured + sum(1 for t in runs if t.number < number) >= total
 
 
 def running_params(study: optuna.Study, space: SearchSpace, but: int) -> list[TrialParams]:
@@ -58,16 +84,30 @@ def running_params(study: optuna.Study, space: SearchSpace, but: int) -> list[Tr
     return out
 
 
+DRAWN = "drawn"  # user attr: the trial's settings are all drawn (running_twin compares them)
+# how long a trial waits for an earlier one to finish drawing its settings
+DRAW_WAIT_S = 10.0
+
+
 def running_twin(study: optuna.Study, space: SearchSpace, params: TrialParams,
                  number: int) -> FrozenTrial | None:
-    """An earlier trial measuring exactly these settings right now, in another worker."""
-    for t in running(study, number):
-        try:
-            theirs = params_of(space, t)
-        except Exception:  # still drawing its settings
+    """An earlier trial (a lower number) measuring exactly these settings right now, in
+    another worker. An earlier trial still drawing its settings is waited for: the lower
+    number measures, the higher one gives way, whoever drew first."""
+    deadline = time.monotonic() + DRAW_WAIT_S
+    while True:
+        earlier = [t for t in running(study, number) if t.number < number]
+        if all(t.user_attrs.get(DRAWN) for t in earlier) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for t in earlier:
+        if not t.user_attrs.get(DRAWN):
             continue
-        if t.number < number and theirs == params:
-            return t
+        try:
+            if params_of(space, t) == params:
+                return t
+        except Exception:  # settings it cannot resolve: not a twin
+            continue
     return None
 
 

@@ -17,6 +17,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
 from autotune.budget import (
+    DRAWN,
     WORKER,
     Surplus,
     fail_stale,
@@ -343,6 +344,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
                 params = baseline_params(space)
             else:
                 params = suggest(space, trial)
+            trial.set_user_attr(DRAWN, True)
             busy = running_twin(study, space, params, trial.number)
             if busy is not None:
                 if not baseline and space.sampler.name != "grid" and finite(space):

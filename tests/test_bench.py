@@ -108,3 +108,10 @@ def test_unseen_bench_searches_then_measures_every_point_on_the_stand_in(tmp_pat
     assert chosen and chosen[1] != "max-num-seqs=4", out
     assert out.splitlines()[-1].startswith(("PASS", "FAIL")) and r.returncode == (
         out.splitlines()[-1].startswith("FAIL")), out
+
+
+def test_workers_bench_reports_the_speed_up_and_checks_eight_workers(postgres_url: str) -> None:
+    out = run_bench("bench.workers", "--rounds", "1", "--budget", "4", "--trial-s", "0.1",
+                    "--workers", "1,2", "--storage", postgres_url)
+    assert re.search(r"^2\s+[\d.]+ \[[\d.]+, [\d.]+\]\s+x[\d.]+", out, re.M), out
+    assert "8 workers, 32 trials" in out and "budget exact, no duplicate, no lost result" in out

@@ -355,8 +355,11 @@ def test_optuna_dashboard_reads_the_study(confirmed: tuple[Path, Profile, str]) 
         out: dict[str, object] = json.loads(body)
         return out
 
-    (summary,) = get("/api/studies")["study_summaries"]  # type: ignore[misc]
-    assert summary["study_name"] == profile.meta.study
+    # the study, and the confirmation's lease (a study of its own, with who held it)
+    summaries = get("/api/studies")["study_summaries"]
+    assert sorted(s["study_name"] for s in summaries) == [  # type: ignore[attr-defined]
+        profile.meta.study, f"{profile.meta.study}:confirm:2:1"]
+    (summary,) = [s for s in summaries if s["study_name"] == profile.meta.study]  # type: ignore[attr-defined]
     study = get(f"/api/studies/{summary['study_id']}")
     trials = study["trials"]
     assert isinstance(trials, list)
