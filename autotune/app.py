@@ -176,9 +176,14 @@ def _search_and_conclude(cfg: RunConfig, inp: Inputs, path: Path, probe: Probe,
         outcome.note = (f"search done; the confirmation round is {state} by another worker "
                         f"({lease.holder}, lease {lease.name!r})")
         return outcome
-    with profile_lock(path) if lock else contextlib.nullcontext():
-        _confirm_and_conclude(outcome, cfg, inp, path, study, name, identity, setup, gpus,
-                              on_confirm, _beating(on_round, lease.beat))
+    try:
+        with profile_lock(path) if lock else contextlib.nullcontext():
+            _confirm_and_conclude(outcome, cfg, inp, path, study, name, identity, setup, gpus,
+                                  on_confirm, _beating(on_round, lease.beat))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            lease.abandon()  # interrupted or failed: the next run confirms
+        raise
     lease.done(outcome.note)
     return outcome
 

@@ -323,6 +323,18 @@ class VllmServer:
         if self.on_start is not None:
             self.on_start(self.proc.pid)
 
+    def cores(self) -> list[int]:
+        """The cores the server's processes may run on (all of them together), as the OS
+        reports them now: what pinning it to its share of the machine did."""
+        out: set[int] = set()
+        with contextlib.suppress(psutil.Error):
+            if self.proc is not None:
+                root = psutil.Process(self.proc.pid)
+                for p in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        out.update(p.cpu_affinity() or [])
+        return sorted(out)
+
     def log_tail(self, max_bytes: int = 4000) -> str:
         return tail(self.log_path, max_bytes)
 

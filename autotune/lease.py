@@ -9,8 +9,8 @@ again, under the next k).
 A worker that finds the lease taken:
 - by a confirmation still running (its holder beats at every round): leaves it to the holder;
 - done after this worker started: a peer of this run confirmed; nothing left to do here;
-- done before this worker started, or its holder silent for STALE_S: an earlier run's, or a
-  dead holder's; the next k is tried.
+- done before this worker started, abandoned (its holder was interrupted), or its holder
+  dead (a process of this host that is gone, or silent for STALE_S): the next k is tried.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import optuna
 # a holder that has not beaten for this long is dead (a round is one server start and its load)
 STALE_S = 1800.0
 TAKEN, BEAT, DONE, HOLDER = "taken_at", "beat_at", "done_at", "holder"
+ABANDONED = "abandoned_at"  # its holder stopped before the end (interrupted, an error)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class Lease:
 
     def beat(self) -> None:
         self._study().set_user_attr(BEAT, time.time())
+
+    def abandon(self) -> None:
+        self._study().set_user_attr(ABANDONED, time.time())
 
     def done(self, note: str) -> None:
         s = self._study()
@@ -64,6 +68,8 @@ def take(storage: optuna.storages.BaseStorage, study: str, trials: int,
             attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
             t = time.time() if now is None else now
             holder = str(attrs.get(HOLDER, "?"))
+            if ABANDONED in attrs or _gone(holder):
+                continue
             if DONE in attrs:
                 if float(attrs[DONE]) >= started_at:
                     return Held(name, holder, running=False)
@@ -76,6 +82,20 @@ def take(storage: optuna.storages.BaseStorage, study: str, trials: int,
         lease.set_user_attr(TAKEN, time.time())
         return Lease(storage, name)
     raise AssertionError("a thousand confirmations of one search")
+
+
+def _gone(holder: str) -> bool:
+    """A holder on this host whose process no longer runs."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 __all__ = ["STALE_S", "Held", "Lease", "take"]

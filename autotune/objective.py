@@ -74,6 +74,7 @@ class TrialResult(BaseModel):
     saved_s: float = 0.0  # pruned: measuring time the stopping rule would still have spent
     quality_outputs: list[list[int]] = []  # greedy token ids on the quality guard's prompts
     slot: str = ""  # the share of the machine its server had (trials side by side)
+    cores: list[int] = []  # the cores its server's processes were allowed, as the OS said
 
     def value(self, name: str) -> float | None:
         """A metric's point estimate (None when not measured)."""
@@ -280,6 +281,7 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
                     + (" (out of memory)" if oom else ""), text)
             log_text = server.log_head()
             startup_s = server.startup_s or 0.0
+            cores = server.cores()
             emit(Phase(trial_dir.name, "stopping"))
     except TrialFailure as f:
         log.info("trial failed: %s", f)
@@ -321,7 +323,7 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
         "command": command, "env": dict(params.env), "metrics": metrics, "levels": levels,
         "watched": rounds.watched, "round_values": round_values,
         "measure_s": sum(sum(d) for d in rounds.durations.values()),
-        "quality_outputs": outputs}
+        "quality_outputs": outputs, "cores": cores}
     if cap is not None:
         common["detail"] = cap.summary()
     if rounds.pruned:

@@ -288,6 +288,8 @@ def record(trial: optuna.Trial, result: TrialResult, constraints: dict[str, floa
         trial.set_user_attr("log_tail", result.log_tail[-2000:])
     if result.slot:
         trial.set_user_attr("slot", result.slot)
+    if result.cores:
+        trial.set_user_attr("cores", result.cores)
     if result.quality_outputs:
         trial.set_user_attr("quality_outputs", result.quality_outputs)
     for key, value in constraints.items():

@@ -116,14 +116,16 @@ def test_the_search_ran_two_real_servers_at_once_on_disjoint_cores(
     a, b = trials
     assert a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete, \
         "the two servers did not run at the same time"
-    for t in trials:  # vLLM bound its OpenMP threads to the trial's cores, as it logged
-        log = (work / "autotune-runs" / study.study_name / f"trial-{t.number:04d}" /
-               "server.log").read_text()
+    for t in trials:  # every process of the server (API server, engine) ran on its cores only
         want = t.user_attrs["slot"].removeprefix("cores ")
-        assert f"VLLM_CPU_OMP_THREADS_BIND='{want}'" in log, log[-3000:]
-    # the confirmation ran one server at a time on the whole machine: not pinned
-    for log in (work / "autotune-runs" / study.study_name / "confirm").glob("*/server.log"):
-        assert "VLLM_CPU_OMP_THREADS_BIND='auto'" in log.read_text()
+        assert cpu_list(t.user_attrs["cores"]) == want, (t.user_attrs["cores"], want)
+        result = json.loads((work / "autotune-runs" / study.study_name /
+                             f"trial-{t.number:04d}" / "result.json").read_text())
+        assert result["cores"] == t.user_attrs["cores"]
+    # the confirmation ran one server at a time on the whole machine
+    everything = sorted(os.sched_getaffinity(0))
+    for r in (work / "autotune-runs" / study.study_name / "confirm").glob("*/result.json"):
+        assert json.loads(r.read_text())["cores"] == everything
 
 
 def test_confirmation_interleaves_fresh_servers_and_states_the_gain(

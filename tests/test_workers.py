@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -143,6 +144,7 @@ def test_parallel_trials_run_side_by_side_on_disjoint_cores(tmp_path: Path) -> N
         assert f"omp-bind: {want}" in log, log[:500]
         pinned = log.split("; cores: [")[1].split("]")[0]
         assert cpu_list([int(c) for c in pinned.split(",")]) == want
+        assert cpu_list(t.user_attrs["cores"]) == want  # as the OS said while it ran
     worker_log = (tmp_path / "autotune-runs" / "workers" / "worker-1.log").read_text()
     assert "search done (--search-only)" in worker_log
     assert not [p for p in psutil.process_iter(["cmdline", "cwd"]) if p.info["cwd"] ==
@@ -273,6 +275,18 @@ def test_the_lease_goes_to_one_worker_and_a_later_run_confirms_again(tmp_path: P
     dead = take(storage, "s", 8, t0, now=time.time() + STALE_S + 60)
     assert isinstance(dead, Lease) and dead.name == "s:confirm:8:2"
     assert isinstance(take(storage, "s", 7, t0), Lease), "more trials: a new search to confirm"
+    # an interrupted holder gives the lease up; a holder of this host that is gone lost it
+    interrupted = take(storage, "s", 9, t0)
+    assert isinstance(interrupted, Lease)
+    interrupted.abandon()
+    gone = take(storage, "s", 9, t0)
+    assert isinstance(gone, Lease) and gone.name == "s:confirm:9:2"
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    optuna.load_study(study_name=gone.name, storage=storage).set_user_attr(
+        "holder", f"{socket.gethostname()}:{child.pid}")
+    after = take(storage, "s", 9, t0)
+    assert isinstance(after, Lease) and after.name == "s:confirm:9:3"
 
 
 def test_parallel_flags_are_checked_before_anything_starts(
