@@ -306,3 +306,29 @@ def test_parallel_flags_are_checked_before_anything_starts(
     assert main(["run", *base, "--parallel", str(too_many)]) == 2
     assert "each server needs at least one" in capsys.readouterr().err
     assert not (tmp_path / "autotune-runs").exists(), "nothing started"
+
+
+def test_beside_other_trials_the_memory_check_is_per_gpu_and_skips_the_host() -> None:
+    from autotune.memory import MemoryBaseline, wait_for_memory
+    from autotune.probes import DeviceInfo
+    from autotune.testing.fake_probe import FakeProbe
+
+    gib = 2**30
+    used = {0: 1 * gib, 1: 1 * gib}
+    host = [64 * gib]
+    probe = FakeProbe(devices=tuple(DeviceInfo(i, "NVIDIA H100 80GB HBM3", 80 * gib)
+                                    for i in (0, 1)),
+                      gpu_used=lambda idx: sum(used[i] for i in idx),
+                      host_available=lambda: host[0])
+    base = MemoryBaseline.take(probe, [0, 1]).side_by_side()
+    assert base.gpu_by_index == {0: gib, 1: gib}
+    # another trial's server holds 40 GiB on GPU 1 and 30 GiB of host memory
+    used[1] += 40 * gib
+    host[0] -= 30 * gib
+    assert wait_for_memory(probe, base, [0], timeout_s=0.2) is None
+    why = wait_for_memory(probe, base, [1], timeout_s=0.2)
+    assert why is not None and "GPU 1's memory in use is 40.0 GiB above its baseline" in why
+    # one trial at a time, the host's memory is checked as before
+    whole = MemoryBaseline.take(probe, [0, 1])
+    host[0] -= 30 * gib
+    assert "host memory available" in (wait_for_memory(probe, whole, [0], 0.2) or "")
