@@ -129,6 +129,8 @@ class Pool:
         units = ([f"gpu-{i}" for i in self.gpus] if self.gpus
                  else [f"cores-{cpu_list(c)}" for c in self.cores])
         want = need if self.gpus else 1
+        if want > len(units):
+            raise UserError(f"a server {self.fits(need)}")
         while True:
             held = self._try(units, want)
             if held is not None:

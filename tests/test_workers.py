@@ -99,6 +99,8 @@ def test_a_tensor_parallel_candidate_takes_its_gpus_and_the_next_waits(tmp_path:
     assert gpus_needed({}) == 1
     pool = Pool(tmp_path, gpus=(0, 1, 2, 3))
     assert pool.fits(8) == "needs 8 GPUs, the run has 4 (--gpus)" and pool.fits(4) is None
+    with pytest.raises(Exception, match="needs 8 GPUs"), pool.take(8):
+        pass  # never waits for what the run does not have
     got: list[tuple[int, ...]] = []
     with pool.take(2) as a, Pool(tmp_path, gpus=(0, 1, 2, 3)).take(2) as b:
         assert set(a.gpus).isdisjoint(b.gpus) and len(a.gpus) == len(b.gpus) == 2
