@@ -63,7 +63,6 @@ from autotune.tuner import (
     StudyConfig,
     StudyMismatch,
     TrialCallback,
-    make_storage,
     tune,
 )
 
@@ -169,7 +168,7 @@ def _search_and_conclude(cfg: RunConfig, inp: Inputs, path: Path, probe: Probe,
         outcome.note = "search done (--search-only): no confirmation, no profile"
         return outcome
     # one worker of those sharing the study confirms; the others leave it to it
-    lease = take(make_storage(cfg.storage, 5, 20), name, counted_trials(study), started_at)
+    lease = take(study._storage, name, counted_trials(study), started_at)
     if isinstance(lease, Held):
         outcome.deferred = True
         state = "run" if lease.running else "done"

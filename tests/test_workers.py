@@ -190,13 +190,21 @@ def _start(argv: list[str], cwd: Path) -> subprocess.Popen[str]:
                             text=True)
 
 
+def _workers_on(url: str, tmp: Path, prefix: str, startup: float, trials: int
+                ) -> tuple[str, list[str]]:
+    """A new study's name, and the `autotune run` command of its workers (each started in
+    its own directory, tmp/a or tmp/b, as on its own machine)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    argv = run_argv(space_file(tmp, startup=startup), "--storage", url, "--study", name,
+                    "--trials", str(trials))
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    return name, argv
+
+
 def test_two_workers_in_postgresql_keep_the_budget_and_confirm_once(
         postgres_url: str, tmp_path: Path) -> None:
-    name = f"w2-{uuid.uuid4().hex[:8]}"
-    space = space_file(tmp_path, startup=0.5)
-    argv = run_argv(space, "--storage", postgres_url, "--study", name, "--trials", "5")
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
+    name, argv = _workers_on(postgres_url, tmp_path, "w2", startup=0.5, trials=5)
     a, b = _start(argv, tmp_path / "a"), _start(argv, tmp_path / "b")
     out_a, _ = a.communicate(timeout=600)
     out_b, _ = b.communicate(timeout=600)
@@ -221,11 +229,7 @@ def test_two_workers_in_postgresql_keep_the_budget_and_confirm_once(
 
 def test_a_worker_killed_mid_trial_has_its_candidate_retried_by_the_other(
         postgres_url: str, tmp_path: Path) -> None:
-    name = f"wk-{uuid.uuid4().hex[:8]}"
-    space = space_file(tmp_path, startup=3)
-    argv = run_argv(space, "--storage", postgres_url, "--study", name, "--trials", "4")
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
+    name, argv = _workers_on(postgres_url, tmp_path, "wk", startup=3, trials=4)
     a = _start(argv, tmp_path / "a")
     deadline = time.monotonic() + 120
     victim = None
