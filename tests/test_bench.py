@@ -25,6 +25,7 @@ def run_bench(*args: str) -> str:
 
 
 @pytest.mark.engine  # vLLM's own client
+@pytest.mark.alone  # both clients' timings, compared
 def test_fidelity_bench_compares_both_clients_on_the_stand_in() -> None:
     out = run_bench("bench.fidelity", "--server", "stand-in", "--rounds", "1",
                     "--requests", "16")

@@ -26,7 +26,7 @@ from autotune.trials import is_baseline, metrics_of
 from tests.conftest import DATA, here_profile
 from tests.test_profile import meta
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.alone]  # their figures are compared
 SPACE = DATA / "engine_space.yaml"
 SPACE_RETUNE = DATA / "retune_space.yaml"
 PROFILE = here_profile()

@@ -26,9 +26,11 @@ from tests.conftest import FAKE_LAUNCHER, ONE_PROCESS_ENV, REAL_LAUNCHER
 
 KEY = "-contract-key"  # a leading dash, as a random key may have: it must not read as an option
 MAX_LEN = 512
+# the real server's memory samples and /metrics are counted while it serves a timed load
+REAL = [pytest.mark.engine, pytest.mark.alone]
 
 
-@pytest.fixture(scope="module", params=["fake", pytest.param("real", marks=pytest.mark.engine)])
+@pytest.fixture(scope="module", params=["fake", pytest.param("real", marks=REAL)])
 def server(request: pytest.FixtureRequest, tiny_model: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
     common = {"max-model-len": MAX_LEN, "max-num-seqs": 8}
@@ -162,6 +164,7 @@ def test_memory_of_the_process_tree(server: VllmServer) -> None:
         assert tree.pids == (server.pid,)
 
 
+# token counts only: nothing timed, it may run beside other tests
 @pytest.fixture(scope="module", params=["fake", pytest.param("real", marks=pytest.mark.engine)])
 def other_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                  ) -> Iterator[VllmServer]:
