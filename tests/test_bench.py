@@ -37,7 +37,9 @@ def test_fidelity_bench_compares_both_clients_on_the_stand_in() -> None:
         rounding = (ours / vllm) * (0.005 / vllm + 0.005 / ours) + 0.0005
         assert ratio == pytest.approx(ours / vllm, abs=rounding * 1.01)
     vllm_tpot, our_tpot, _ = table["median_tpot_ms"]
-    assert vllm_tpot == pytest.approx(5.0, rel=0.3)
+    # the stand-in sleeps 5 ms a token: never faster, and slower only by what a busy machine
+    # adds to its event loop (7.1 ms seen on a noisy one)
+    assert 4.5 <= vllm_tpot < 10.0
     assert our_tpot == pytest.approx(vllm_tpot, rel=0.1)
     assert "largest deviation" in out
     # the same load: autotune sent vLLM's prompts and output lengths
