@@ -23,6 +23,7 @@ if [ $# -gt 0 ]; then
 fi
 # mypy checks the types while the first part runs; its verdict is read before the second
 types_log="$(mktemp)"
+trap 'rm -f "$types_log"' EXIT
 .venv/bin/mypy autotune bench >"$types_log" 2>&1 &
 types=$!
 # Most tests wait on stand-in servers, or check what a real server does rather than how fast:
