@@ -3,7 +3,8 @@
 A level is measured in rounds: each round sends the workload's `num_requests` sessions (as
 `vllm bench serve` does once) and yields one value of the objective's metric. Rounds go on
 until the 95% interval of their mean is narrow enough (`target_ci`), or the time cap is hit,
-and never stop before `min_rounds` and `min_s`.
+and never stop before `min_rounds` and `min_s` (only `max_rounds` outranks them): the time cap
+`max_s` applies once both are reached.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ class Measure(BaseModel):
     min_rounds: int = Field(3, ge=1, description="never fewer rounds, whatever max_s says "
                                                  "(an interval needs >= 2)")
     max_rounds: int = Field(50, ge=1, description="never more rounds")
-    min_s: float = Field(20.0, ge=0, description="never stop before this much measured time")
-    max_s: float = Field(120.0, gt=0, description="stop before a round would end past this")
+    min_s: float = Field(20.0, ge=0, description="never stop before this much measured time, "
+                                                 "whatever max_s says (max_rounds may)")
+    max_s: float = Field(120.0, gt=0, description="once min_s is measured, stop before a round "
+                                                  "would end past this")
     target_ci: float = Field(0.03, gt=0, lt=1, description="stop once the 95% interval's "
                                                            "half-width is within this share "
                                                            "of the mean (0.03: +-3%)")
@@ -55,10 +58,10 @@ def next_step(values: Sequence[float], durations_s: Sequence[float], m: Measure)
         return "done"
     if n < m.min_rounds:
         return "continue"  # an interval needs its rounds, whatever the time cap says
+    if elapsed < m.min_s:
+        return "continue"  # nor does the cap cut the minimum measuring time short
     if elapsed + elapsed / n > m.max_s:
         return "done"  # the next round would end past the cap
-    if elapsed < m.min_s:
-        return "continue"
     rel = mean_interval(values).relative_half_width
     if rel is not None and rel <= m.target_ci:
         return "done"
@@ -71,12 +74,17 @@ def time_to_finish(values: Sequence[float], durations_s: Sequence[float], m: Mea
     n = len(values)
     if n == 0:
         return 0.0
-    per_round = math.fsum(durations_s) / n
-    need = rounds_needed(values, m.target_ci) or m.min_rounds
-    need = min(max(need, m.min_rounds, math.ceil(m.min_s / per_round) if per_round else 0),
-               m.max_rounds)
-    total = min(need * per_round, m.max_s)
-    return max(0.0, total - math.fsum(durations_s))
+    spent = math.fsum(durations_s)
+    per_round = spent / n
+    if per_round <= 0:
+        return 0.0
+    # as next_step, with rounds of the mean duration: at least min_rounds and min_s, then no
+    # round that would end past max_s, and never more than max_rounds
+    floor = max(m.min_rounds, math.ceil(m.min_s / per_round))
+    cap = max(floor, math.floor(m.max_s / per_round))
+    need = rounds_needed(values, m.target_ci) or floor
+    need = min(max(need, floor), cap, m.max_rounds)
+    return max(0.0, need * per_round - spent)
 
 
 @dataclass(frozen=True)

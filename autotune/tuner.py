@@ -39,7 +39,7 @@ from autotune.errors import (
     WorkloadError,
 )
 from autotune.measure import PruneRule
-from autotune.objective import PruneCheck, TrialResult
+from autotune.objective import PruneCheck, TrialResult, watched_metric
 from autotune.pruning import IntervalPruner
 from autotune.rules import broken_rule
 from autotune.samplers import finite, make_sampler, unseen_candidate
@@ -155,6 +155,16 @@ def identity_differences(old: dict[str, str], new: dict[str, str]) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
+def reports_rounds(space: SearchSpace) -> bool:
+    """Whether each round's figure is the objective's own, reported to Optuna as an
+    intermediate value. Not in a multi-objective study (Optuna prunes single-objective studies
+    only), nor for an objective that is not a per-round figure (memory, start-up time, KV cache
+    tokens, a weighted score): its rounds give output throughput (`watched_metric`), which
+    says how long to measure, never whether a candidate can reach the best."""
+    metric = space.objective.metric
+    return not space.objective.multi and watched_metric(metric) == metric
+
+
 def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = make_storage(cfg.storage, cfg.heartbeat_s, cfg.grace_s)
@@ -173,11 +183,11 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
         space.sampler.seed + n_existing + (os.getpid() if cfg.shared else 0))
     goals = space.objective.goals()
     sampler = make_sampler(space, seed, len(goals))
-    # Optuna prunes single-objective studies only; a multi-objective trial measures its rounds
+    # the pruner judges the objective's own rounds: off where there are none (reports_rounds)
     pruner: optuna.pruners.BasePruner = (
         IntervalPruner(PruneRule(space.objective.direction, space.pruning.margin,
                                  space.workload.measure.min_rounds))
-        if space.pruning.enabled and not space.objective.multi else optuna.pruners.NopPruner())
+        if space.pruning.enabled and reports_rounds(space) else optuna.pruners.NopPruner())
     new = existing is None
     try:
         # not load_if_exists: of several workers starting at once, one creates the study and
@@ -323,6 +333,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
     rng = random.Random(space.sampler.seed)
 
     multi = space.objective.multi
+    per_round = reports_rounds(space)
 
     def objective(trial: optuna.Trial) -> float | list[float]:
         nonlocal env_failures, refused_in_a_row, exhausted
@@ -332,8 +343,8 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
             hand_back(study, trial, "the budget was used up by other workers' trials")
 
         def prune_check(step: int, value: float) -> bool:
-            if math.isnan(value) or multi:
-                return False
+            if math.isnan(value) or not per_round:
+                return False  # not the objective's figure: never reported, never pruned
             trial.report(value, step)
             return trial.should_prune()
 

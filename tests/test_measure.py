@@ -33,6 +33,29 @@ def test_stops_at_the_caps_whatever_the_interval() -> None:
     assert next_step(noisy[:4], [1.0] * 4, capped) == "done"
 
 
+def test_min_s_outranks_the_time_cap() -> None:
+    # rounds of 70 s: the next round would end past max_s, but min_s has not been measured
+    slow = Measure(min_rounds=1, max_rounds=10, min_s=100, max_s=120, target_ci=0.5)
+    assert next_step([100.0], [70.0], slow) == "continue"  # 70 s < min_s, though 140 > 120
+    assert next_step([100.0, 100.0], [70.0] * 2, slow) == "done"  # 140 s: min_s and the cap
+    two = Measure(min_rounds=2, max_rounds=10, min_s=100, max_s=120, target_ci=0.5)
+    assert next_step([100.0, 100.0], [45.0] * 2, two) == "continue"  # 90 s < min_s
+    assert next_step([100.0] * 3, [45.0] * 3, two) == "done"
+    # only max_rounds stops a level before min_s
+    few = Measure(min_rounds=1, max_rounds=1, min_s=100, max_s=120)
+    assert next_step([100.0], [70.0], few) == "done"
+
+
+def test_time_to_finish_counts_the_rounds_min_s_forces() -> None:
+    # the rule measures a 2nd round of 70 s whatever the cap says (min_s is 100 s) and
+    # stops there (a 3rd would end past max_s): 70 s still to spend, not 120 - 70
+    slow = Measure(min_rounds=1, max_rounds=10, min_s=100, max_s=120, target_ci=1e-6)
+    assert time_to_finish([100.0], [70.0], slow) == pytest.approx(70.0)
+    # min_rounds too: three rounds of 50 s are measured even though max_s is 120
+    rounds = Measure(min_rounds=3, max_rounds=10, min_s=0, max_s=120, target_ci=1e-6)
+    assert time_to_finish([100.0, 130.0], [50.0] * 2, rounds) == pytest.approx(50.0)
+
+
 @pytest.mark.parametrize("data", [{"min_rounds": 5, "max_rounds": 2},
                                   {"min_s": 50, "max_s": 10}])
 def test_contradictory_rules_are_refused(data: dict[str, float]) -> None:

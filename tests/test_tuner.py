@@ -215,6 +215,42 @@ def test_a_hopeless_candidate_is_pruned_and_never_best(tmp_path: Path) -> None:
     assert best_trial(study) is not None and best_trial(study).number == base.number
 
 
+def test_no_pruning_for_an_objective_that_is_not_a_per_round_figure(tmp_path: Path) -> None:
+    # a memory-minimizing study: the rounds give output throughput, not memory, so the
+    # pruner cannot judge a candidate from them (it would stop one twice as fast as the best
+    # as "hopeless", its throughput far "above" the best's in the minimizing direction)
+    space = parse_space({
+        "name": "mem",
+        "args": {"max-num-seqs": {"type": "int", "low": 1, "high": 16},
+                 "enforce-eager": True},
+        "objective": {"metric": "peak_memory_bytes", "direction": "minimize"},
+        "sampler": {"n_startup_trials": 3, "seed": 0},
+        "enqueue": [{"max-num-seqs": 12}],
+    })
+    checked: list[bool] = []
+
+    def measured(params: TrialParams, number: int, prune: PruneCheck) -> TrialResult:
+        n = params.args.get("max-num-seqs", DEFAULT_SEQS)
+        values = [100.0 * n * f for f in (1.0, 1.01, 0.99, 1.0)]  # output throughput
+        for step, x in enumerate(values):
+            checked.append(prune(step, x))
+            if checked[-1]:
+                return result(n, rounds=step + 1).model_copy(update={
+                    "status": "pruned", "round_values": values[:step + 1]})
+        r = result(n).model_copy(update={"round_values": values})
+        return r.model_copy(update={"metrics": {**r.metrics, "peak_memory_bytes":
+                                                Estimate.single(1e9 * n)}})
+
+    study = tune(space, cfg(tmp_path, 2), measured, {})
+    base, fast = study.trials
+    assert fast.params == {"max-num-seqs": 12}
+    # max-num-seqs 12 measures 1200 against the defaults' 600: more memory, never pruned
+    assert fast.state.name == "COMPLETE" and not any(checked)
+    # the throughput rounds are not the objective's: none is reported as an intermediate value
+    assert not base.intermediate_values and not fast.intermediate_values
+    assert best_trial(study) is not None and best_trial(study).number == base.number
+
+
 def test_the_study_keeps_every_level_with_its_intervals(tmp_path: Path) -> None:
     from autotune.metrics import LevelResult
 
