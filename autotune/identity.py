@@ -83,12 +83,46 @@ def same_hardware(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return hardware_key(a) == hardware_key(b)
 
 
+# What the GPU runs under, as NVML reports it (`HardwareInfo.describe()["driver"]`), and how
+# `retune` names a change of it.
+DRIVER_FIELDS = {"driver": "GPU driver", "cuda": "CUDA"}
+
+
+def driver_key(hardware: dict[str, Any]) -> dict[str, str]:
+    """The GPU driver's version and the CUDA version it supports, where recorded (a CPU host,
+    or a description from before they were recorded, has none: absent on both sides, they
+    compare equal).
+
+    They change what is measured, so they are part of the study's identity (an upgrade starts
+    a new study) and `retune` reports a change of them; they are not part of
+    `same_hardware`: the profile stays comparable across a driver upgrade, so the confirmation
+    round measures it again and the regression alarm can judge it, as across a vLLM upgrade."""
+    recorded = hardware.get("driver") or {}
+    return {k: str(recorded[k]) for k in DRIVER_FIELDS if recorded.get(k)}
+
+
+def driver_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`GPU driver 550.54.15 -> 560.35.03`, `CUDA 12.4 -> 12.6`: what changed of
+    `driver_key` (a side that did not record one: `unrecorded`)."""
+    a, b = driver_key(old), driver_key(new)
+    return [f"{label} {a.get(k, 'unrecorded')} -> {b.get(k, 'unrecorded')}"
+            for k, label in DRIVER_FIELDS.items() if a.get(k) != b.get(k)]
+
+
+def hardware_identity(hardware: dict[str, Any]) -> dict[str, Any]:
+    """What a study's `hardware` digest covers: `hardware_key` and, on a GPU, `driver_key`
+    (left out where there is none, so a CPU host's digest is what it was before they were
+    recorded)."""
+    driver = driver_key(hardware)
+    return {**hardware_key(hardware), **({"driver": driver} if driver else {})}
+
+
 def study_identity(model: str, model_path: str, hardware: HardwareInfo, vllm: str,
                    space: SearchSpace) -> dict[str, str]:
     return {
         "model": model,
         "model_revision": model_revision(model, model_path),
-        "hardware": _digest(json.dumps(hardware_key(hardware.describe()),
+        "hardware": _digest(json.dumps(hardware_identity(hardware.describe()),
                                        sort_keys=True).encode()),
         "vllm": vllm,
         "space": space.fingerprint(),

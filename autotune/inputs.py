@@ -97,10 +97,12 @@ def check_fractions(space: SearchSpace, source: str) -> None:
                 raise ConfigError(source, f"args.{name}", f"{v} is not a fraction in (0, 1]")
 
 
-def smallest_context(space: SearchSpace, model: ResolvedModel) -> tuple[int | None, str]:
-    """The shortest max-model-len any candidate can get, and where it comes from."""
-    spec = space.args.get("max-model-len", model.args.get("max-model-len"))
-    default = context_length(model.path)
+def smallest_context(space: SearchSpace, model: ResolvedModel | None
+                     ) -> tuple[int | None, str]:
+    """The shortest max-model-len any candidate can get, and where it comes from (without a
+    model, as `validate` has none: what the space's own max-model-len allows)."""
+    spec = space.args.get("max-model-len", model.args.get("max-model-len") if model else None)
+    default = context_length(model.path) if model else None
     if isinstance(spec, IntParam):
         return spec.low, "args.max-model-len"
     if isinstance(spec, CategoricalParam):
@@ -109,7 +111,20 @@ def smallest_context(space: SearchSpace, model: ResolvedModel) -> tuple[int | No
         return (min(known), "args.max-model-len") if known else (None, "")
     if isinstance(spec, int) and not isinstance(spec, bool):
         return spec, "args.max-model-len"
-    return default, "the model's max_position_embeddings"
+    return default, "the model's max_position_embeddings" if default is not None else ""
+
+
+def check_context(space: SearchSpace, model: ResolvedModel | None, plan: Plan, source: str,
+                  field: str | None) -> None:
+    """Every planned request (prompt plus output) fits the shortest context a candidate can
+    get; else one line naming `source` and `field`. Without a model (`validate`): the space's
+    own max-model-len only."""
+    context, where = smallest_context(space, model)
+    longest = plan.longest_request() if context is not None else None
+    if context is not None and longest is not None and longest > context:
+        raise ConfigError(source, field,
+                          f"requests of up to {longest} tokens (prompt plus output) do not "
+                          f"fit a context of {context} ({where})")
 
 
 def override(space: SearchSpace, cfg: RunConfig, source: str) -> SearchSpace:
@@ -153,11 +168,6 @@ def prepare(cfg: RunConfig, probe: Probe) -> Inputs:
     model = resolve_model(cfg.model)
     check_weights(model, space.args.get("load-format"))
     plan = Plan(space.workload, load_tokenizer(model.path))
-    context, where = smallest_context(space, model)
-    longest = plan.longest_request()
-    if context is not None and longest is not None and longest > context:
-        source = str(cfg.workload_path or space_path)
-        raise ConfigError(source, None if cfg.workload_path else "workload",
-                          f"requests of up to {longest} tokens (prompt plus output) do not "
-                          f"fit a context of {context} ({where})")
+    check_context(space, model, plan, str(cfg.workload_path or space_path),
+                  None if cfg.workload_path else "workload")
     return Inputs(space, space_path, hardware, model, plan)

@@ -5,10 +5,11 @@ had to start afresh is seeded with the profile's settings and the previous study
 searches a budget of new candidates, and ends with the confirmation round, the current
 profile in it. The profile is replaced only by settings that beat it there beyond noise.
 
-When what the figures depend on changed (vLLM, the hardware's detail, the model's revision),
-the old results are not trusted: it says what changed and searches twice the budget. When the
-current profile now measures worse than its own recorded figures, beyond both intervals, it
-raises the regression alarm, whether or not anything better was found.
+When what the figures depend on changed (vLLM, the hardware's detail, the GPU driver or the
+CUDA version, the model's revision), the old results are not trusted: it says what changed and
+searches twice the budget. When the current profile now measures worse than its own recorded
+figures, beyond both intervals, it raises the regression alarm, whether or not anything better
+was found.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from autotune.confirm import INCUMBENT_NAME, Arm, Confirmation, RoundCallback, s
 from autotune.engine import vllm_version
 from autotune.errors import UserError
 from autotune.hardware import HardwareInfo, detect_hardware, resolve_target
-from autotune.identity import hardware_key, model_revision, same_hardware
+from autotune.identity import driver_changes, hardware_key, model_revision, same_hardware
 from autotune.incumbent import find_incumbent
 from autotune.inputs import RunConfig, run_profile_path, run_space
 from autotune.models import resolve_model
@@ -87,10 +88,12 @@ def what_changed(current: Profile, hardware: HardwareInfo, vllm: str, revision: 
     out = []
     if m.vllm_version != vllm:
         out.append(f"vLLM {m.vllm_version} -> {vllm}")
-    if not same_hardware(m.hardware, hardware.describe()):
-        old, new = hardware_key(m.hardware), hardware_key(hardware.describe())
+    here = hardware.describe()
+    if not same_hardware(m.hardware, here):
+        old, new = hardware_key(m.hardware), hardware_key(here)
         out += [f"hardware {k}: {old.get(k)} -> {new.get(k)}" for k in new
                 if old.get(k) != new.get(k)]
+    out += driver_changes(m.hardware, here)
     if m.model_revision != revision and "unknown" not in (m.model_revision, revision):
         out.append(f"model revision {m.model_revision} -> {revision}")
     return out
@@ -203,18 +206,27 @@ def retune(cfg: RunConfig, budget: int, probe: Probe | None = None,
     plan = plan_retune(cfg, run_space(cfg)[1], hardware, budget)
     if on_plan:
         on_plan(plan)
+    # the profile the alarm judges is the one in place before the run: the run may replace it
+    before = (find_incumbent(plan.path, hardware.describe(), resolve_model(cfg.model).args)
+              if plan.current else None)
     outcome = run(dataclasses.replace(cfg, trials=plan.trials, more_trials=True,
                                       seeds=plan.seeds), probe, on_trial, on_ready,
                   on_confirm, on_round)
-    current = find_incumbent(plan.path, hardware.describe(), resolve_model(cfg.model).args)
-    alarm = (regression(plan.current, outcome.confirmation, current.params)
-             if plan.current and current and current.comparable else None)
-    if alarm:
-        status, code = "regression", REGRESSION
-    elif not outcome.decided:
-        status, code = "failed", FAILED
-    elif outcome.profile_written:
-        status, code = "updated", UPDATED
-    else:
-        status, code = "unchanged", UNCHANGED
+    alarm = (regression(plan.current, outcome.confirmation, before.params)
+             if plan.current and before and before.comparable else None)
+    status, code = retune_status(alarm, outcome.decided, outcome.profile_written)
     return RetuneOutcome(status, code, plan, outcome, alarm)
+
+
+def retune_status(alarm: str | None, decided: bool, written: bool) -> tuple[str, int]:
+    """The status and exit code of a re-tune. The alarm is about the deployed profile staying
+    in place while it measures worse than its record: `regression` (11) when the profile was
+    kept; when a winner confirmed beyond noise replaced it, `updated` (10), the alarm still
+    in the summary."""
+    if written:
+        return "updated", UPDATED
+    if alarm:
+        return "regression", REGRESSION
+    if not decided:
+        return "failed", FAILED
+    return "unchanged", UNCHANGED

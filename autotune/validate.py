@@ -8,7 +8,7 @@ from typing import Any
 
 from autotune.config import read_text, read_yaml
 from autotune.profile import META_BEGIN, read_profile
-from autotune.space import load_space
+from autotune.space import SearchSpace, load_space
 from autotune.workload import load_workload
 
 
@@ -46,6 +46,21 @@ def _validate(path: Path) -> tuple[str, dict[str, list[Any]] | None]:
             from autotune.samplers import grid_of
 
             grid_of(space, str(path))
+        _check_context(space, path)
         return "search space", {k: list(v) for k, v in option_values(space, {}).items()}
     load_workload(path)
     return "workload", None
+
+
+def _check_context(space: SearchSpace, path: Path) -> None:
+    """What `run` refuses before a start, without a model: requests longer than the space's
+    own max-model-len allows. A synthetic workload's lengths are declared, so the longest
+    request needs no model's tokenizer (the texts planned with a stand-in are never sent); a
+    dataset's prompts are counted by the model's tokenizer, and `run` checks them."""
+    if space.workload.dataset is not None or "max-model-len" not in space.args:
+        return
+    from autotune.inputs import check_context
+    from autotune.plan import Plan
+    from autotune.testing.fake_tokenizer import WordTokenizer
+
+    check_context(space, None, Plan(space.workload, WordTokenizer()), str(path), "workload")

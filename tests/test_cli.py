@@ -114,6 +114,24 @@ def test_bad_space_is_one_line_exit_2_no_server(name: str, in_tmp: Path,
     assert not (in_tmp / "autotune-runs").exists(), "no trial may start"
 
 
+@pytest.mark.parametrize("name", ["toolong.yaml", "toolong-tuned.yaml"])
+def test_validate_refuses_requests_longer_than_the_spaces_context_as_run_does(
+        name: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, expected = BAD_SPACES[name]
+    f = write(in_tmp / name, data)
+    assert main(["validate", "--no-verify-options", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"autotune: error: {f}: workload: ") and expected in err
+    # what fits is valid; without a max-model-len of its own the context is the model's,
+    # which only `run` knows
+    assert isinstance(data, dict)
+    fits = write(in_tmp / "fits.yaml", {**data, "args": {"max-model-len": 4096}})
+    model_s = write(in_tmp / "model.yaml", {"name": "x", "workload": data["workload"]})
+    assert main(["validate", "--no-verify-options", str(fits), str(model_s)]) == 0
+    assert capsys.readouterr().out.count("ok (search space)") == 2
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (["--gpu", "a11g"], "--gpu: unknown target 'a11g'"),
     (["--gpu", "h100"], "--gpu h100: no NVIDIA GPU found"),

@@ -88,3 +88,44 @@ def test_a_workload_field_added_later_does_not_change_the_digest_until_set() -> 
     assert workload_digest(w) == before
     with_cap = Workload(capacity=Capacity(high=8, slo={"p95_ttft_ms": 100}))
     assert workload_digest(with_cap) != workload_digest(Workload())
+
+
+def test_a_driver_or_cuda_upgrade_starts_a_new_study_but_keeps_the_profile_comparable(
+        tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    space = parse_space({"name": "s"})
+    gpu = HardwareInfo(**{**HW.__dict__, "target": "a100-80gb",
+                          "gpus": (DeviceInfo(0, "NVIDIA A100-SXM4-80GB", 80 * 2**30),),
+                          "driver": {"driver": "550.54.15", "cuda": "12.4"}})
+
+    def digest(hw: HardwareInfo) -> str:
+        return study_identity("m", str(tmp_path), hw, "vllm==1.0", space)["hardware"]
+
+    base = digest(gpu)
+    assert digest(HardwareInfo(**{**gpu.__dict__})) == base
+    driver = HardwareInfo(**{**gpu.__dict__, "driver": {"driver": "560.35.03", "cuda": "12.4"}})
+    cuda = HardwareInfo(**{**gpu.__dict__, "driver": {"driver": "550.54.15", "cuda": "12.6"}})
+    assert digest(driver) != base and digest(cuda) != base and digest(driver) != digest(cuda)
+    # the same machine all the same: its profile joins the confirmation round, so the
+    # regression alarm can judge it after the upgrade (as after a vLLM upgrade)
+    assert same_hardware(gpu.describe(), driver.describe())
+    assert same_hardware(gpu.describe(), cuda.describe())
+
+
+def test_hardware_recorded_without_a_driver_keeps_its_study_identity(tmp_path: Path) -> None:
+    # digests as they were before the driver and CUDA versions joined the identity: a CPU
+    # host (none to read) and a description that did not record them keep their studies
+    (tmp_path / "config.json").write_text("{}")
+    space = parse_space({"name": "s"})
+    assert study_identity("m", str(tmp_path), HW, "vllm==1.0", space)["hardware"] == \
+        "2b9c7b7d0c90"
+    gpu = HardwareInfo(**{**HW.__dict__, "target": "a100-80gb",
+                          "gpus": (DeviceInfo(0, "NVIDIA A100-SXM4-80GB", 80 * 2**30),)})
+    assert study_identity("m", str(tmp_path), gpu, "vllm==1.0", space)["hardware"] == \
+        "146c07e1a2f4"
+    # absent on both sides: equal; recorded on one side only: a change
+    from autotune.identity import driver_changes, driver_key
+
+    assert driver_key(HW.describe()) == {} and driver_changes(HW.describe(), {"cpu": "x"}) == []
+    assert driver_changes({}, {"driver": {"driver": "550.54.15"}}) == [
+        "GPU driver unrecorded -> 550.54.15"]

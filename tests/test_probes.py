@@ -141,6 +141,8 @@ def test_system_probe_reads_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
                     types.SimpleNamespace(pid=99, usedGpuMemory=1 * 2**30)],  # not ours
              "h1": [types.SimpleNamespace(pid=12, usedGpuMemory=None)]}  # hidden by the driver
     nv.nvmlDeviceGetComputeRunningProcesses = lambda h: procs[h]
+    nv.nvmlSystemGetDriverVersion = lambda: b"550.54.15"
+    nv.nvmlSystemGetCudaDriverVersion = lambda: 12040  # what NVML gives for CUDA 12.4
     monkeypatch.setitem(sys.modules, "pynvml", nv)
     probe = SystemProbe()
     assert [g.name for g in probe.gpus()] == ["NVIDIA L4", "NVIDIA L4"]
@@ -149,6 +151,8 @@ def test_system_probe_reads_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
     assert probe.gpu_process_memory([12], [1]) is None
     assert probe.gpu_process_memory([11], [1]) is None
     assert detect_hardware("l4", probe, devices=[1]).gpus[0].index == 1
+    assert probe.gpu_driver() == {"driver": "550.54.15", "cuda": "12.4"}
+    assert detect_hardware("l4", probe).describe()["driver"] == probe.gpu_driver()
 
 
 def test_system_probe_without_nvml_is_a_cpu_host(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,6 +162,7 @@ def test_system_probe_without_nvml_is_a_cpu_host(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "pynvml", types.SimpleNamespace(nvmlInit=fail))
     probe = SystemProbe()
     assert probe.gpus() == ()
+    assert probe.gpu_driver() == {}
     assert probe.gpu_memory_used([0]) == 0
 
 
