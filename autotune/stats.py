@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 from statistics import NormalDist
 from typing import Literal
 
@@ -62,10 +63,21 @@ class Estimate(BaseModel):
 
     def describe(self, digits: int = 4, unit: str = "") -> str:
         """'866.2 [850.1, 880.3] (3 starts)' - a figure as it should be reported."""
-        v = f"{self.value:.{digits}g}{unit}"
+        v = f"{_g(self.value, digits)}{unit}"
         if self.low is None or self.high is None:
             return v + ("" if self.basis == "single" else f" ({self.n} {self.basis})")
-        return f"{v} [{self.low:.{digits}g}, {self.high:.{digits}g}] ({self.n} {self.basis})"
+        return (f"{v} [{_g(self.low, digits)}, {_g(self.high, digits)}] "
+                f"({self.n} {self.basis})")
+
+
+def _g(x: float, digits: int) -> str:
+    """x to `digits` significant digits, or more where fewer would print a figure that is not
+    1 as "1" (a ratio's bound must show which side of 1 it is on: 1.0002, not 1)."""
+    text = f"{x:.{digits}g}"
+    while x != 1 and math.isfinite(x) and float(text) == 1 and digits < 12:
+        digits += 1
+        text = f"{x:.{digits}g}"
+    return text
 
 
 # ---------------------------------------------------------------- Student t
@@ -117,6 +129,7 @@ def t_cdf(t: float, dof: float) -> float:
     return 1.0 - tail if t >= 0 else tail
 
 
+@lru_cache(maxsize=4096)
 def t_quantile(p: float, dof: float) -> float:
     """The p-quantile of Student's t (bisection on the CDF; exact to about 1e-10)."""
     if not 0.0 < p < 1.0:
@@ -145,9 +158,10 @@ def _clean(values: Sequence[float | None]) -> list[float]:
 
 
 def mean_interval(values: Sequence[float | None], basis: Basis = "rounds",
-                  level: float = 0.95) -> Estimate:
-    """Mean of the observations and its Student t interval (none from a single one); the
-    interval of observations that are all >= 0 is cut at 0."""
+                  level: float = 0.95, floor: bool = True) -> Estimate:
+    """Mean of the observations and its Student t interval (none from a single one). With
+    `floor`, the interval of observations that are all >= 0 (a rate, a latency) is cut at 0;
+    a difference of logarithms must not be cut (`floor=False`)."""
     xs = _clean(values)
     if not xs:
         return Estimate(value=math.nan, n=0, basis=basis)
@@ -158,7 +172,7 @@ def mean_interval(values: Sequence[float | None], basis: Basis = "rounds",
     sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
     half = t_quantile(0.5 + level / 2.0, n - 1) * sd / math.sqrt(n)
     # a figure that cannot be negative (a rate, a latency) gets no negative bound
-    low = max(0.0, mean - half) if min(xs) >= 0 else mean - half
+    low = max(0.0, mean - half) if floor and min(xs) >= 0 else mean - half
     return Estimate(value=mean, low=low, high=mean + half, n=n, basis=basis)
 
 
@@ -168,22 +182,31 @@ def paired_ratio(challenger: Sequence[float | None], reference: Sequence[float |
 
     Observation i of each was taken side by side (same round of an interleaved schedule), so
     drift of the machine cancels in the pair. The ratio is the geometric mean of the per-pair
-    ratios and its interval a t interval on their logarithms; pairs where either side is
-    missing or not positive are dropped. n counts the pairs used."""
-    if len(challenger) != len(reference):
-        raise ValueError("paired observations must have the same length")
-    logs = []
-    for c, r in zip(challenger, reference, strict=True):
-        if c is None or r is None or math.isnan(c) or math.isnan(r) or c <= 0 or r <= 0:
-            continue
-        logs.append(math.log(c / r))
+    ratios and its interval a t interval on their logarithms (never cut: a log ratio may be
+    negative); pairs where either side is missing or not positive are dropped. n counts the
+    pairs used."""
+    logs = log_ratios(challenger, reference)
     if not logs:
         return Estimate(value=math.nan, n=0, basis="starts")
-    m = mean_interval(logs, basis="starts", level=level)
+    m = mean_interval(logs, basis="starts", level=level, floor=False)
     if m.low is None or m.high is None:
         return Estimate(value=math.exp(m.value), n=m.n, basis="starts")
     return Estimate(value=math.exp(m.value), low=math.exp(m.low), high=math.exp(m.high),
                     n=m.n, basis="starts")
+
+
+def served(v: float | None) -> bool:
+    """A figure that can enter a ratio: measured, finite and positive."""
+    return v is not None and math.isfinite(v) and v > 0
+
+
+def log_ratios(challenger: Sequence[float | None], reference: Sequence[float | None]
+               ) -> list[float]:
+    """log(challenger / reference) of each pair where both sides were served."""
+    if len(challenger) != len(reference):
+        raise ValueError("paired observations must have the same length")
+    return [math.log(c / r) for c, r in zip(challenger, reference, strict=True)
+            if c is not None and r is not None and served(c) and served(r)]
 
 
 def rounds_needed(values: Sequence[float], target: float, level: float = 0.95) -> int | None:

@@ -77,3 +77,12 @@ def test_rounds_needed_grows_with_noise_and_precision() -> None:
     assert rounds_needed(quiet, 0.03) == 4  # already tight: no more than it has
     assert rounds_needed(loud, 0.03) > rounds_needed(loud, 0.10) > 4
     assert rounds_needed([1.0], 0.03) is None
+
+
+def test_a_bound_near_one_shows_which_side_of_one_it_is_on() -> None:
+    from autotune.stats import Estimate
+
+    e = Estimate(value=1.31, low=1.0002, high=1.72, n=3, basis="starts")
+    assert e.describe(3) == "1.31 [1.0002, 1.72] (3 starts)"
+    assert Estimate(value=1.0, low=0.99996, high=1.0, n=3, basis="starts").describe(3) == \
+        "1 [0.99996, 1] (3 starts)"
