@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from autotune import resume
 from autotune.combos import scheduler_check
 from autotune.conclude import conclude
 from autotune.confirm import (
@@ -27,6 +28,7 @@ from autotune.confirm import (
     RoundCallback,
     confirm,
     distinct,
+    rule_of,
     same_settings,
 )
 from autotune.engine import default_launcher, vllm_version
@@ -246,10 +248,11 @@ def _confirm_and_conclude(outcome: RunOutcome, cfg: RunConfig, inp: Inputs, path
             result = in_slot(pool, setup, params, lambda s: run_trial(params, s, run_dir / where))
             return _record(result, run_dir / where, cfg, name, params, space)
 
-        conf = confirm(arms, space.confirm.rounds, space.objective, measure,
+        previous = resume.begin(run_dir, arms)
+        conf = confirm(arms, rule_of(space.confirm), space.objective, measure,
                        _min_gain(space, incumbent, arms), on_round, space.confirm.max_loss,
-                       space.confirm.replace_gain)
-        write_json(run_dir / "confirm" / "confirmation.json", conf.model_dump(mode="json"))
+                       space.confirm.replace_gain, previous=previous)
+        resume.finish(run_dir, conf.model_dump(mode="json"))
         outcome.confirmation = conf
     c = conclude(path, study, cfg, inp, identity, name, incumbent, conf, arms)
     outcome.profile_written, outcome.decided, outcome.note = c.written, c.decided, c.note

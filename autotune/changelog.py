@@ -48,6 +48,12 @@ def entry(profile: Path, kept: Path, old: Profile | None, new: Profile,
         for metric, r in ratios.items():
             lines.append(f"- {metric}: x{r.describe(3)} against the replaced profile, paired "
                          f"over {conf.rounds} interleaved rounds in the same run (95%)")
+        lines.append(f"- decided on: x{comparison.decision_interval.describe(3)} "
+                     f"({conf.verdict.level:.1%} interval, adjusted for the finalists and the "
+                     "looks taken)")
+    elif conf is not None and conf.verdict.broken:
+        lines.append(f"- {conf.verdict.broken} in this run's confirmation, so it was not "
+                     "the reference: no ratio to it to state")
     else:
         lines.append("- not measured against the replaced profile in this run (it was "
                      "measured on other hardware, or could not be read): no ratio to state")

@@ -97,9 +97,9 @@ def progress(say: Callable[[str], None], view: RunView | None = None) -> Callbac
     def on_confirm(arms: list[Arm], rounds: int) -> None:
         if view is not None:
             view.on_confirm(len(arms) * rounds)
-        say(f"\nconfirming {', '.join(a.name for a in arms)} in {rounds} interleaved rounds, "
-            f"a fresh server each ({len(arms) * rounds} starts; the space's confirm.rounds "
-            "sets how many: more rounds, narrower intervals)")
+        say(f"\nconfirming {', '.join(a.name for a in arms)} in interleaved rounds, a fresh "
+            f"server each, until every challenger is settled: at most {rounds} rounds "
+            f"({len(arms) * rounds} starts; the space's confirm.rounds is that budget)")
 
     def on_round(r: int, arm: Arm, result: TrialResult) -> None:
         if view is not None:
@@ -141,8 +141,9 @@ def report(outcome: RunOutcome, out: TextIO) -> None:
     if outcome.confirmation is not None:
         conf = outcome.confirmation
         header, rows = confirmation_rows(conf)
-        say(f"\nconfirmation: {conf.rounds} interleaved rounds, a fresh server each; "
-            "figures are means over starts, ratios paired by round (95%)")
+        say(f"\nconfirmation: {conf.rounds} interleaved rounds (budget {conf.max_rounds}), a "
+            "fresh server each; figures are means over starts, ratios paired by round (95%; "
+            f"the decision's own intervals at {conf.verdict.level:.1%})")
         say(table(rows, header))
     say()
     if outcome.saved_s > 0:

@@ -97,8 +97,10 @@ def _search_figures(study: optuna.Study, arm: Arm) -> dict[str, Any]:
 def _confirmation_summary(conf: Confirmation) -> dict[str, Any]:
     v = conf.verdict
     return {
-        "rounds": conf.rounds, "reference": v.reference, "decision_level": round(v.level, 4),
-        "min_gain": v.min_gain,
+        "rounds": conf.rounds, "max_rounds": conf.max_rounds, "detect": conf.detect,
+        "settled": v.settled, "detectable": v.detectable, "more_rounds": v.more_rounds,
+        "broken": v.broken,
+        "reference": v.reference, "decision_level": round(v.level, 4), "min_gain": v.min_gain,
         "arms": [{"name": a.name, "role": a.role, "trial": a.trial,
                   conf.metric: a.figures[conf.metric].model_dump(mode="json")
                   if conf.metric in a.figures else None,

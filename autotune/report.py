@@ -181,8 +181,10 @@ def markdown(data: ReportData) -> str:
     out = [f"# autotune report: {data.study}", "", f"**Verdict:** {data.verdict}", ""]
     if data.confirmation is not None:
         c = data.confirmation
-        out += [f"## Confirmation: {c.rounds} interleaved rounds, a fresh server each",
-                "", "Figures are means over starts; ratios are paired by round (95%).", "",
+        budget = f" (budget {c.max_rounds})" if c.max_rounds else ""
+        out += [f"## Confirmation: {c.rounds} interleaved rounds{budget}, a fresh server each",
+                "", "Figures are means over starts; ratios are paired by round (95%); the "
+                f"decision's own intervals are at {c.verdict.level:.1%}.", "",
                 md(*confirmation_rows(c)), ""]
     out += ["## Search", "", "One server start per trial; intervals over its rounds (95%).", "",
             md(*trial_table(data)), ""]

@@ -261,7 +261,12 @@ class Confirm(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     finalists: int = Field(2, ge=0, description="best feasible candidates of the search")
-    rounds: int = Field(4, ge=2, le=50, description="server starts per arm")
+    rounds: int = Field(4, ge=2, le=50, description="the budget: at most this many server "
+                        "starts per arm; the rounds stop once every challenger is settled")
+    min_rounds: int = Field(3, ge=2, le=50, description="rounds before the first look")
+    detect: float = Field(0.05, gt=0, lt=1, description="the smallest gain worth having: a "
+                          "challenger shown not to beat the reference by this much is "
+                          "settled")
     min_gain: float = Field(0.0, ge=0, lt=1, description="a challenger must win by at least "
                                                         "this share, beyond noise")
     max_loss: float = Field(0.05, ge=0, lt=1, description="several goals: the most a winner "

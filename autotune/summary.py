@@ -27,7 +27,10 @@ def run_summary(outcome: RunOutcome) -> dict[str, Any]:
         "best_trial": None if outcome.best is None else outcome.best.number,
         "trials": trials,
         "confirmation": None if conf is None else {
-            "rounds": conf.rounds, "metric": conf.metric,
+            "rounds": conf.rounds, "max_rounds": conf.max_rounds, "metric": conf.metric,
+            "settled": conf.verdict.settled, "detect": conf.detect,
+            "detectable": conf.verdict.detectable, "more_rounds": conf.verdict.more_rounds,
+            "broken": conf.verdict.broken, "summary": conf.verdict.summary,
             "arms": {a.name: {k: v.model_dump(mode="json") for k, v in a.figures.items()
                               if k == conf.metric}
                      for a in conf.arms},

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-from autotune.confirm import Arm, confirm, distinct, schedule
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from autotune.confirm import Arm, confirm, distinct, order, schedule
+from autotune.errors import EnvironmentFailure
 from autotune.objective import TrialResult
+from autotune.sequential import Rule
 from autotune.space import Objective, TrialParams
 from autotune.stats import Estimate
 
 
-def test_every_arm_once_per_round_and_the_order_rotates() -> None:
-    order = schedule(3, 4)
-    assert order == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (1, 0), (2, 2), (2, 0), (2, 1),
-                     (3, 0), (3, 1), (3, 2)]
-    firsts = [a for i, (r, a) in enumerate(order) if i % 3 == 0]
-    assert firsts == [0, 1, 2, 0], "no arm always goes first"
+@pytest.mark.parametrize("arms", range(1, 7))
+def test_the_order_is_balanced_for_any_number_of_rounds_and_arms(arms: int) -> None:
+    for rounds in range(1, 3 * arms + 2):
+        plan = schedule(arms, rounds)
+        assert sorted(plan) == sorted((r, a) for r in range(rounds) for a in range(arms))
+        # every position of a round: no arm takes it more than once more than another
+        for pos in range(arms):
+            seen = Counter(order(arms, r)[pos] for r in range(rounds))
+            counts = [seen.get(a, 0) for a in range(arms)]
+            assert max(counts) - min(counts) <= 1, (arms, rounds, pos, counts)
+    # over the whole design each arm follows each other arm equally often
+    period = arms if arms % 2 == 0 else 2 * arms
+    follows = Counter((row[k], row[k + 1]) for r in range(period)
+                      for row in [order(arms, r)] for k in range(arms - 1))
+    assert len(set(follows.values())) <= 1
+    assert len(follows) == arms * (arms - 1)
 
 
 def test_the_same_settings_are_confirmed_once_under_the_first_role() -> None:
@@ -71,3 +88,115 @@ def test_an_arm_that_fails_a_round_is_recorded_and_cannot_win() -> None:
     assert flaky is not None and flaky.objective == [300.0, None, 300.0]
     assert flaky.failure == "failed: boom"
     assert conf.verdict.winner == "vLLM defaults"
+
+
+def test_a_clear_gain_settles_in_the_minimum_rounds_and_a_close_call_uses_the_budget() -> None:
+    calls: list[str] = []
+    wobble = [1.0, 0.9, 1.1, 0.95, 1.05]
+
+    def runner(params: TrialParams, where: str) -> TrialResult:
+        calls.append(where)
+        k = int(where.split("-")[1]) - 1
+        return result(float(params.args.get("speed", 100)) * wobble[k % 5])
+
+    base = Arm("vLLM defaults", "baseline", TrialParams())
+    rule = Rule(max_rounds=12, min_rounds=3, detect=0.05)
+    twice = confirm([base, Arm("trial 1", "finalist", TrialParams(args={"speed": 200}), 1)],
+                    rule, Objective(), runner)
+    assert twice.rounds == 3 and twice.max_rounds == 12 and len(calls) == 6
+    assert twice.verdict.winner == "trial 1" and twice.verdict.settled
+    # the same speed: within noise each round, so it is settled as not worth having only
+    # when the interval excludes +5%; an exact tie does so at once
+    calls.clear()
+    tie = confirm([base, Arm("trial 2", "finalist", TrialParams(args={"speed": 100}), 2)],
+                  rule, Objective(), runner)
+    assert tie.verdict.winner == "vLLM defaults" and tie.rounds == 3
+
+    def noisy(params: TrialParams, where: str) -> TrialResult:
+        k = int(where.split("-")[1]) - 1
+        jitter = [1.3, 0.75, 1.2, 0.8][k % 4] if params.args else 1.0
+        return result(100.0 * jitter)
+
+    close = confirm([base, Arm("trial 3", "finalist", TrialParams(args={"x": 1}), 3)],
+                    rule, Objective(), noisy)
+    assert close.rounds == 12 and close.verdict.winner == "vLLM defaults"
+    assert not close.verdict.comparisons[0].settled
+    assert "still unsettled at the budget's end (12 rounds)" in close.verdict.summary
+    assert "more rounds to tell a gain of +5%" in close.verdict.summary
+
+
+def test_a_fault_of_the_machine_is_measured_again_and_earlier_rounds_are_kept() -> None:
+    faults = {"confirm/round-02-trial-1": 2}
+    calls: list[str] = []
+
+    def runner(params: TrialParams, where: str) -> TrialResult:
+        calls.append(where)
+        if faults.get(where, 0) > 0:
+            faults[where] -= 1
+            raise EnvironmentFailure("machine not back to its baseline")
+        return result(300.0 if params.args else 100.0)
+
+    arms = [Arm("vLLM defaults", "baseline", TrialParams()),
+            Arm("trial 1", "finalist", TrialParams(args={"x": 1}), trial=1)]
+    conf = confirm(arms, 3, Objective(), runner)
+    assert calls.count("confirm/round-02-trial-1") == 3
+    assert conf.arm("trial 1").objective == [300.0, 300.0, 300.0]  # type: ignore[union-attr]
+    assert conf.verdict.winner == "trial 1"
+    # a machine that stays unfit stops the confirmation; a resumed one measures only the rest
+    faults["confirm/round-02-trial-1"] = 5
+    done: dict[str, TrialResult] = {}
+
+    def recording(params: TrialParams, where: str) -> TrialResult:
+        res = runner(params, where)
+        done[where] = res
+        return res
+
+    with pytest.raises(EnvironmentFailure):
+        confirm(arms, 3, Objective(), recording)
+    before = set(done)
+    assert "confirm/round-01-trial-1" in before
+    faults.clear()
+    calls.clear()
+    again = confirm(arms, 3, Objective(), recording, previous=done.get)
+    assert not set(calls) & before
+    assert again.verdict.winner == "trial 1" and again.rounds == 3
+
+
+def test_nothing_served_is_a_failed_round() -> None:
+    def runner(params: TrialParams, where: str) -> TrialResult:
+        if params.args and where.startswith(("confirm/round-01", "confirm/round-02")):
+            return result(0.0)
+        return result(10.0 if params.args else 5.0)
+
+    arms = [Arm("vLLM defaults", "baseline", TrialParams()),
+            Arm("trial 1", "finalist", TrialParams(args={"x": 1}), trial=1)]
+    conf = confirm(arms, 4, Objective(), runner)
+    rec = conf.arm("trial 1")
+    assert rec is not None and rec.objective == [None, None, 10.0, 10.0]
+    assert rec.failure is not None and "nothing served" in rec.failure
+    assert conf.verdict.winner == "vLLM defaults"
+
+
+def test_an_interrupted_confirmation_resumes_and_a_finished_one_is_set_aside(
+        tmp_path: Path) -> None:
+    from autotune import resume
+    from autotune.records import write_json
+
+    arms = [Arm("vLLM defaults", "baseline", TrialParams()),
+            Arm("trial 1", "finalist", TrialParams(args={"x": 1}), trial=1)]
+    assert resume.begin(tmp_path, arms)("confirm/round-01-trial-1") is None
+    write_json(tmp_path / "confirm/round-01-trial-1/result.json",
+               {"trial": None, "study": "s", "args": {"x": 1},
+                **result(300.0).model_dump(mode="json")})
+    # the same arms, not finished: the slot is taken as measured
+    got = resume.begin(tmp_path, arms)("confirm/round-01-trial-1")
+    assert got is not None and got.value("output_throughput") == 300.0
+    # other arms: the folder is set aside, nothing is taken from it
+    other = [arms[0], Arm("trial 2", "finalist", TrialParams(args={"x": 2}), trial=2)]
+    assert resume.begin(tmp_path, other)("confirm/round-01-trial-1") is None
+    assert len(list(tmp_path.glob("confirm.*/round-01-trial-1/result.json"))) == 1
+    # a finished confirmation is set aside too: a later run confirms afresh
+    resume.finish(tmp_path, {"done": True})
+    assert resume.begin(tmp_path, other)("confirm/round-01-trial-1") is None
+    assert len(list(tmp_path.glob("confirm.*/confirmation.json"))) == 1
+    assert (tmp_path / "confirm" / "plan.json").is_file()

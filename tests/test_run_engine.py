@@ -262,6 +262,10 @@ def test_a_retune_replaces_a_poor_profile_and_logs_the_gain_then_the_next_keeps_
     # intervals), which keeps the profile too; updated (10) or failed (1) would not do
     assert again.returncode in (0, 11) and not night["written"], again.stdout[-3000:]
     assert f"verdict: kept {PROFILE}: nothing beat " in again.stdout, again.stdout[-3000:]
+    # and says what it could have seen, from this run's own paired variance
+    assert "or more would have been found with 80% probability at the noise measured in " \
+        "this run" in again.stdout, again.stdout[-3000:]
+    assert night["confirmation"]["detectable"] > 1
     assert (tmp_path / PROFILE).read_text() == written
     # the current profile (vLLM's defaults) was measured again in every round, beside the
     # challenger, which differed only in its seed and did not win

@@ -20,7 +20,8 @@ from autotune.space import Goal, Objective, TrialParams, parse_space
 from autotune.stats import Estimate
 from autotune.trials import best_trial, feasible, finalists, pareto_trials
 from autotune.tuner import StudyConfig, tune
-from autotune.verdict import ArmFigures, decide_pareto
+from autotune.verdict import ArmFigures
+from autotune.verdict_goals import decide_pareto
 
 UP = Goal(metric="output_throughput", direction="maximize")
 DOWN = Goal(metric="p95_ttft_ms", direction="minimize")
