@@ -106,12 +106,16 @@ class Rule:
     def win_tail(self, n: int, comparisons: int = 1) -> float:
         """The one-sided tail probability a win must clear at the look after `n` rounds."""
         levels = tail_levels(self.first_look, self.max_rounds, self.alpha, self.gamma)
-        return levels[n - self.first_look] / max(1, comparisons)
+        return levels[self._look(n)] / max(1, comparisons)
 
     def futility_tail(self, n: int, comparisons: int = 1) -> float:
         """The same for stopping a challenger as not worth having (spent over `beta`)."""
         levels = tail_levels(self.first_look, self.max_rounds, self.beta, self.gamma)
-        return levels[n - self.first_look] / max(1, comparisons)
+        return levels[self._look(n)] / max(1, comparisons)
+
+    def _look(self, n: int) -> int:
+        """Which look `n` rounds are (before the first: the first's level)."""
+        return min(max(n, self.first_look), self.max_rounds) - self.first_look
 
 
 def two_sided(tail: float) -> float:

@@ -1,0 +1,55 @@
+"""The sequential rule's levels: exact for the looks' joint distribution, spent as declared."""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+from autotune.sequential import Rule, detectable, rounds_to_detect, spent, tail_levels
+
+
+@pytest.mark.parametrize(("first", "last", "total"), [(3, 3, 0.025), (3, 12, 0.025),
+                                                      (3, 20, 0.2), (2, 6, 0.05)])
+def test_the_looks_together_spend_exactly_the_declared_rate(first: int, last: int,
+                                                           total: float) -> None:
+    levels = tail_levels(first, last, total)
+    assert len(levels) == last - first + 1
+    # normal scores of i.i.d. rounds, looked at after every round: how often any look rejects
+    rng = np.random.default_rng(3)
+    sums = np.cumsum(rng.standard_normal((200_000, last)), axis=1)
+    hit = np.zeros(len(sums), dtype=bool)
+    for n, p in zip(range(first, last + 1), levels, strict=True):
+        hit |= sums[:, n - 1] / math.sqrt(n) > NormalDist().inv_cdf(1 - p)
+    assert hit.mean() == pytest.approx(total, rel=0.05)
+    # each look alone is stricter than the whole rate (a Bonferroni split would be stricter
+    # still: the exact boundary gives back what the looks' overlap allows)
+    if last > first:
+        assert all(p < total for p in levels)
+        assert sum(levels) > total
+
+
+def test_a_single_look_is_the_familiar_interval() -> None:
+    rule = Rule(max_rounds=5, min_rounds=5)
+    assert rule.win_tail(5) == pytest.approx(0.025)
+    assert rule.win_tail(5, comparisons=2) == pytest.approx(0.0125)
+    assert rule.win_tail(3) == rule.win_tail(5)  # before the first look: the first's level
+
+
+def test_spending_is_monotone_and_reaches_the_total() -> None:
+    xs = [spent(t / 10, 0.025) for t in range(11)]
+    assert xs[0] == 0 and xs[-1] == pytest.approx(0.025)
+    assert all(a < b for a, b in zip(xs, xs[1:], strict=False))
+
+
+def test_what_a_look_could_have_seen_shrinks_with_rounds_and_noise() -> None:
+    a, b = detectable(0.13, 5, 0.025), detectable(0.13, 20, 0.025)
+    assert a is not None and b is not None and a > b > 1
+    assert detectable(0.05, 5, 0.025) < a  # type: ignore[operator]
+    assert detectable(0.13, 1, 0.025) is None
+    # the rounds to find +10% at 9% start-to-start noise (paired: x sqrt 2), 80% power
+    n = rounds_to_detect(0.13, 0.10, 0.025)
+    assert 14 <= n <= 18
+    assert rounds_to_detect(0.13, 0.20, 0.025) < n
