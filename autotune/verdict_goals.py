@@ -86,7 +86,8 @@ def decide_pareto(arms: Sequence[ArmFigures], goals: Sequence[tuple[str, Directi
                      settled)
     best = beaters[0]
     gains = ", ".join(f"{m} x{best.decision_goals[m].describe(3)}" for m in best.better_on)
-    held = [m for m, _ in goals if m not in best.better_on]
+    held = [f"{m} (x{best.decision_goals[m].describe(3)})" for m, _ in goals
+            if m not in best.better_on]
     prefix = f"{seat.broken}; " if seat.broken else ""
     summary = (f"{prefix}{best.challenger} beats {reference.name} beyond noise on {gains}"
                + (f", and loses at most {max_loss:.0%} on {', '.join(held)}" if held else "")

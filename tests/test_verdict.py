@@ -204,3 +204,29 @@ def test_sequential_looks_keep_false_wins_under_the_rate() -> None:
                 wins += v.winner == "b"
                 break
     assert wins / n <= 0.025 + 3 * (0.025 * 0.975 / n) ** 0.5
+
+
+def test_the_same_speed_with_a_third_of_the_memory_wins_on_memory_and_says_both() -> None:
+    goals = [("output_throughput", "maximize"), ("peak_memory_bytes", "minimize")]
+    tput = (100.0, 104.0, 97.0, 101.0, 99.0, 102.0)
+    base = ArmFigures("vLLM defaults", "baseline", tput,
+                      goal_values=(tput, (6e9, 6.01e9, 5.99e9, 6e9, 6.02e9, 6e9)))
+    same = tuple(t * f for t, f in zip(tput, (1.01, 0.99, 1.02, 1.0, 1.01, 0.99), strict=True))
+    lean = ArmFigures("trial 4", "finalist", same,
+                      goal_values=(same, (2.2e9, 2.19e9, 2.2e9, 2.21e9, 2.2e9, 2.2e9)))
+    v = decide_pareto([base, lean], goals, max_loss=0.10)
+    assert v.winner == "trial 4"
+    (c,) = v.comparisons
+    assert c.better_on == ["peak_memory_bytes"] and c.unproven_on == []
+    assert "on peak_memory_bytes x0.366" in v.summary
+    assert "loses at most 10% on output_throughput (x1" in v.summary
+    # the same, measured too noisily to show its throughput lost at most 10%: not yet a win,
+    # and not settled: the rounds go on
+    noisy = ArmFigures("trial 5", "finalist", (70.0, 140.0, 60.0),
+                       goal_values=((70.0, 140.0, 60.0), (2.2e9, 2.2e9, 2.2e9)))
+    base3 = ArmFigures("vLLM defaults", "baseline", tput[:3],
+                       goal_values=(tput[:3], (6e9, 6e9, 6e9)))
+    v = decide_pareto([base3, noisy], goals, max_loss=0.10,
+                      rule=Rule(max_rounds=10, min_rounds=3))
+    assert v.winner == "vLLM defaults" and not v.settled
+    assert v.comparisons[0].unproven_on == ["output_throughput"]
