@@ -175,7 +175,7 @@ def _what(reference: ArmFigures) -> str:
     return "the current profile" if reference.role == "incumbent" else "vLLM's defaults"
 
 
-def _power_note(comparisons: Sequence[Comparison], min_gain: float) -> str:
+def _power_note(comparisons: Sequence[Comparison]) -> str:
     found = [c.detectable for c in comparisons if c.detectable is not None]
     if not found:
         return ""
@@ -205,7 +205,7 @@ def _kept(seat: _Seat, rounds: int, level: float, min_gain: float,
     assert reference is not None
     prefix = f"{seat.broken}; " if seat.broken else ""
     summary = (f"{prefix}nothing beat {_what(reference)} beyond noise{how} in {rounds} "
-               f"interleaved rounds{seat.note}{_power_note(comparisons, min_gain)}"
+               f"interleaved rounds{seat.note}{_power_note(comparisons)}"
                f"{_budget_note(comparisons, rule, rounds)}; keeping {reference.name}")
     found = [c.detectable for c in comparisons if c.detectable is not None]
     more = [c.more_rounds for c in comparisons if c.more_rounds is not None]

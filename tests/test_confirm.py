@@ -200,3 +200,33 @@ def test_an_interrupted_confirmation_resumes_and_a_finished_one_is_set_aside(
     assert resume.begin(tmp_path, other)("confirm/round-01-trial-1") is None
     assert len(list(tmp_path.glob("confirm.*/confirmation.json"))) == 1
     assert (tmp_path / "confirm" / "plan.json").is_file()
+
+
+def test_a_broken_profile_is_replaced_and_the_change_log_says_why(tmp_path: Path) -> None:
+    from autotune.changelog import entry
+    from autotune.profile import Profile, ProfileMeta
+
+    def runner(params: TrialParams, where: str) -> TrialResult:
+        if "current-profile" in where and not where.startswith("confirm/round-02"):
+            return result(None)  # it fails three rounds of four
+        return result(100.0 if not params.args else 101.0)
+
+    arms = [Arm("vLLM defaults", "baseline", TrialParams()),
+            Arm("current profile", "incumbent", TrialParams(args={"max-num-seqs": 2})),
+            Arm("trial 1", "finalist", TrialParams(args={"x": 1}), trial=1)]
+    conf = confirm(arms, 4, Objective(), runner, replace_gain=0.05)
+    assert conf.verdict.reference == "vLLM defaults"
+    assert conf.verdict.broken is not None and "failed 3 of 4 rounds" in conf.verdict.broken
+    meta = ProfileMeta.model_validate({
+        "autotune_version": "0", "created": "2026-12-01T00:00:00+00:00", "target": "cpu",
+        "model": "m", "model_revision": "r", "hardware": {}, "vllm_version": "v",
+        "space": "s", "space_fingerprint": "f", "workload": {}, "study": "s", "trial": None,
+        "objective": {}, "metrics": {}, "gain": {}, "verdict": conf.verdict.summary,
+        "confirmation": {}, "env": {}, "serve": "vllm serve"})
+    old = Profile(settings={"model": "m", "max-num-seqs": 2}, meta=meta)
+    new = Profile(settings={"model": "m"}, meta=meta)
+    text = entry(tmp_path / "m.yaml", tmp_path / "old.yaml", old, new, conf,
+                 conf.verdict.winner or "")
+    assert "the current profile failed 3 of 4 rounds" in text
+    assert "declared broken in this run's confirmation" in text
+    assert "measured on other hardware" not in text
