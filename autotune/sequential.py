@@ -38,6 +38,7 @@ BETA = 0.2  # the share of true gains of `detect` that futility may stop (power 
 # Hwang-Shih-DeCani's gamma: 1 spends like Pocock's (early looks get a real share, so a large
 # gain ends in the minimum rounds), -4 like O'Brien-Fleming's (almost all at the end)
 GAMMA = 1.0
+FUTILITY_GAMMA = 1.0
 _N = NormalDist()
 
 
@@ -91,6 +92,7 @@ class Rule:
     alpha: float = ALPHA
     beta: float = BETA
     gamma: float = GAMMA
+    futility_gamma: float = FUTILITY_GAMMA
 
     def __post_init__(self) -> None:
         if self.min_rounds < 2:
@@ -110,7 +112,7 @@ class Rule:
 
     def futility_tail(self, n: int, comparisons: int = 1) -> float:
         """The same for stopping a challenger as not worth having (spent over `beta`)."""
-        levels = tail_levels(self.first_look, self.max_rounds, self.beta, self.gamma)
+        levels = tail_levels(self.first_look, self.max_rounds, self.beta, self.futility_gamma)
         return levels[self._look(n)] / max(1, comparisons)
 
     def _look(self, n: int) -> int:
