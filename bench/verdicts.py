@@ -1,24 +1,26 @@
-"""How often the verdict rule is wrong, replayed on real measurements.
+"""How often the verdict rule is wrong, and what it costs, replayed on real measurements.
 
 Replays the project's own decision rule (the workload's stopping rule, `autotune.measure`, for
-each server start; the paired, Bonferroni-adjusted interval of `autotune.verdict` across
-starts) on per-request samples recorded from many fresh starts of one setting on the real CPU
-engine (`bench/record_noise.py`, committed under bench/data/). Prints, for confirmation rounds
-R and stopping rules:
+each server start; the paired interval of `autotune.verdict` across starts, at the level the
+sequential rule of `autotune.sequential` gives each look) on per-request samples recorded from
+many fresh starts of one setting on the real CPU engine (`bench/record_noise.py`, committed
+under bench/data/). For each recording it prints, side by side, today's sequential rule (a
+budget of rounds, a look after each from the third on, stopping once every challenger is
+settled) and the fixed-round rule (every arm measured R rounds, one look at the end):
 
-- false wins: two arms with the same settings (A/A); how often does the challenger win?
-  Target <= 5%. With two challengers (A/A/A), how often does either win?
-- detection: the challenger's figures are the recorded ones times 1.10, a real 10% gain put
-  into real noise; how often does it win? Target >= 90%. (And times 0.90: it must not win.)
-  How many rounds that takes depends on the machine's noise: the table says which R meets it.
-- the measuring time per server start the stopping rule takes, and the recorded start-up.
+- false wins: challengers with the same settings as the reference (A/A, A/A/A, A/A/A/A); how
+  often does any of them win? Target <= 5% for every budget and 1-3 challengers.
+- the power and the expected server starts (all arms) for a challenger 2x, +20% and +10% better
+  than the reference (the recorded figures times the gain: a real gain put into real noise),
+  and for an A/A; and, at equal power for +10%, the sequential rule's starts on average over
+  those four cases against the fixed rule's.
 
 Each round of a simulated confirmation gives its arms distinct recorded starts drawn at random
 (afresh for every round, so R may exceed what was recorded), and each start is read from a
 random round onwards. Starts recorded far apart in time carry the machine's drift between
 them, which real interleaving cancels, so the figures err on the side of noise.
 
-    .venv/bin/python -m bench.verdicts [--data bench/data/noise-cpu-avx512.json.gz]
+    .venv/bin/python -m bench.verdicts [--data FILE ...]
     .venv/bin/python -m bench.verdicts --live 3     # plus an A/A confirmation on the engine
 """
 
@@ -27,7 +29,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import time
 from collections.abc import Sequence
 from functools import cache
@@ -38,10 +39,14 @@ import numpy as np
 
 from autotune.measure import Measure, next_step
 from autotune.metrics import RequestSample, summarize
+from autotune.sequential import Rule
 from autotune.verdict import ArmFigures, decide
 
 DATA = Path(__file__).resolve().parent / "data" / "noise-cpu-avx512.json.gz"
 METRIC = "output_throughput"
+# the shipped CPU space's stopping rule for a start, and the gain the sequential rule must see
+MEASURE = Measure(min_rounds=3, min_s=6, max_s=12, target_ci=0.03)
+DETECT = 0.10
 
 
 class Recording:
@@ -82,46 +87,75 @@ def start_figure(rounds: Sequence[tuple[float, float]], m: Measure, offset: int
     return sum(values) / len(values), sum(durations), len(values)
 
 
-def simulate(rec: Recording, m: Measure, rounds: int, arms: int, effect: float,
-             n: int, seed: int) -> tuple[float, float, float]:
-    """(share of confirmations a challenger won, mean seconds and rounds per start)."""
-    rng = np.random.default_rng(seed)
-    starts = len(rec.rounds)
+class Draw:
+    """Start figures drawn from a recording: the measurement of one fresh server start."""
 
-    @cache
-    def figure(i: int, offset: int) -> tuple[float, float, int]:
-        return start_figure(rec.rounds[i], m, offset)
+    def __init__(self, rec: Recording, m: Measure, seed: int) -> None:
+        self.rec, self.m = rec, m
+        self.rng = np.random.default_rng(seed)
+        self.secs: list[float] = []
+        self.nrounds: list[int] = []
 
-    wins = 0
-    secs: list[float] = []
-    nrounds: list[int] = []
-    for _ in range(n):
-        values: list[list[float | None]] = [[] for _ in range(arms)]
-        for _r in range(rounds):
-            # each round's arms: distinct recorded starts, drawn afresh for every round
-            for a, i in enumerate(rng.choice(starts, size=arms, replace=False)):
-                v, s, k = figure(int(i), int(rng.integers(len(rec.rounds[i]))))
-                secs.append(s)
-                nrounds.append(k)
-                values[a].append(v * (effect if a > 0 else 1.0))
+    @cache  # noqa: B019 - one Draw per simulated cell
+    def figure(self, i: int, offset: int) -> tuple[float, float, int]:
+        return start_figure(self.rec.rounds[i], self.m, offset)
+
+    def round(self, arms: int) -> list[float]:
+        """One round: each arm a distinct recorded start, drawn afresh."""
+        out = []
+        for i in self.rng.choice(len(self.rec.rounds), size=arms, replace=False):
+            v, s, k = self.figure(int(i), int(self.rng.integers(len(self.rec.rounds[i]))))
+            self.secs.append(s)
+            self.nrounds.append(k)
+            out.append(v)
+        return out
+
+
+def confirmation(draw: Draw, arms: int, effect: float, rule: Rule | None, rounds: int
+                 ) -> tuple[bool, int]:
+    """One simulated confirmation: (did a challenger win, rounds measured). `rule` None: the
+    fixed rule, `rounds` rounds and one look; else the sequential rule up to its budget."""
+    values: list[list[float | None]] = [[] for _ in range(arms)]
+    budget = rounds if rule is None else rule.max_rounds
+    verdict = None
+    for n in range(1, budget + 1):
+        for a, v in enumerate(draw.round(arms)):
+            values[a].append(v * (effect if a > 0 else 1.0))
+        if rule is None and n < budget:
+            continue
+        if rule is not None and not rule.looks_at(n):
+            continue
         figs = [ArmFigures("baseline", "baseline", tuple(values[0]))] + [
             ArmFigures(f"c{a}", "finalist", tuple(values[a])) for a in range(1, arms)]
-        wins += decide(figs, "maximize").winner != "baseline"
-    return wins / n, float(np.mean(secs)), float(np.mean(nrounds))
+        verdict = decide(figs, "maximize", rule=rule)
+        if rule is None or verdict.settled:
+            break
+    assert verdict is not None
+    return verdict.winner != "baseline", verdict.rounds
 
 
-def detectable(rec: Recording, m: Measure, rounds: int, n: int, power: float = 0.9) -> float:
-    """The smallest gain (a ratio) that wins in at least `power` of confirmations."""
-    lo, hi = 1.0, 3.0
-    if simulate(rec, m, rounds, 2, hi, n, seed=5)[0] < power:
-        return math.inf
-    for _ in range(7):
-        mid = (lo + hi) / 2
-        if simulate(rec, m, rounds, 2, mid, n, seed=5)[0] >= power:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+def simulate(rec: Recording, m: Measure, rounds: int, arms: int, effect: float,
+             n: int, seed: int, rule: Rule | None = None) -> tuple[float, float, float]:
+    """(share of confirmations a challenger won, mean rounds per confirmation, mean seconds
+    measured per start)."""
+    draw = Draw(rec, m, seed)
+    wins, total = 0, 0
+    for _ in range(n):
+        won, r = confirmation(draw, arms, effect, rule, rounds)
+        wins += won
+        total += r
+    return wins / n, total / n, float(np.mean(draw.secs))
+
+
+def cases(rec: Recording, m: Measure, rule: Rule | None, rounds: int, n: int
+          ) -> dict[str, tuple[float, float]]:
+    """(wins, expected starts of both arms) for A/A, 2x, +20% and +10%."""
+    out = {}
+    for name, effect, seed in (("A/A", 1.0, 1), ("2x", 2.0, 2), ("+20%", 1.2, 3),
+                               ("+10%", 1.1, 4)):
+        won, r, _ = simulate(rec, m, rounds, 2, effect, n, seed, rule)
+        out[name] = (won, 2 * r)
+    return out
 
 
 def live(rounds: int) -> None:
@@ -159,55 +193,91 @@ def live(rounds: int) -> None:
     print(f"  verdict: {conf.verdict.summary}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--sims", type=int, default=2000, help="confirmations per figure")
-    ap.add_argument("--rounds", type=int, nargs="+", default=[3, 5, 10, 20, 30])
-    ap.add_argument("--live", type=int, default=0, metavar="R",
-                    help="also run an A/A confirmation of R rounds on the real engine")
-    ns = ap.parse_args()
-    rec = Recording(ns.data)
+def report(path: Path, sims: int, budgets: Sequence[int], fixed: Sequence[int],
+           match: Sequence[int]) -> bool:
+    """Print one recording's figures; True when every A/A stays within 5%."""
+    rec = Recording(path)
     machine = rec.doc["machine"]
     per_start = [float(np.mean([v for v, _ in r])) for r in rec.rounds]
     spread = float(np.std(per_start, ddof=1) / np.mean(per_start))
     within = float(np.mean([np.std([v for v, _ in r], ddof=1) / np.mean([v for v, _ in r])
                             for r in rec.rounds]))
-    print(f"data: {ns.data.name}: {len(rec.rounds)} starts x {len(rec.rounds[0])} rounds of "
+    print(f"data: {path.name}: {len(rec.rounds)} starts x {len(rec.rounds[0])} rounds of "
           f"{len(rec.doc['starts'][0]['rounds'][0])} requests, recorded "
           f"{rec.doc['recorded']} on {machine['cpu']} ({', '.join(machine['flags'])}), "
           f"{machine['vllm']}")
     print(f"noise: {METRIC} per round varies {within:.1%} within a start (sd/mean); the "
           f"means of whole starts vary {spread:.1%} from start to start")
     print(f"start-up: {np.mean(rec.startup_s):.0f} s a start "
-          f"({min(rec.startup_s):.0f}-{max(rec.startup_s):.0f})\n")
-    rules = {
-        "cpu.yaml: 3+ rounds, 6-12 s, +-3%": Measure(min_rounds=3, min_s=6, max_s=12,
-                                                     target_ci=0.03),
-        "3+ rounds, 6-40 s, +-2%": Measure(min_rounds=3, min_s=6, max_s=40, target_ci=0.02),
-    }
-    header = (f"{'stopping rule':36} {'R':>3} {'s/start':>7} {'rounds':>6} {'A/A':>6} "
-              f"{'A/A/A':>6} {'+10%':>6} {'-10%':>6} {'90% finds':>9}")
-    print(f"{n_sims(ns.sims)} simulated confirmations per cell; a challenger wins when the "
-          "95% interval of its paired ratio (Bonferroni) lies above 1")
-    print(header)
-    print("-" * len(header))
-    for name, m in rules.items():
-        for r in ns.rounds:
-            aa, secs, k = simulate(rec, m, r, 2, 1.0, ns.sims, seed=1)
-            aaa, _, _ = simulate(rec, m, r, 3, 1.0, ns.sims, seed=2)
-            up, _, _ = simulate(rec, m, r, 2, 1.10, ns.sims, seed=3)
-            down, _, _ = simulate(rec, m, r, 2, 0.90, ns.sims, seed=4)
-            finds = detectable(rec, m, r, max(200, ns.sims // 5))
-            print(f"{name:36} {r:>3} {secs:>7.1f} {k:>6.1f} {aa:>6.1%} {aaa:>6.1%} "
-                  f"{up:>6.1%} {down:>6.1%} {'+' + format(finds - 1, '.0%'):>9}")
-    print("\ntargets: A/A <= 5%, +10% >= 90%. Columns: R confirmation rounds (server starts "
-          "per arm); s/start "
-          "measuring time per start (start-up not included); A/A and A/A/A false wins; +10% "
-          "and -10% the share of wins by a challenger 10% better or worse; 90% finds: the "
-          "smallest gain that wins in 90% of confirmations.")
+          f"({min(rec.startup_s):.0f}-{max(rec.startup_s):.0f}); stopping rule of a start: "
+          f"the shipped CPU space's ({MEASURE.min_rounds}+ rounds, {MEASURE.min_s:g}-"
+          f"{MEASURE.max_s:g} s, +-{MEASURE.target_ci:.0%})\n")
+    ok = True
+    print(f"false wins ({n_sims(sims)} confirmations a cell; target <= 5%): a challenger with "
+          "the reference's settings wins")
+    header = f"{'rule':24} {'1 challenger':>13} {'2':>7} {'3':>7}"
+    print(header + "\n" + "-" * len(header))
+    rows: list[tuple[str, Rule | None, int]] = [
+        *((f"sequential, budget {b}", Rule(max_rounds=b, detect=DETECT), b) for b in budgets),
+        *((f"fixed, {r} rounds", None, r) for r in fixed)]
+    for name, rule, r in rows:
+        rates = [simulate(rec, MEASURE, r, k + 1, 1.0, sims, 10 + k, rule)[0] for k in (1, 2, 3)]
+        ok = ok and all(x <= 0.05 for x in rates)
+        print(f"{name:24} {rates[0]:>13.1%} {rates[1]:>7.1%} {rates[2]:>7.1%}")
+    print(f"\npower and expected server starts (both arms), one challenger; sequential: a look "
+          f"after every round from the 3rd, detect +{DETECT:.0%}, power 80% at it")
+    header = (f"{'rule':24} " + " ".join(f"{c:>14}" for c in ("A/A", "2x", "+20%", "+10%"))
+              + f" {'mean starts':>11}")
+    print(header + "\n" + "-" * len(header))
+    table: dict[str, dict[str, tuple[float, float]]] = {}
+    for name, rule, r in rows:
+        got = cases(rec, MEASURE, rule, r, sims)
+        table[name] = got
+        mean = float(np.mean([s for _, s in got.values()]))
+        print(f"{name:24} " + " ".join(f"{w:>6.1%} {s:>5.1f}s" for w, s in got.values())
+              + f" {mean:>11.1f}")
+    print("  (each cell: wins, mean starts; an A/A win is a false win)")
+    print("\nat equal power for +10%: the sequential budget that finds it as often as the fixed "
+          "rule (within 2 points), and the starts each takes on average over the four cases")
+    for r in match:
+        fixed_cases = table.get(f"fixed, {r} rounds") or cases(rec, MEASURE, None, r, sims)
+        power = fixed_cases["+10%"][0]
+        fixed_mean = float(np.mean([s for _, s in fixed_cases.values()]))
+        for k in (1.2, 1.5, 1.8, 2.1, 2.4):
+            budget = round(k * r)
+            seq = cases(rec, MEASURE, Rule(max_rounds=budget, detect=DETECT), budget, sims)
+            if seq["+10%"][0] >= power - 0.02:
+                break
+        mean = float(np.mean([s for _, s in seq.values()]))
+        print(f"  fixed, {r} rounds: +10% found {power:.0%}, {fixed_mean:.1f} starts in every "
+              f"case; sequential, budget {budget}: found {seq['+10%'][0]:.0%}, starts "
+              + ", ".join(f"{c} {s:.1f}" for c, (_, s) in seq.items())
+              + f": {mean:.1f} on average, x{mean / fixed_mean:.2f} of the fixed rule's")
+    return ok
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, nargs="+", default=sorted(DATA.parent.glob(
+        "noise-*.json.gz")))
+    ap.add_argument("--sims", type=int, default=1000, help="confirmations per figure")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[6, 12, 24, 36],
+                    help="the sequential rule's budgets of rounds")
+    ap.add_argument("--fixed", type=int, nargs="+", default=[3, 10, 20],
+                    help="the fixed rule's rounds")
+    ap.add_argument("--match", type=int, nargs="+", default=[20, 40],
+                    help="the fixed rule's rounds to compare at equal power for +10%%")
+    ap.add_argument("--live", type=int, default=0, metavar="R",
+                    help="also run an A/A confirmation of R rounds on the real engine")
+    ns = ap.parse_args()
+    ok = True
+    for path in ns.data:
+        ok = report(path, ns.sims, ns.budgets, ns.fixed, ns.match) and ok
+        print()
+    print("A/A within 5% everywhere: " + ("yes" if ok else "NO"))
     if ns.live:
         live(ns.live)
+    raise SystemExit(0 if ok else 1)
 
 
 def n_sims(n: int) -> str:
