@@ -31,7 +31,9 @@ def setting_changes(old: Profile, new: Profile) -> list[str]:
 
 
 def entry(profile: Path, kept: Path, old: Profile | None, new: Profile,
-          conf: Confirmation | None, winner: str) -> str:
+          conf: Confirmation | None, winner: str, replaced: str = INCUMBENT_NAME) -> str:
+    """`replaced`: the confirmation arm that measured the replaced profile's settings (the
+    baseline's, when the profile was vLLM's defaults)."""
     when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     lines = [f"## {when}: {profile.name}: {winner} replaced it", "",
              f"- replaced profile kept as `{kept.name}` (created "
@@ -42,7 +44,7 @@ def entry(profile: Path, kept: Path, old: Profile | None, new: Profile,
     comparison = None
     if conf is not None:
         comparison = next((c for c in conf.verdict.comparisons
-                           if c.challenger == winner and c.reference == INCUMBENT_NAME), None)
+                           if c.challenger == winner and c.reference == replaced), None)
     if comparison is not None and conf is not None:
         ratios: dict[str, Any] = comparison.goals or {conf.metric: comparison.ratio}
         for metric, r in ratios.items():
@@ -63,7 +65,8 @@ def entry(profile: Path, kept: Path, old: Profile | None, new: Profile,
 
 
 def log_replacement(profile: Path, kept: Path, old: Profile | None, new: Profile,
-                    conf: Confirmation | None, winner: str) -> Path:
+                    conf: Confirmation | None, winner: str, replaced: str = INCUMBENT_NAME
+                    ) -> Path:
     """Append the entry (the file is a log: appended, never rewritten)."""
     path = changes_path(profile)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,5 +74,5 @@ def log_replacement(profile: Path, kept: Path, old: Profile | None, new: Profile
         if f.tell() == 0:
             f.write("# Profile changes\n\nEach replacement, newest last. Ratios are paired "
                     "over interleaved rounds, each on a fresh server, in one run.\n\n")
-        f.write(entry(profile, kept, old, new, conf, winner))
+        f.write(entry(profile, kept, old, new, conf, winner, replaced))
     return path

@@ -16,7 +16,7 @@ import optuna
 
 from autotune import __version__
 from autotune.changelog import log_replacement
-from autotune.confirm import Arm, Confirmation, same_settings
+from autotune.confirm import INCUMBENT_NAME, Arm, Confirmation, same_settings
 from autotune.engine import default_launcher, vllm_version
 from autotune.incumbent import Incumbent
 from autotune.inputs import Inputs, RunConfig
@@ -81,8 +81,11 @@ def conclude(path: Path, study: optuna.Study, cfg: RunConfig, inp: Inputs,
     new = Profile(settings=settings, meta=meta)
     kept = write_profile(new, path)
     if kept is not None:
+        replaced = next((a.name for a in arms if incumbent is not None and incumbent.params
+                         is not None and same_settings(a.params, incumbent.params)),
+                        INCUMBENT_NAME)
         log_replacement(path, kept, incumbent.profile if incumbent else None, new, conf,
-                        winner.name)
+                        winner.name, replaced)
     return Conclusion(True, True, summary + (f" (the profile it replaced is in {kept})"
                                              if kept else ""))
 

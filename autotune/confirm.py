@@ -27,7 +27,7 @@ from autotune.scoring import score
 from autotune.sequential import Rule
 from autotune.space import Confirm, Objective, TrialParams
 from autotune.stats import Estimate, mean_interval, paired_ratio
-from autotune.verdict import ArmFigures, Role, Verdict, decide
+from autotune.verdict import ArmFigures, Comparison, Role, Verdict, decide
 from autotune.verdict_goals import decide_pareto
 
 log = logging.getLogger(__name__)
@@ -149,18 +149,28 @@ def confirm(arms: Sequence[Arm], rounds: Rule | int, objective: Objective,
     rule = rounds if isinstance(rounds, Rule) else Rule(max_rounds=rounds,
                                                         min_rounds=max(2, rounds))
     results: dict[int, list[TrialResult]] = {i: [] for i in range(len(arms))}
+    frozen: dict[str, Comparison] = {}
     conf = None
     for r in range(rule.max_rounds):
-        for i in order(len(arms), r):
-            where = f"confirm/round-{r + 1:02d}-{_slug(arms[i].name)}"
-            result = previous(where) if previous is not None else None
-            if result is None:
-                result = _measure(runner, arms[i].params, where, retries)
+        slots = [(i, f"confirm/round-{r + 1:02d}-{_slug(arms[i].name)}")
+                 for i in order(len(arms), r)]
+        # a round measured whole before an interruption is taken as it was; a part of one is
+        # measured again whole, so that every round's arms were measured side by side
+        kept = [previous(where) for _, where in slots] if previous is not None else []
+        whole = bool(kept) and all(k is not None for k in kept)
+        for n, (i, where) in enumerate(slots):
+            got = kept[n] if whole else None
+            result = got if got is not None else _measure(runner, arms[i].params, where,
+                                                          retries)
             results[i].append(result)
             if on_round is not None:
                 on_round(r, arms[i], result)
         if rule.looks_at(r + 1) or r + 1 == rule.max_rounds:
-            conf = _decide(arms, results, objective, rule, min_gain, max_loss, replace_gain)
+            conf = _decide(arms, results, objective, rule, min_gain, max_loss, replace_gain,
+                           frozen)
+            # a challenger settled at this look keeps its decision (the test ends there)
+            frozen.update({c.challenger: c for c in conf.verdict.comparisons
+                           if c.settled and c.challenger not in frozen})
             if conf.verdict.settled:
                 break
     if conf is None:  # no arm: nothing measured
@@ -182,8 +192,8 @@ def _measure(runner: ConfirmRunner, params: TrialParams, where: str, retries: in
 
 
 def _decide(arms: Sequence[Arm], results: dict[int, list[TrialResult]], objective: Objective,
-            rule: Rule, min_gain: float, max_loss: float, replace_gain: float
-            ) -> Confirmation:
+            rule: Rule, min_gain: float, max_loss: float, replace_gain: float,
+            frozen: dict[str, Comparison] | None = None) -> Confirmation:
     records = []
     for i, arm in enumerate(arms):
         values: list[float | None] = []
@@ -218,9 +228,9 @@ def _decide(arms: Sequence[Arm], results: dict[int, list[TrialResult]], objectiv
                for a in records]
     if objective.multi:
         verdict = decide_pareto(figures, [(g.metric, g.direction) for g in objective.goals()],
-                                min_gain, max_loss, replace_gain, rule)
+                                min_gain, max_loss, replace_gain, rule, frozen)
     else:
-        verdict = decide(figures, objective.direction, min_gain, replace_gain, rule)
+        verdict = decide(figures, objective.direction, min_gain, replace_gain, rule, frozen)
     base = next((i for i, a in enumerate(arms) if a.role == "baseline"), None)
     if base is not None:
         for i, rec in enumerate(records):

@@ -106,14 +106,17 @@ class Rule:
         return self.first_look <= n <= self.max_rounds
 
     def win_tail(self, n: int, comparisons: int = 1) -> float:
-        """The one-sided tail probability a win must clear at the look after `n` rounds."""
-        levels = tail_levels(self.first_look, self.max_rounds, self.alpha, self.gamma)
-        return levels[self._look(n)] / max(1, comparisons)
+        """The one-sided tail probability a win must clear at the look after `n` rounds,
+        when `comparisons` share the rate (each is spent its share over the looks)."""
+        levels = tail_levels(self.first_look, self.max_rounds,
+                             self.alpha / max(1, comparisons), self.gamma)
+        return levels[self._look(n)]
 
     def futility_tail(self, n: int, comparisons: int = 1) -> float:
         """The same for stopping a challenger as not worth having (spent over `beta`)."""
-        levels = tail_levels(self.first_look, self.max_rounds, self.beta, self.futility_gamma)
-        return levels[self._look(n)] / max(1, comparisons)
+        levels = tail_levels(self.first_look, self.max_rounds,
+                             self.beta / max(1, comparisons), self.futility_gamma)
+        return levels[self._look(n)]
 
     def _look(self, n: int) -> int:
         """Which look `n` rounds are (before the first: the first's level)."""

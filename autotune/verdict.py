@@ -16,7 +16,7 @@ the level at which the reference broke.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,7 +52,8 @@ class ArmFigures:
 
     @property
     def mostly_served(self) -> bool:
-        return bool(self.values) and self.failed * 2 < len(self.values)
+        """It failed no more than half its rounds (more: declared broken)."""
+        return bool(self.values) and self.failed * 2 <= len(self.values)
 
 
 class Comparison(BaseModel):
@@ -64,6 +65,8 @@ class Comparison(BaseModel):
     decision_interval: Estimate  # at the level the rule used: the interval stated
     beats: bool
     settled: bool = True  # beats, or shown not to beat the reference by `detect`
+    look: int = 0  # the rounds it was decided on (settled at that look, and then final)
+    level: float = 0.0  # the two-sided level of its decision interval
     detectable: float | None = None  # the ratio found with 80% probability at this noise
     more_rounds: int | None = None  # unsettled: rounds the noise seen implies are needed
     # multi-objective: every goal's ratio (95%) and where the decision interval lies
@@ -100,6 +103,7 @@ class _Test:
     worse: bool  # worse beyond noise (no margin)
     low_gain: float  # lower bound of the signed log gain at the decision level
     high_gain: float  # upper bound of the signed log gain at the futility level
+    high_win: float  # upper bound of the signed log gain at the decision level
     futile: bool  # shown not to be better by margin + detect
     sd: float
     n: int
@@ -123,15 +127,21 @@ def _test(ours: Sequence[float | None], theirs: Sequence[float | None], directio
     ratio = paired_ratio(ours, theirs)
     if n < 2 or len(win_logs) < 2 or len(fut_logs) < 2:
         nan = Estimate(value=math.nan, n=n, basis="starts")
-        return _Test(ratio, nan, False, False, -math.inf, math.inf, False, math.nan, n)
-    mean = math.fsum(logs) / n
-    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in logs) / (n - 1))
+        return _Test(ratio, nan, False, False, -math.inf, math.inf, math.inf, False,
+                     math.nan, n)
+    # the interval stated is the one decided on (for a bracket: the conservative ratios)
+    mean = math.fsum(win_logs) / len(win_logs)
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in win_logs) / (len(win_logs) - 1))
     g_win = [sign * x for x in win_logs]
     g_fut = [sign * x for x in fut_logs]
     lo, hi = _bound(g_win, win, -1), _bound(g_fut, futility, +1)
-    decision = paired_ratio(ours, theirs, level=two_sided(win))
-    return _Test(ratio, decision, better=lo > margin, worse=_bound(g_fut, win, +1) < 0,
-                 low_gain=lo, high_gain=hi, futile=hi < margin + math.log1p(detect),
+    high_win = _bound(g_fut, win, +1)
+    m = mean_interval(win_logs, basis="starts", level=two_sided(win), floor=False)
+    assert m.low is not None and m.high is not None
+    decision = Estimate(value=math.exp(m.value), low=math.exp(m.low), high=math.exp(m.high),
+                        n=m.n, basis="starts")
+    return _Test(ratio, decision, better=lo > margin, worse=high_win < 0, low_gain=lo,
+                 high_gain=hi, high_win=high_win, futile=hi < margin + math.log1p(detect),
                  sd=sd, n=n)
 
 
@@ -175,17 +185,15 @@ def _what(reference: ArmFigures) -> str:
     return "the current profile" if reference.role == "incumbent" else "vLLM's defaults"
 
 
-def _power_note(comparisons: Sequence[Comparison]) -> str:
+def _power_note(comparisons: Sequence[Comparison], direction: Direction) -> str:
     found = [c.detectable for c in comparisons if c.detectable is not None]
     if not found:
         return ""
-    d = max(found)
-    return (f": a gain of {_pct(d)} or more would have been found with 80% probability at the "
-            "noise measured in this run")
-
-
-def _pct(ratio: float) -> str:
-    return f"+{ratio - 1:.0%}" if ratio >= 1 else f"{ratio - 1:.0%}"
+    d = max(found)  # the gain as a factor above 1, whichever the direction
+    gain = f"a gain of +{d - 1:.0%}" if direction == "maximize" else \
+        f"a cut to x{1 / d:.2f} (-{1 - 1 / d:.0%})"
+    return (f": {gain} or more would have been found with 80% probability at the noise "
+            "measured in this run")
 
 
 def _budget_note(comparisons: Sequence[Comparison], rule: Rule, rounds: int) -> str:
@@ -199,14 +207,18 @@ def _budget_note(comparisons: Sequence[Comparison], rule: Rule, rounds: int) -> 
 
 
 def _kept(seat: _Seat, rounds: int, level: float, min_gain: float,
-          comparisons: list[Comparison], how: str, rule: Rule, settled: bool) -> Verdict:
-    """The verdict when no challenger beat the reference: it stays."""
+          comparisons: list[Comparison], how: str, rule: Rule, settled: bool,
+          direction: Direction) -> Verdict:
+    """The verdict when no challenger beat the reference: it stays (or, when the current
+    profile was declared broken, the reference takes its place)."""
     reference = seat.reference
     assert reference is not None
     prefix = f"{seat.broken}; " if seat.broken else ""
+    stays = (f"{reference.name} takes its place" if seat.broken
+             else f"keeping {reference.name}")
     summary = (f"{prefix}nothing beat {_what(reference)} beyond noise{how} in {rounds} "
-               f"interleaved rounds{seat.note}{_power_note(comparisons)}"
-               f"{_budget_note(comparisons, rule, rounds)}; keeping {reference.name}")
+               f"interleaved rounds{seat.note}{_power_note(comparisons, direction)}"
+               f"{_budget_note(comparisons, rule, rounds)}; {stays}")
     found = [c.detectable for c in comparisons if c.detectable is not None]
     more = [c.more_rounds for c in comparisons if c.more_rounds is not None]
     return Verdict(reference=reference.name, winner=reference.name, rounds=rounds, level=level,
@@ -248,10 +260,20 @@ def _extras(t: _Test, rule: Rule, win: float, margin: float) -> tuple[float | No
     return seen, max(0, need - t.n)
 
 
+def final(frozen: Mapping[str, Comparison] | None, name: str, reference: str
+          ) -> Comparison | None:
+    """A challenger settled at an earlier look against the same reference: its decision
+    stands (a sequential test ends at the first boundary it crosses)."""
+    c = (frozen or {}).get(name)
+    return c if c is not None and c.reference == reference else None
+
+
 def decide(arms: Sequence[ArmFigures], direction: Direction, min_gain: float = 0.0,
-           replace_gain: float = 0.0, rule: Rule | None = None) -> Verdict:
+           replace_gain: float = 0.0, rule: Rule | None = None,
+           frozen: Mapping[str, Comparison] | None = None) -> Verdict:
     """Which arm the run should keep, at a look after the rounds measured so far. Against
-    the current profile a challenger must win by `replace_gain` at least (no flapping)."""
+    the current profile a challenger must win by `replace_gain` at least (no flapping).
+    `frozen`: the comparisons settled at earlier looks, which stand."""
     rounds = max((len(a.values) for a in arms), default=0)
     seat = _seat(arms)
     reference = seat.reference
@@ -265,25 +287,31 @@ def decide(arms: Sequence[ArmFigures], direction: Direction, min_gain: float = 0
     win, fut = rule.win_tail(rounds, k), rule.futility_tail(rounds, k)
     margin = _margin(direction, min_gain)
     comparisons = []
+    level = two_sided(win)
     for a in eligible:
+        done = final(frozen, a.name, reference.name)
+        if done is not None:
+            comparisons.append(done)
+            continue
         t = _test(a.values, reference.values, direction, win, fut, margin, rule.detect,
                   a.highs, reference.highs)
         seen, more = _extras(t, rule, win, margin)
         comparisons.append(Comparison(
             challenger=a.name, reference=reference.name, ratio=t.ratio,
             decision_interval=t.decision, beats=t.better, settled=t.better or t.futile,
-            detectable=seen, more_rounds=None if t.better or t.futile else more))
-    level = two_sided(win)
+            look=rounds, level=level, detectable=seen,
+            more_rounds=None if t.better or t.futile else more))
     settled = all(c.settled for c in comparisons) or rounds >= rule.max_rounds
     beaters = [c for c in comparisons if c.beats]
     if not beaters:
         return _kept(seat, rounds, level, min_gain, comparisons,
-                     f" (by at least {min_gain:.0%})" if min_gain else "", rule, settled)
+                     f" (by at least {min_gain:.0%})" if min_gain else "", rule, settled,
+                     direction)
     best = (max if direction == "maximize" else min)(beaters, key=lambda c: c.ratio.value)
     prefix = f"{seat.broken}; " if seat.broken else ""
     summary = (f"{prefix}{best.challenger} beats {reference.name} beyond noise: "
-               f"x{best.decision_interval.describe(3)} over {rounds} interleaved rounds "
-               f"({level:.1%} interval, adjusted for {k} challenger(s) and the looks "
+               f"x{best.decision_interval.describe(3)} over {best.look} interleaved rounds "
+               f"({best.level:.1%} interval, adjusted for {k} challenger(s) and the looks "
                f"taken){seat.note}")
     return Verdict(reference=reference.name, winner=best.challenger, rounds=rounds,
                    level=level, min_gain=min_gain, comparisons=comparisons, summary=summary,

@@ -230,3 +230,51 @@ def test_a_broken_profile_is_replaced_and_the_change_log_says_why(tmp_path: Path
     assert "the current profile failed 3 of 4 rounds" in text
     assert "declared broken in this run's confirmation" in text
     assert "measured on other hardware" not in text
+
+
+def test_a_win_at_a_look_stands_while_another_challenger_keeps_the_rounds_going() -> None:
+    def runner(params: TrialParams, where: str) -> TrialResult:
+        k = int(where.split("-")[1])
+        if params.args.get("fast"):
+            return result(200.0 if k <= 3 else 100.0)  # won at the first look, then faded
+        if params.args.get("noisy"):
+            return result(100.0 * [1.3, 0.75, 1.2, 0.8][k % 4])  # keeps the rounds going
+        return result(100.0)
+
+    arms = [Arm("vLLM defaults", "baseline", TrialParams()),
+            Arm("trial 1", "finalist", TrialParams(args={"fast": True}), 1),
+            Arm("trial 2", "finalist", TrialParams(args={"noisy": True}), 2)]
+    conf = confirm(arms, Rule(max_rounds=8, min_rounds=3), Objective(), runner)
+    assert conf.rounds > 3
+    assert conf.verdict.winner == "trial 1"
+    (c,) = [c for c in conf.verdict.comparisons if c.challenger == "trial 1"]
+    assert c.look == 3 and c.beats and "over 3 interleaved rounds" in conf.verdict.summary
+
+
+def test_a_round_measured_in_part_before_an_interruption_is_measured_again_whole() -> None:
+    arms = [Arm("vLLM defaults", "baseline", TrialParams()),
+            Arm("trial 1", "finalist", TrialParams(args={"x": 1}), 1),
+            Arm("trial 2", "finalist", TrialParams(args={"x": 2}), 2)]
+    done: dict[str, TrialResult] = {}
+    calls: list[str] = []
+    broken = {"on": True}
+
+    def runner(params: TrialParams, where: str) -> TrialResult:
+        calls.append(where)
+        if broken["on"] and where.startswith("confirm/round-02") and len(
+                [w for w in done if w.startswith("confirm/round-02")]) == 1:
+            raise EnvironmentFailure("port taken")
+        done[where] = result(100.0 + len(params.args))
+        return done[where]
+
+    with pytest.raises(EnvironmentFailure):
+        confirm(arms, 3, Objective(), runner)
+    partial = [w for w in done if w.startswith("confirm/round-02")]
+    assert len(partial) == 1
+    broken["on"] = False
+    calls.clear()
+    again = confirm(arms, 3, Objective(), runner, previous=done.get)
+    assert not any(w.startswith("confirm/round-01") for w in calls)
+    assert partial[0] in calls  # the part measured before is measured again with the rest
+    assert sum(w.startswith("confirm/round-02") for w in calls) == 3
+    assert again.rounds == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from statistics import NormalDist
 
@@ -41,7 +42,7 @@ def test_a_single_look_is_the_familiar_interval() -> None:
 def test_spending_is_monotone_and_reaches_the_total() -> None:
     xs = [spent(t / 10, 0.025) for t in range(11)]
     assert xs[0] == 0 and xs[-1] == pytest.approx(0.025)
-    assert all(a < b for a, b in zip(xs, xs[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(xs))
 
 
 def test_what_a_look_could_have_seen_shrinks_with_rounds_and_noise() -> None:
@@ -53,3 +54,17 @@ def test_what_a_look_could_have_seen_shrinks_with_rounds_and_noise() -> None:
     n = rounds_to_detect(0.13, 0.10, 0.025)
     assert 14 <= n <= 18
     assert rounds_to_detect(0.13, 0.20, 0.025) < n
+
+
+def test_the_comparisons_share_the_rate_over_all_looks() -> None:
+    # each of k comparisons is spent alpha / k over the looks: together at most alpha
+    rule = Rule(max_rounds=6, min_rounds=3)
+    for k in (2, 3, 6):
+        levels = [rule.win_tail(n, k) for n in range(3, 7)]
+        assert levels == list(tail_levels(3, 6, 0.025 / k))
+        rng = np.random.default_rng(k)
+        sums = np.cumsum(rng.standard_normal((200_000, 6)), axis=1)
+        hit = np.zeros(len(sums), dtype=bool)
+        for n, p in zip(range(3, 7), levels, strict=True):
+            hit |= sums[:, n - 1] / math.sqrt(n) > NormalDist().inv_cdf(1 - p)
+        assert hit.mean() <= 0.025 / k * 1.1
