@@ -234,7 +234,7 @@ def report(path: Path, sims: int, budgets: Sequence[int], fixed: Sequence[int],
         got = cases(rec, MEASURE, rule, r, sims)
         table[name] = got
         mean = float(np.mean([s for _, s in got.values()]))
-        print(f"{name:24} " + " ".join(f"{w:>6.1%} {s:>5.1f}s" for w, s in got.values())
+        print(f"{name:24} " + " ".join(f"{w:>6.1%} {s:>6.1f}" for w, s in got.values())
               + f" {mean:>11.1f}")
     print("  (each cell: wins, mean starts; an A/A win is a false win)")
     print("\nat equal power for +10%: the sequential budget that finds it as often as the fixed "
