@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from autotune.sequential import ALPHA, Rule, detectable, rounds_to_detect, two_sided
-from autotune.stats import Estimate, log_ratios, mean_interval, paired_ratio, served, t_quantile
+from autotune.stats import Estimate, log_ratios, mean_interval, paired_ratio, served
 
 Role = Literal["baseline", "incumbent", "finalist"]
 Direction = Literal["maximize", "minimize"]
@@ -146,11 +146,11 @@ def _test(ours: Sequence[float | None], theirs: Sequence[float | None], directio
 
 
 def _bound(gains: Sequence[float], tail: float, side: int) -> float:
-    """The one-sided bound of the mean signed log gain at `tail` (side -1 lower, +1 upper)."""
-    n = len(gains)
-    mean = math.fsum(gains) / n
-    sd = math.sqrt(math.fsum((g - mean) ** 2 for g in gains) / (n - 1))
-    return mean + side * t_quantile(1 - tail, n - 1) * sd / math.sqrt(n)
+    """The one-sided bound of the mean signed log gain at `tail` (side -1 lower, +1 upper):
+    a side of the two-sided interval whose each side has `tail`."""
+    m = mean_interval(gains, level=two_sided(tail), floor=False)
+    assert m.low is not None and m.high is not None
+    return m.low if side < 0 else m.high
 
 
 def _margin(direction: Direction, gain: float) -> float:
