@@ -16,6 +16,7 @@ from autotune import __version__
 from autotune.cli_profiles import add_profile_commands
 from autotune.cli_report import add_report_command
 from autotune.errors import AutotuneError, UserError
+from autotune.interrupts import delivered
 from autotune.lock import Busy
 from autotune.tables import front_text
 
@@ -237,45 +238,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     logging.basicConfig(level=logging.DEBUG if ns.debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # SIGTERM takes the same path as Ctrl-C, so `with` blocks stop their servers.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        if ns.command == "run":
-            from autotune.cli_run import cmd_run
+    # SIGTERM takes the same path as Ctrl-C, so `with` blocks stop their servers; neither
+    # is lost where Python would swallow it (autotune.interrupts)
+    with delivered():
+        try:
+            if ns.command == "run":
+                from autotune.cli_run import cmd_run
 
-            return cmd_run(ns)
-        if ns.command == "retune":
-            from autotune.cli_run import cmd_retune
+                return cmd_run(ns)
+            if ns.command == "retune":
+                from autotune.cli_run import cmd_retune
 
-            return cmd_retune(ns)
-        if ns.command in PROFILE_COMMANDS:
-            from autotune.cli_profiles import run_profile_command
+                return cmd_retune(ns)
+            if ns.command in PROFILE_COMMANDS:
+                from autotune.cli_profiles import run_profile_command
 
-            return run_profile_command(ns)
-        if ns.command == "pareto":
-            return cmd_pareto(ns)
-        if ns.command == "report":
-            from autotune.cli_report import cmd_report
+                return run_profile_command(ns)
+            if ns.command == "pareto":
+                return cmd_pareto(ns)
+            if ns.command == "report":
+                from autotune.cli_report import cmd_report
 
-            return cmd_report(ns)
-        return cmd_validate(ns)
-    except Busy as exc:
-        print(f"autotune: {exc}", file=sys.stderr)
-        return BUSY
-    except UserError as exc:
-        if ns.debug:
-            raise
-        print(f"autotune: error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
-    except KeyboardInterrupt:
-        print("autotune: interrupted; finished trials are saved, run again to continue",
-              file=sys.stderr)
-        return 130
-    except AutotuneError as exc:
-        if ns.debug:
-            raise
-        print(f"autotune: {exc}", file=sys.stderr)
-        return RUN_FAILED
+                return cmd_report(ns)
+            return cmd_validate(ns)
+        except Busy as exc:
+            print(f"autotune: {exc}", file=sys.stderr)
+            return BUSY
+        except UserError as exc:
+            if ns.debug:
+                raise
+            print(f"autotune: error: {exc}", file=sys.stderr)
+            return USAGE_ERROR
+        except KeyboardInterrupt:
+            print("autotune: interrupted; finished trials are saved, run again to continue",
+                  file=sys.stderr)
+            return 130
+        except AutotuneError as exc:
+            if ns.debug:
+                raise
+            print(f"autotune: {exc}", file=sys.stderr)
+            return RUN_FAILED
 
 
 if __name__ == "__main__":
