@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 import warnings
+from time import monotonic, sleep
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -85,8 +85,11 @@ def running_params(study: optuna.Study, space: SearchSpace, but: int) -> list[Tr
 
 
 DRAWN = "drawn"  # user attr: the trial's settings are all drawn (running_twin compares them)
-# how long a trial waits for an earlier one to finish drawing its settings
-DRAW_WAIT_S = 10.0
+# A trial waits for an earlier one to finish drawing its settings until it has, or has ended
+# (a dead worker's trial ends once its heartbeat is stale); on a machine so loaded that one
+# draw takes longer than this, the trial goes on without waiting (a rare repeat, not a hang).
+DRAW_WAIT_S = 300.0
+STALE_CHECK_S = 2.0  # how often, while waiting, a dead worker's trials are looked for
 
 
 def running_twin(study: optuna.Study, space: SearchSpace, params: TrialParams,
@@ -94,12 +97,16 @@ def running_twin(study: optuna.Study, space: SearchSpace, params: TrialParams,
     """An earlier trial (a lower number) measuring exactly these settings right now, in
     another worker. An earlier trial still drawing its settings is waited for: the lower
     number measures, the higher one gives way, whoever drew first."""
-    deadline = time.monotonic() + DRAW_WAIT_S
+    deadline = monotonic() + DRAW_WAIT_S
+    stale_check = monotonic() + STALE_CHECK_S
     while True:
         earlier = [t for t in running(study, number) if t.number < number]
-        if all(t.user_attrs.get(DRAWN) for t in earlier) or time.monotonic() > deadline:
+        if all(t.user_attrs.get(DRAWN) for t in earlier) or monotonic() > deadline:
             break
-        time.sleep(0.05)
+        if monotonic() > stale_check:
+            fail_stale(study)
+            stale_check = monotonic() + STALE_CHECK_S
+        sleep(0.05)
     for t in earlier:
         if not t.user_attrs.get(DRAWN):
             continue

@@ -73,7 +73,11 @@ def assert_budget_kept(study: optuna.Study, budget: int) -> None:
     done = measured(study)
     assert counted_trials(study) == budget == len(done)
     seen = [params_of(space, t) for t in done]
-    assert len({repr(sorted(p.args.items(), key=str)) for p in seen}) == budget, seen
+    # on failure, every trial of the study: who drew what, when
+    story = "\n".join(f"#{t.number} {t.state.name} {t.params} {t.datetime_start} "
+                      f"{t.datetime_complete} {sorted(t.user_attrs.items())}"
+                      for t in study.get_trials())
+    assert len({repr(sorted(p.args.items(), key=str)) for p in seen}) == budget, story
     assert all(t.user_attrs.get("status") == "ok" and t.user_attrs.get("metrics")
                for t in done), "a result was lost"
 

@@ -1,0 +1,75 @@
+"""The shared budget's decisions between trials of several workers (budget.py), on a study in
+memory: which trial measures a candidate two workers drew at once, whatever the machine's
+speed."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import optuna
+import pytest
+
+from autotune import budget
+from autotune.space import parse_space, resolve
+
+SPACE = parse_space({"name": "b", "args": {"fake-tpot-ms": {
+    "type": "categorical", "choices": [None, 1, 4]}},
+    "objective": {"metric": "output_throughput"}})
+CHOICES: list[float | None] = [None, 1, 4]
+
+
+def drawn(study: optuna.Study, value: float | None, mark: bool = True) -> optuna.Trial:
+    trial = study.ask()
+    trial.suggest_categorical("fake-tpot-ms", CHOICES)  # type: ignore[arg-type]
+    study._storage.set_trial_param(  # the value this test wants, whatever was sampled
+        trial._trial_id, "fake-tpot-ms", CHOICES.index(value),
+        optuna.distributions.CategoricalDistribution(CHOICES))  # type: ignore[arg-type]
+    if mark:
+        trial.set_user_attr(budget.DRAWN, True)
+    return trial
+
+
+@pytest.fixture
+def study() -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(direction="maximize")
+
+
+def test_the_later_trial_gives_way_to_an_earlier_one_measuring_the_same_settings(
+        study: optuna.Study) -> None:
+    first = drawn(study, 4)
+    other = drawn(study, 1)
+    later = drawn(study, 4)
+    params = resolve(SPACE, {"fake-tpot-ms": 4})
+    twin = budget.running_twin(study, SPACE, params, later.number)
+    assert twin is not None and twin.number == first.number
+    assert budget.running_twin(study, SPACE, params, first.number) is None
+    assert budget.running_twin(study, SPACE, resolve(SPACE, {"fake-tpot-ms": 1}),
+                               later.number).number == other.number  # type: ignore[union-attr]
+
+
+def test_a_slow_draw_of_an_earlier_trial_is_waited_for_on_a_slow_machine(
+        study: optuna.Study, monkeypatch: pytest.MonkeyPatch) -> None:
+    # every look at the clock costs 5 s, as on a machine so loaded that a trial takes many
+    # seconds to draw its settings: the later trial still waits for the earlier one's draw
+    first = drawn(study, 4, mark=False)
+    later = drawn(study, 4)
+    ticks = itertools.count(step=5.0)
+    monkeypatch.setattr("autotune.budget.monotonic", lambda: float(next(ticks)))
+    timer = threading.Timer(0.5, lambda: first.set_user_attr(budget.DRAWN, True))
+    timer.start()
+    t0 = time.perf_counter()
+    twin = budget.running_twin(study, SPACE, resolve(SPACE, {"fake-tpot-ms": 4}), later.number)
+    timer.join()
+    assert twin is not None and twin.number == first.number
+    assert time.perf_counter() - t0 >= 0.4
+
+
+def test_of_two_trials_started_at_once_the_later_is_the_one_beyond_the_budget(
+        study: optuna.Study) -> None:
+    a, b = drawn(study, 1), drawn(study, 4)
+    assert not budget.surplus(study, a.number, total=1)
+    assert budget.surplus(study, b.number, total=1)
+    assert budget.left(study, total=3) == 1
