@@ -93,6 +93,9 @@ def test_ten_retunes_on_an_unchanged_machine_keep_the_profile(
     assert out.count("re-tune: unchanged (exit 0)") + out.count(
         "re-tune: regression (exit 11)") == 10
     assert "nothing beat the current profile beyond noise (by at least 5%)" in out
+    # and each says what it could have seen, from the night's own paired variance
+    assert out.count("or more would have been found with 80% probability at the noise "
+                     "measured in this run") >= out.count("re-tune: unchanged (exit 0)")
     assert not (PROFILE.parent / "history").exists()
 
 

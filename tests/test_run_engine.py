@@ -219,7 +219,7 @@ def tiny_settings(**extra: object) -> dict[str, object]:
             **extra}
 
 
-def test_a_retune_replaces_a_poor_profile_and_logs_the_gain_then_the_next_keeps_it(
+def test_a_retune_replaces_a_poor_profile_and_logs_the_gain(
         tmp_path: Path) -> None:
     # one sequence at a time at a concurrency of 8: vLLM's defaults serve several times faster
     hw = detect_hardware("cpu", SystemProbe()).describe()
@@ -248,34 +248,8 @@ def test_a_retune_replaces_a_poor_profile_and_logs_the_gain_then_the_next_keeps_
     assert low > 1.05 and ratio > low, line  # beyond noise and beyond replace_gain
     assert "against the replaced profile, paired over 3 interleaved rounds" in line
     assert "max-num-seqs: 1 -> (unset)" in log
-    # the next night, the same space, nothing changed: the night's new candidate differs from
-    # the profile re-tune wrote only in the sampling seed, which does not change the speed.
-    # The profile is measured again beside it, and noise must not replace it.
-    written = (tmp_path / PROFILE).read_text()
-    again = subprocess.run(
-        [sys.executable, "-m", "autotune.cli", "retune", "--gpu", "cpu", "--model",
-         "builtin:tiny-qwen3", "--space", str(SPACE_RETUNE), "--trials", "1",
-         "--json", "again.json"], cwd=tmp_path, capture_output=True, text=True, timeout=1500,
-        check=False)
-    night = json.loads((tmp_path / "again.json").read_text())
-    # exit 11 would be the regression alarm (figures worse than the record beyond both
-    # intervals), which keeps the profile too; updated (10) or failed (1) would not do
-    assert again.returncode in (0, 11) and not night["written"], again.stdout[-3000:]
-    assert f"verdict: kept {PROFILE}: nothing beat " in again.stdout, again.stdout[-3000:]
-    # and says what it could have seen, from this run's own paired variance
-    assert "or more would have been found with 80% probability at the noise measured in " \
-        "this run" in again.stdout, again.stdout[-3000:]
-    assert night["confirmation"]["detectable"] > 1
-    assert (tmp_path / PROFILE).read_text() == written
-    # the current profile (vLLM's defaults) was measured again in every round, beside the
-    # challenger, which differed only in its seed and did not win
-    conf = night["confirmation"]
-    assert conf["rounds"] == 3 and conf["arms"]["vLLM defaults"]["output_throughput"]["n"] == 3
-    (challenger,) = [c for c in conf["comparisons"] if c["challenger"] != "vLLM defaults"]
-    assert not challenger["beats"] and challenger["reference"] == "vLLM defaults"
-    (trial,) = [t for t in night["trials"] if t["number"] == int(
-        challenger["challenger"].removeprefix("trial "))]
-    assert trial["params"]["seed"] in (1, 2)
+    # (that a night on which nothing changed keeps the profile and says what it could have
+    # seen is shown on the stand-in, night after night: test_retune.py)
     assert vllm_processes() == []
 
 
