@@ -35,7 +35,8 @@ META_END = "# --- end autotune metadata ---"
 class ProfileMeta(BaseModel):
     """Where the settings come from and what they were measured to do, on what."""
 
-    model_config = ConfigDict(extra="forbid")
+    # model_revision is a field, not pydantic's: older pydantic warns of its "model_" names
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     autotune_version: str
     created: str
