@@ -160,7 +160,14 @@ def test_a_multi_objective_run_confirms_on_every_goal_and_writes_its_front(
         "  fake-tpot-ms: {type: categorical, choices: [null, 1]}\n"
         "  fake-resident-mib: {type: categorical, choices: [null, 300]}").replace(
         "confirm: {finalists: 1, rounds: 3}", "confirm: {finalists: 2, rounds: 5}").replace(
-        "output_tokens: 16", "output_tokens: 64")  # token time, not overhead, decides
+        # token time, not overhead, decides: 10 ms a token for vLLM's defaults, 5 for the
+        # candidate (at 2 and 1 ms, a loaded machine's scheduling delays left them within noise)
+        "output_tokens: 48", "output_tokens: 32").replace(
+        "  fake-startup-s: 0.1\n", "  fake-startup-s: 0.1\n  fake-tpot-scale: 5\n"
+        # every server holds 400 MiB: the stand-in's own memory moved by 12% between starts,
+        # which left "loses at most 5% on memory" unproven
+        "  fake-base-mib: 400\n")
+    assert "fake-tpot-scale: 5" in text and "output_tokens: 32" in text
     space = in_tmp / "mo.yaml"
     space.write_text(text + "enqueue:\n  - {fake-tpot-ms: 1}\n"
                             "  - {fake-tpot-ms: 1, fake-resident-mib: 300}\n")

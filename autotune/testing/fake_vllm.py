@@ -41,6 +41,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--load-format", default="auto")
     p.add_argument("--fake-startup-s", type=float, default=0.2)
     p.add_argument("--fake-tpot-ms", type=float, default=2.0)
+    p.add_argument("--fake-tpot-scale", type=float, default=1.0,
+                   help="every token takes this many times --fake-tpot-ms: long tokens keep the "
+                        "scheduling delays of a loaded machine small beside them")
     p.add_argument("--fake-startup-mib", type=int, default=0,
                    help="hold this much memory during start-up only, as compilation does")
     p.add_argument("--fake-garble-from", type=int, default=-1,
@@ -48,6 +51,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         "change what the model says (-1: never)")
     p.add_argument("--fake-resident-mib", type=int, default=0,
                    help="hold this much memory for the server's whole life")
+    p.add_argument("--fake-base-mib", type=int, default=0,
+                   help="held like --fake-resident-mib, and meant to be set for every candidate: "
+                        "a floor beside which the process's own few MiB of noise are small")
     p.add_argument("--fake-max-memory-utilization", type=float, default=0.9)
     p.add_argument("--fake-crash", action=argparse.BooleanOptionalAction, default=False,
                    help="exit 1 during start-up")
@@ -255,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(args.fake_startup_s)
     del held
     global _RESIDENT
-    _RESIDENT = bytearray(b"\x01") * (args.fake_resident_mib * 2**20)
+    _RESIDENT = bytearray(b"\x01") * ((args.fake_resident_mib + args.fake_base_mib) * 2**20)
     if args.gpu_memory_utilization > args.fake_max_memory_utilization:
         print("ValueError: Available memory on node 0 (7.6 GiB) is less than desired CPU memory "
               f"utilization ({args.gpu_memory_utilization})", flush=True)
@@ -281,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.max_model_len} tokens per request: {kv_tokens / args.max_model_len:.2f}x",
           flush=True)
     print(f"Starting vLLM server on http://{args.host}:{args.port}", flush=True)
-    engine = Engine(args.max_num_seqs, args.fake_tpot_ms / 1000.0)
+    engine = Engine(args.max_num_seqs, args.fake_tpot_ms * args.fake_tpot_scale / 1000.0)
     web.run_app(make_app(args, engine), host=args.host, port=args.port, print=None,
                 access_log=None)
     return 0
