@@ -20,8 +20,9 @@ from time import monotonic, sleep
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autotune.space import SearchSpace, TrialParams
+from autotune.space import SearchSpace, TrialParams, baseline_params, resolve
 from autotune.trials import (
+    BASELINE,
     COUNTED,
     NO_START_ATTR,
     REPEAT_OF,
@@ -94,28 +95,49 @@ STALE_CHECK_S = 2.0  # how often, while waiting, a dead worker's trials are look
 
 def running_twin(study: optuna.Study, space: SearchSpace, params: TrialParams,
                  number: int) -> FrozenTrial | None:
-    """An earlier trial (a lower number) measuring exactly these settings right now, in
-    another worker. An earlier trial still drawing its settings is waited for: the lower
-    number measures, the higher one gives way, whoever drew first."""
+    """An earlier trial (a lower number) that measures exactly these settings: running now in
+    another worker, or queued with them (it is measured once a worker takes it: a trial
+    created while another worker was queuing it has the higher number, and gives way). An
+    earlier trial still drawing its settings is waited for: the lower number measures, the
+    higher one gives way, whoever drew first."""
     deadline = monotonic() + DRAW_WAIT_S
     stale_check = monotonic() + STALE_CHECK_S
     while True:
-        earlier = [t for t in running(study, number) if t.number < number]
-        if all(t.user_attrs.get(DRAWN) for t in earlier) or monotonic() > deadline:
+        earlier = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,
+                                                                       TrialState.WAITING))
+                   if t.number < number and (t.state is TrialState.WAITING or _claims(t))]
+        drawing = [t for t in earlier
+                   if t.state is TrialState.RUNNING and not t.user_attrs.get(DRAWN)]
+        if not drawing or monotonic() > deadline:
             break
         if monotonic() > stale_check:
             fail_stale(study)
             stale_check = monotonic() + STALE_CHECK_S
         sleep(0.05)
     for t in earlier:
-        if not t.user_attrs.get(DRAWN):
-            continue
         try:
-            if params_of(space, t) == params:
-                return t
+            if t.state is TrialState.WAITING:
+                theirs = queued_params(space, t)
+            elif t.user_attrs.get(DRAWN):
+                theirs = params_of(space, t)
+            else:
+                continue
         except Exception:  # settings it cannot resolve: not a twin
             continue
+        if theirs == params:
+            return t
     return None
+
+
+def queued_params(space: SearchSpace, t: FrozenTrial) -> TrialParams | None:
+    """What a queued trial will measure, when its queue entry names every tuned option (vLLM's
+    defaults for the baseline); None when the sampler will draw some of it."""
+    fixed = t.system_attrs.get("fixed_params")
+    if t.user_attrs.get(ROLE) == BASELINE:
+        return baseline_params(space)
+    if not isinstance(fixed, dict) or not set(space.tuned()) <= set(fixed):
+        return None
+    return resolve(space, fixed)
 
 
 def handed_back(study: optuna.Study) -> int:

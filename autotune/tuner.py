@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from autotune.budget import (
     DRAWN,
@@ -367,8 +367,10 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
                         study, space, trial.number), rng)
                     if unseen is not None:
                         study.enqueue_trial(unseen, skip_if_exists=True)
-                hand_back(study, trial, f"trial {busy.number} of another worker is measuring "
-                          "the same settings", requeue=False)
+                doing = "is queued with" if busy.state is TrialState.WAITING else \
+                    "of another worker is measuring"
+                hand_back(study, trial, f"trial {busy.number} {doing} the same settings",
+                          requeue=False)
             why_not = None if baseline else _why_not(space, params, precheck)
             twin = None if why_not else measured_twin(study, space, params, trial.number)
             if why_not is not None:

@@ -73,3 +73,22 @@ def test_of_two_trials_started_at_once_the_later_is_the_one_beyond_the_budget(
     assert not budget.surplus(study, a.number, total=1)
     assert budget.surplus(study, b.number, total=1)
     assert budget.left(study, total=3) == 1
+
+
+def test_a_trial_created_while_its_twin_was_queued_gives_way_to_it(
+        study: optuna.Study) -> None:
+    # one worker queues vLLM's defaults and a candidate; another worker, which looked at the
+    # queue a moment before, creates a new trial behind them and draws the same settings
+    study.enqueue_trial({"fake-tpot-ms": None}, user_attrs={"role": "baseline"})
+    study.enqueue_trial({"fake-tpot-ms": 4})
+    study.enqueue_trial({})  # the sampler will draw it: nobody's twin
+    new_id = study._storage.create_new_trial(study._study_id)
+    number = study._storage.get_trial(new_id).number
+    defaults = resolve(SPACE, {"fake-tpot-ms": None})
+    twin = budget.running_twin(study, SPACE, defaults, number)
+    assert twin is not None and twin.number == 0
+    twin = budget.running_twin(study, SPACE, resolve(SPACE, {"fake-tpot-ms": 4}), number)
+    assert twin is not None and twin.number == 1
+    assert budget.running_twin(study, SPACE, resolve(SPACE, {"fake-tpot-ms": 1}), number) is None
+    # the queued trials themselves measure: nothing queued before them has their settings
+    assert budget.running_twin(study, SPACE, defaults, 0) is None
