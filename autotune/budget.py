@@ -131,8 +131,9 @@ def running_twin(study: optuna.Study, space: SearchSpace, params: TrialParams,
 
 def queued_params(space: SearchSpace, t: FrozenTrial) -> TrialParams | None:
     """What a queued trial will measure, when its queue entry names every tuned option (vLLM's
-    defaults for the baseline); None when the sampler will draw some of it."""
-    fixed = t.system_attrs.get("fixed_params")
+    defaults for the baseline; a dead worker's trial queued again carries its params): None
+    when the sampler will draw some of it."""
+    fixed = t.system_attrs.get("fixed_params") or t.params
     if t.user_attrs.get(ROLE) == BASELINE:
         return baseline_params(space)
     if not isinstance(fixed, dict) or not set(space.tuned()) <= set(fixed):

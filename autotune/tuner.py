@@ -204,9 +204,6 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
         if differs:
             raise StudyMismatch(cfg.name, differs) from None
     if new:
-        # the identity first: a worker joining this study waits for it (_identity)
-        for k, v in {"identity": cfg.identity, **attrs}.items():
-            study.set_user_attr(k, v)
         # vLLM's defaults first, always: the baseline every candidate has to beat
         study.enqueue_trial(with_defaults(space, {}), user_attrs={ROLE: BASELINE})
         # (the grid sampler visits every point anyway, and cannot finish with queued trials)
@@ -216,6 +213,11 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
             study.enqueue_trial(with_defaults(space, params), skip_if_exists=True)
         if uses_screening(space):
             enqueue_screens(study, space)
+        # the identity last: a worker joining this study waits for it (_identity), and so
+        # finds the queue filled (one that drew before the baseline was queued would measure
+        # vLLM's defaults beside it)
+        for k, v in {"identity": cfg.identity, **attrs}.items():
+            study.set_user_attr(k, v)
     return study
 
 

@@ -92,3 +92,14 @@ def test_a_trial_created_while_its_twin_was_queued_gives_way_to_it(
     assert budget.running_twin(study, SPACE, resolve(SPACE, {"fake-tpot-ms": 1}), number) is None
     # the queued trials themselves measure: nothing queued before them has their settings
     assert budget.running_twin(study, SPACE, defaults, 0) is None
+
+
+def test_a_dead_workers_trial_queued_again_is_a_twin_by_its_params(study: optuna.Study) -> None:
+    # the heartbeat's retry queues a copy that carries params, not a queue entry
+    dist = optuna.distributions.CategoricalDistribution(CHOICES)  # type: ignore[arg-type]
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.WAITING, params={"fake-tpot-ms": 4},
+        distributions={"fake-tpot-ms": dist}))
+    number = study._storage.get_trial(study._storage.create_new_trial(study._study_id)).number
+    twin = budget.running_twin(study, SPACE, resolve(SPACE, {"fake-tpot-ms": 4}), number)
+    assert twin is not None and twin.number == 0
