@@ -29,19 +29,10 @@ types=$!
 # Most tests wait on stand-in servers, or check what a real server does rather than how fast:
 # three at a time. Those marked `alone` compare figures measured on real servers; another test's
 # load beside them would move those figures, so they run last, one at a time.
-# Beside the first part, the tests that need no engine run once more on the lowest versions
-# the declared ranges allow (scripts/lowest.sh: its own venv, resolved by uv).
-# Every part runs whatever the others found; the script fails if anything failed.
+# Both parts run whatever the other found; the script fails if anything failed.
 status=0
-lowest_log="$(mktemp)"
-trap 'rm -f "$types_log" "$lowest_log"' EXIT
-scripts/lowest.sh -q -n 2 --dist worksteal >"$lowest_log" 2>&1 &
-lowest=$!
 .venv/bin/python -m pytest -n 3 --dist worksteal -m "not alone" || status=$?
 wait "$types" || status=1
 cat "$types_log"
-echo "== the engine-free tests on the lowest versions allowed (scripts/lowest.sh)"
-wait "$lowest" || status=1
-cat "$lowest_log"
 .venv/bin/python -m pytest -m alone || status=$?
 exit "$status"
