@@ -197,3 +197,17 @@ def test_workers_bench_reports_the_speed_up_and_checks_eight_workers(postgres_ur
                     "--workers", "1,2", "--storage", postgres_url)
     assert re.search(r"^2\s+[\d.]+ \[[\d.]+, [\d.]+\]\s+x[\d.]+", out, re.M), out
     assert "8 workers, 32 trials" in out and "budget exact, no duplicate, no lost result" in out
+
+
+def test_noise_sources_bench_takes_each_recording_apart() -> None:
+    from bench.noise_sources import DATA, cv, pair_sd, trimmed
+
+    assert pair_sd([100, 110, 100]) == pytest.approx(0.0953 * 2 ** 0.5, rel=0.01)
+    assert trimmed([1, 2, 3, 4, 100]) == 3 and cv([1, 1, 1]) == 0
+    out = run_bench("bench.noise_sources")
+    recordings = sorted(DATA.glob("noise-*.json.gz")) + sorted(DATA.glob("pinning-*.json.gz"))
+    for path in recordings:
+        assert path.name in out
+    assert out.count("warm-up: first round") == len(recordings)
+    # the pinning recording alternates: both halves and their pairs are printed
+    assert "client on spare cores: 8 starts" in out and "(8 pairs)" in out
