@@ -1,4 +1,4 @@
-"""Generate the built-in tiny Qwen3-architecture model locally (no model hub needed)."""
+"""Generate the built-in Qwen3-architecture models locally (no model hub needed)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 BUILTIN_PREFIX = "builtin:"
 TINY_QWEN3 = "tiny-qwen3"
+QWEN3_0_6B = "qwen3-0.6b"
 # Bump when the recipe changes, so a stale cached copy is never reused.
 _RECIPE_VERSION = 1
 
@@ -74,17 +75,18 @@ def ensure_builtin_model(name: str) -> Path:
     Generation is atomic (temporary directory, then rename), so concurrent workers and
     interrupted runs never see a half-written model.
     """
-    if name != TINY_QWEN3:
+    if name not in SHAPES:
         from autotune.errors import UserError
 
-        raise UserError(f"--model: unknown built-in model {name!r} (known: {TINY_QWEN3})")
+        known = ", ".join(BUILTIN_PREFIX + k for k in SHAPES)
+        raise UserError(f"--model: unknown built-in model {name!r} (known: {known})")
     target = builtin_model_dir(name)
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
-        write_qwen3_model(tmp, corpus_text().splitlines())
+        write_qwen3_model(tmp, corpus_text().splitlines(), shape=SHAPES[name])
         try:
             os.rename(tmp, target)
         except OSError:
@@ -99,13 +101,26 @@ def ensure_builtin_model(name: str) -> Path:
 
 
 # The built-in model's shape (`shape` below overrides any of it)
-TINY_SHAPE: dict[str, int] = {"hidden_size": 256, "intermediate_size": 512,
+TINY_SHAPE: dict[str, Any] = {"hidden_size": 256, "intermediate_size": 512,
                               "num_hidden_layers": 4, "num_attention_heads": 4,
-                              "num_key_value_heads": 2, "head_dim": 64}
+                              "num_key_value_heads": 2, "head_dim": 64,
+                              "max_position_embeddings": 4096}
+# Qwen3-0.6B's own config.json (Qwen/Qwen3-0.6B on the hub): what sets its serving cost
+# (weights, KV cache per token, attention shape, the 151,936-entry embedding and LM head). The
+# weights are vLLM's dummy ones and the tokenizer is generated: speed and memory carry over to
+# the real checkpoint, output text does not.
+QWEN3_0_6B_SHAPE: dict[str, Any] = {
+    "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
+    "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
+    "vocab_size": 151936, "max_position_embeddings": 40960, "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-6, "max_window_layers": 28, "attention_bias": False,
+    "hidden_act": "silu", "use_sliding_window": False, "sliding_window": None,
+}
+SHAPES: dict[str, dict[str, Any]] = {TINY_QWEN3: TINY_SHAPE, QWEN3_0_6B: QWEN3_0_6B_SHAPE}
 
 
 def write_qwen3_model(out: Path, corpus: list[str], vocab_size: int = 1024,
-                      shape: dict[str, int] | None = None) -> None:
+                      shape: dict[str, Any] | None = None) -> None:
     """A Qwen3-architecture model (4 layers unless `shape` says otherwise) whose byte-level BPE
     tokenizer is trained on `corpus`: the built-in model's recipe, and (with other text or
     another shape) models unlike it."""
@@ -133,10 +148,10 @@ def write_qwen3_model(out: Path, corpus: list[str], vocab_size: int = 1024,
     fast.save_pretrained(str(out))
 
     dims: dict[str, Any] = {**TINY_SHAPE, **(shape or {})}
+    # the model's vocabulary may be larger than the tokenizer's: every id it emits is inside it
+    dims["vocab_size"] = max(dims.get("vocab_size", 0), vocab_size, tok.get_vocab_size())
     config = Qwen3Config(
-        vocab_size=max(vocab_size, tok.get_vocab_size()),
         **dims,
-        max_position_embeddings=4096,
         tie_word_embeddings=True,
         bos_token_id=int(fast.convert_tokens_to_ids("<|endoftext|>")),  # type: ignore[arg-type]
         eos_token_id=int(fast.convert_tokens_to_ids("<|im_end|>")),  # type: ignore[arg-type]

@@ -52,3 +52,48 @@ def test_local_directory_needs_config(tmp_path: Path) -> None:
         resolve_model(str(tmp_path))
     (tmp_path / "config.json").write_text("{}")
     assert resolve_model(str(tmp_path)).path == str(tmp_path.resolve())
+
+
+# Qwen/Qwen3-0.6B's config.json on the model hub: the facts the built-in copy must equal
+QWEN3_0_6B_FACTS = {
+    "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 1024,
+    "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16,
+    "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+    "tie_word_embeddings": True, "max_position_embeddings": 40960,
+    "rms_norm_eps": 1e-6, "hidden_act": "silu", "attention_bias": False,
+    "max_window_layers": 28, "use_sliding_window": False, "sliding_window": None,
+}
+
+
+def test_qwen3_0_6b_has_the_real_models_shape_and_a_generated_tokenizer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path))
+    r = resolve_model("builtin:qwen3-0.6b")
+    assert r.args == {"load-format": "dummy"}
+    cfg = json.loads((Path(r.path) / "config.json").read_text())
+    assert {k: cfg.get(k) for k in QWEN3_0_6B_FACTS} == QWEN3_0_6B_FACTS
+    # the hub's file says rope_theta; transformers 5 writes it under rope_parameters
+    assert cfg.get("rope_theta", cfg.get("rope_parameters", {}).get("rope_theta")) == 1e6
+    assert cfg.get("torch_dtype", cfg.get("dtype")) == "bfloat16"
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(r.path)
+    ids = tok(" ".join(WORDS))["input_ids"]
+    assert len(ids) == len(WORDS) and max(ids) < cfg["vocab_size"]
+    assert cfg["eos_token_id"] == tok.convert_tokens_to_ids("<|im_end|>")
+    # its own cache entry: the tiny model is not overwritten by it, nor it by the tiny one
+    assert Path(r.path).name.startswith("qwen3-0.6b-")
+
+
+def test_the_tiny_models_config_is_unchanged_by_the_second_shape(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a cached tiny model is reused across releases (same recipe version): its config must
+    # be what the recipe wrote before the 0.6B shape existed
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path))
+    cfg = json.loads((ensure_builtin_model("tiny-qwen3") / "config.json").read_text())
+    assert {k: cfg[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                "num_attention_heads", "num_key_value_heads", "head_dim",
+                                "vocab_size", "max_position_embeddings")} == {
+        "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
+        "vocab_size": 1024, "max_position_embeddings": 4096}
