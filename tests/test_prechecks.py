@@ -106,6 +106,22 @@ def test_the_precheck_reads_the_models_own_config(tmp_path: Path) -> None:
     assert reason is FailureReason.CANNOT_FIT and "cannot fit" in detail
 
 
+def test_the_builtin_qwen3_0_6b_costs_what_the_real_model_costs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the generated model's own config.json, read as the pre-check reads any model's
+    from autotune.builtin_model import QWEN3_0_6B, ensure_builtin_model
+
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path))
+    d = ensure_builtin_model(QWEN3_0_6B)
+    s = read_shape(d / "config.json")
+    assert s == ModelShape.from_config(QWEN3_06B)
+    hw = HardwareInfo("a10g", "x", 8, 64 * GiB,
+                      gpus=(DeviceInfo(0, "NVIDIA A10G", 23028 * 2**20),))
+    check = memory_precheck(str(d), {}, hw)
+    assert check is not None and check(TrialParams(args={})) is None
+    assert check(TrialParams(args={"gpu-memory-utilization": 0.2})) is not None
+
+
 # -- rules and conditional parameters ---------------------------------------------------------
 
 SPACE = {
