@@ -21,6 +21,8 @@ from autotune.engine import default_launcher, vllm_version
 from autotune.incumbent import Incumbent
 from autotune.inputs import Inputs, RunConfig
 from autotune.profile import Profile, ProfileMeta, write_profile
+from autotune.quality import AGREEMENT, numerics_note
+from autotune.space import SearchSpace, baseline_params
 from autotune.trials import is_baseline, metrics_of
 
 
@@ -53,6 +55,7 @@ def conclude(path: Path, study: optuna.Study, cfg: RunConfig, inp: Inputs,
         # are in the confirmation block
         gain = {} if winner.role == "baseline" else record.vs_baseline
         confirmation = _confirmation_summary(conf)
+    summary = _with_numerics(summary, inp.space, study, winner)
     if incumbent is not None and incumbent.params is not None and incumbent.comparable and (
             winner.role == "incumbent" or same_settings(winner.params, incumbent.params)):
         return Conclusion(False, True, f"kept {path}: {summary}")
@@ -88,6 +91,13 @@ def conclude(path: Path, study: optuna.Study, cfg: RunConfig, inp: Inputs,
                         winner.name, replaced)
     return Conclusion(True, True, summary + (f" (the profile it replaced is in {kept})"
                                              if kept else ""))
+
+
+def _with_numerics(summary: str, space: SearchSpace, study: optuna.Study, winner: Arm) -> str:
+    """The verdict, saying so when the winner's settings change numerics (quality.py)."""
+    found = _search_figures(study, winner).get(AGREEMENT) if winner.trial is not None else None
+    note = numerics_note(space.quality, winner.params.args, baseline_params(space).args, found)
+    return f"{summary}; {note}" if note else summary
 
 
 def _search_figures(study: optuna.Study, arm: Arm) -> dict[str, Any]:

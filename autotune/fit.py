@@ -10,6 +10,8 @@ KV cache memory"). Both are known from the model's config before any start:
 and the budget from the target: `gpu-memory-utilization` (vLLM's default 0.9) x the GPU's memory
 on a GPU (per GPU: tensor parallelism splits both), and on the CPU engine the same fraction of
 the NUMA node's memory, or `VLLM_CPU_KVCACHE_SPACE` GiB for the KV cache when it is set.
+A candidate that leaves `max-model-len` unset gets vLLM's default, the model's full context
+(`max_position_embeddings`): that one sequence is what must fit.
 
 The estimate is a lower bound of what the server needs (activations, CUDA graphs and the
 runtime come on top), so a candidate refused here could never have started; one that passes
@@ -131,6 +133,9 @@ class Need:
     budget: int
     kv_budget: int | None  # an explicit KV budget (VLLM_CPU_KVCACHE_SPACE)
     what: str  # how the budget was reached
+    # the model's own context (max_position_embeddings), max-model-len being unset: None
+    # when a max-model-len was given
+    full_context: int | None = None
 
     @property
     def fits(self) -> bool:
@@ -140,19 +145,25 @@ class Need:
 
     def why_not(self) -> str:
         if self.kv_budget is not None and self.kv > self.kv_budget:
-            return (f"one sequence of max-model-len needs {self.kv / GiB:.2f} GiB of KV cache, "
-                    f"more than VLLM_CPU_KVCACHE_SPACE's {self.kv_budget / GiB:.2f} GiB")
-        return (f"weights {self.weights / GiB:.2f} GiB + KV cache for one max-model-len "
-                f"sequence {self.kv / GiB:.2f} GiB exceed {self.what} = "
-                f"{self.budget / GiB:.2f} GiB")
+            why = (f"one sequence of max-model-len needs {self.kv / GiB:.2f} GiB of KV cache, "
+                   f"more than VLLM_CPU_KVCACHE_SPACE's {self.kv_budget / GiB:.2f} GiB")
+        else:
+            why = (f"weights {self.weights / GiB:.2f} GiB + KV cache for one max-model-len "
+                   f"sequence {self.kv / GiB:.2f} GiB exceed {self.what} = "
+                   f"{self.budget / GiB:.2f} GiB")
+        if self.full_context is not None:
+            why += (f" (max-model-len unset: the model's full context, {self.full_context} "
+                    "tokens; fix max-model-len in the space to cap it)")
+        return why
 
 
 def need(shape: ModelShape, args: dict[str, Any], env: dict[str, str], target: Target,
          default_context: int | None) -> Need | None:
     """A candidate's least memory need against its budget; None when the context is unknown."""
-    context = args.get("max-model-len", default_context)
-    if not isinstance(context, int) or isinstance(context, bool):
-        return None
+    full = "max-model-len" not in args or args["max-model-len"] is None
+    context = default_context if full else args["max-model-len"]
+    if not isinstance(context, int) or isinstance(context, bool) or context <= 0:
+        return None  # unknown, or vLLM's auto-fit (-1): it chooses what fits
     tp = int(args.get("tensor-parallel-size", 1) or 1)
     weights = shape.weight_bytes(args.get("dtype"), args.get("quantization"))
     kv = shape.kv_bytes_per_token(args.get("dtype"), args.get("kv-cache-dtype")) * context
@@ -161,12 +172,13 @@ def need(shape: ModelShape, args: dict[str, Any], env: dict[str, str], target: T
     if target.gpu_bytes is not None:
         return Need(math.ceil(weights / tp), math.ceil(kv / tp),
                     int(util * target.gpu_bytes), None,
-                    f"gpu-memory-utilization {util:g} x {target.gpu_bytes / GiB:.1f} GiB")
+                    f"gpu-memory-utilization {util:g} x {target.gpu_bytes / GiB:.1f} GiB",
+                    context if full else None)
     space = env.get("VLLM_CPU_KVCACHE_SPACE")
     kv_budget = int(float(space) * GiB) if space not in (None, "", "0") else None
     return Need(weights, kv, int(util * target.node_bytes), kv_budget,
                 f"gpu-memory-utilization {util:g} x the NUMA node's "
-                f"{target.node_bytes / GiB:.1f} GiB")
+                f"{target.node_bytes / GiB:.1f} GiB", context if full else None)
 
 
 def numa_node_bytes(default: int) -> int:

@@ -58,10 +58,26 @@ def check_weights(model: ResolvedModel, load_format: object) -> None:
                         "random weights")
 
 
+# The hub check's wait: an answer, or the hub's absence, in seconds. Without it a missing hub
+# is found by the tokenizer's download, which retries each file for about 50 s.
+HUB_TIMEOUT_S = 5.0
+OFFLINE_HINT = ("give a local model directory, or set HF_HUB_OFFLINE=1 with the model in the "
+                "Hugging Face cache")
+
+
+def _offline() -> bool:
+    """huggingface_hub's own offline switch (read now: it reads it once, at import)."""
+    return any(os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
 def _check_hub(repo: str) -> None:
-    """A hub id must be cached or exist on the hub; an unreachable hub is only a warning."""
+    """A hub id must be cached or exist on the hub. A hub that gives no answer (offline, DNS,
+    refused, timed out) with nothing cached stops the run at once: nothing could load the
+    model. A hub that answers otherwise (5xx, 429, ...) is only a warning."""
     try:
         import huggingface_hub as hf
+        from huggingface_hub import constants
         from huggingface_hub.errors import (
             GatedRepoError,
             HfHubHTTPError,
@@ -76,14 +92,21 @@ def _check_hub(repo: str) -> None:
         raise UserError(f"--model: {repo!r} is neither a model directory nor a hub id") from exc
     if isinstance(cached, str):
         return
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise UserError(f"--model: {repo!r} is not in the local cache and HF_HUB_OFFLINE=1")
+    if _offline():
+        raise UserError(f"--model: {repo!r} is not in the local cache and HF_HUB_OFFLINE is "
+                        "set; give a local model directory, or download the model into the "
+                        "cache first")
     try:
-        hf.model_info(repo, timeout=10)
+        hf.model_info(repo, timeout=HUB_TIMEOUT_S)
     except (RepositoryNotFoundError, GatedRepoError) as exc:
         raise UserError(f"--model: {repo!r}: {type(exc).__name__} on the model hub") from exc
-    except Exception as exc:  # offline, proxy, DNS: the hub's word is not available
-        if isinstance(exc, HfHubHTTPError) and getattr(exc.response, "status_code", 0) == 404:
+    except HfHubHTTPError as exc:  # the hub answered, but not with the model's details
+        if getattr(exc.response, "status_code", 0) == 404:
             raise UserError(f"--model: {repo!r} not found on the model hub") from exc
         log.warning("could not check %r on the model hub (%s); trying anyway", repo,
                     type(exc).__name__)
+    except Exception as exc:  # no answer at all: offline, DNS, refused, timed out
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"--model: {repo!r} is not in the local cache and the model hub "
+                        f"({constants.ENDPOINT}) cannot be reached ({why}); "
+                        f"{OFFLINE_HINT}") from exc

@@ -127,12 +127,26 @@ def headline(meta: ProfileMeta) -> list[str]:
     return out
 
 
+def context_cap(settings: dict[str, Any]) -> str | None:
+    """What a profile that caps the context says of it (None: it serves the model's full
+    context, vLLM's default). A space's fixed or tuned max-model-len lands in the profile,
+    so deploying it caps every request there, not only the workload's."""
+    cap = settings.get("max-model-len")
+    if cap is None or cap in (-1, "-1", "auto"):
+        return None
+    return (f"This profile caps the context at {cap} tokens (max-model-len): vLLM refuses "
+            "longer requests; without the line it serves the model's full context, if one "
+            "sequence of that length fits its KV cache")
+
+
 def render(profile: Profile, path: Path) -> str:
     meta_yaml = yaml.safe_dump(_tidy(profile.meta.model_dump(mode="json", exclude_none=True)),
                                sort_keys=False, default_flow_style=None, width=100)
+    cap = context_cap(profile.settings)
     lines = [
         "# autotune profile: vLLM settings, usable as is with `vllm serve --config`.",
         *(f"# {line}" for line in headline(profile.meta)),
+        *([f"# {cap}"] if cap else []),
         "# Deploy:",
         f"#   {profile.deploy_command(path)}",
         "#",

@@ -46,6 +46,34 @@ def changes_numerics(spec: Quality, args: dict[str, object],
     return any(args.get(o) != reference.get(o) for o in spec.options)
 
 
+def widens(option: str, value: object) -> bool:
+    """A setting that rounds no value vLLM's default keeps: computing a bf16 or fp16
+    checkpoint in float32 widens every value (its outputs may still differ, never by lost
+    precision)."""
+    return option == "dtype" and value == "float32"
+
+
+def numerics_note(spec: Quality | None, args: dict[str, object],
+                  reference: dict[str, object], agreement: Estimate | None) -> str:
+    """What a verdict says of a winner whose settings change numerics ("": they do not):
+    which settings, and what the quality guard found, or that nothing checked them. Without
+    a guard, the options are the guard's defaults (dtype, quantization, kv-cache-dtype)."""
+    options = (spec or Quality()).options
+    changed = [o for o in options if args.get(o) != reference.get(o) and not widens(o, args.get(o))]
+    if not changed:
+        return ""
+    what = ", ".join(f"{o} {args[o]}" if args.get(o) is not None else f"{o} unset"
+                     for o in changed)
+    head = f"its settings change numerics ({what})"
+    if spec is None:
+        return f"{head}, and the space has no quality guard: check its outputs before deploying"
+    if agreement is None:
+        return (f"{head}; its greedy outputs were not compared with vLLM's defaults' in this "
+                "run: check them before deploying")
+    return (f"{head}: its greedy outputs agree {agreement.value:.0%} with vLLM's defaults' on "
+            f"{agreement.n} fixed prompts (min {spec.min_agreement:.0%})")
+
+
 def prompts_for(spec: Quality, tok: Tokenizer, seed: int) -> list[str]:
     """The fixed prompt set: exact-length prompts for the model's tokenizer, seeded."""
     rng = np.random.default_rng([seed, 0x9A11])
@@ -90,4 +118,4 @@ def agreement(reference: Sequence[Sequence[int]], outputs: Sequence[Sequence[int
 
 
 __all__ = ["AGREEMENT", "Quality", "agreement", "changes_numerics", "greedy_outputs",
-           "prefix_agreement", "prompts_for"]
+           "numerics_note", "prefix_agreement", "prompts_for", "widens"]

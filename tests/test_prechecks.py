@@ -29,6 +29,11 @@ QWEN3_06B = {"num_hidden_layers": 28, "hidden_size": 1024, "num_attention_heads"
 QWEN3_32B = {"num_hidden_layers": 64, "hidden_size": 5120, "num_attention_heads": 64,
              "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 25600,
              "vocab_size": 151936, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+# meta-llama/Llama-3.1-8B's
+LLAMA31_8B = {"num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32,
+              "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 14336,
+              "vocab_size": 128256, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+              "max_position_embeddings": 131072}
 A10G = Target(gpu_bytes=23028 * 2**20, node_bytes=0)  # what NVML reports for an A10G
 
 
@@ -63,6 +68,33 @@ def test_qwen3_0_6b_on_a_24_gb_a10g() -> None:
     # the same budget with a short context fits
     assert need(s, {"gpu-memory-utilization": 0.2, "max-model-len": 4096}, {}, A10G,
                 40960).fits  # type: ignore[union-attr]
+
+
+def test_the_shipped_gpu_spaces_are_checked_at_the_models_full_context(tmp_path: Path) -> None:
+    """The shipped a10g space fixes no max-model-len: vLLM's defaults get the model's own
+    context (max_position_embeddings), and that one sequence is what must fit."""
+    from autotune.space import baseline_params, load_space
+    from autotune.tokens import context_length
+
+    space = load_space(Path(__file__).resolve().parent.parent / "search_spaces" / "a10g.yaml")
+    (tmp_path / "config.json").write_text(json.dumps(QWEN3_06B))
+    defaults = baseline_params(space).args
+    n = need(ModelShape.from_config(QWEN3_06B), defaults, {}, A10G,
+             context_length(str(tmp_path)))
+    assert n is not None and n.fits and n.kv == 114688 * 40960
+    hw = HardwareInfo("a10g", "x", 8, 64 * GiB,
+                      gpus=(DeviceInfo(0, "NVIDIA A10G", 23028 * 2**20),))
+    check = memory_precheck(str(tmp_path), {}, hw)
+    assert check is not None and check(TrialParams(args=defaults)) is None
+    # Llama 3.1 8B: 15 GiB of weights + 16 GiB for one 131072-token sequence; the refusal
+    # says where the context came from and how to cap it
+    llama = ModelShape.from_config(LLAMA31_8B)
+    full = need(llama, defaults, {}, A10G, 131072)
+    assert full is not None and not full.fits
+    assert ("max-model-len unset: the model's full context, 131072 tokens; fix max-model-len "
+            "in the space to cap it") in full.why_not()
+    capped = need(llama, {**defaults, "max-model-len": 4096}, {}, A10G, 131072)
+    assert capped is not None and capped.fits and capped.full_context is None
 
 
 def test_a_32b_model_does_not_fit_one_a10g_but_fits_split_over_four() -> None:

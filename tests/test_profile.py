@@ -8,6 +8,7 @@ import yaml
 
 from autotune.errors import ConfigError
 from autotune.profile import (
+    META_BEGIN,
     Profile,
     ProfileMeta,
     model_slug,
@@ -85,6 +86,18 @@ def test_round_trip_and_plain_yaml_is_only_vllm_settings(tmp_path: Path) -> None
     # the header states the figure and the gain with their intervals and how they were taken
     assert "output_throughput 123.4 [120, 126.5] (4 starts)" in text
     assert "x1.12 [1.05, 1.19] (4 starts) vs vLLM's defaults" in text
+
+
+def test_a_profile_that_caps_the_context_says_so_in_its_header(tmp_path: Path) -> None:
+    capped = Profile(settings={**profile().settings, "max-model-len": 4096}, meta=meta())
+    p = tmp_path / "capped.yaml"
+    write_profile(capped, p)
+    header = p.read_text().split(META_BEGIN)[0]
+    assert "# This profile caps the context at 4096 tokens (max-model-len)" in header
+    assert read_profile(p) == capped  # a comment: vLLM and the reader see the same settings
+    # vLLM's default (the model's full context) caps nothing
+    write_profile(profile(), p)
+    assert "caps the context" not in p.read_text()
 
 
 def test_profiles_written_before_intervals_still_read(tmp_path: Path) -> None:

@@ -28,6 +28,52 @@ def test_only_settings_that_change_numerics_are_asked() -> None:
     assert not changes_numerics(q, {"dtype": "float32"}, {"dtype": "float32"})
 
 
+def test_a_verdict_says_when_its_winner_changes_numerics() -> None:
+    from autotune.quality import numerics_note
+    from autotune.stats import Estimate
+
+    guard = Quality(min_agreement=0.9)
+    fp8 = {"quantization": "fp8", "kv-cache-dtype": "fp8", "max-num-seqs": 64}
+    assert numerics_note(guard, fp8, {}, Estimate(value=0.95, n=8)) == (
+        "its settings change numerics (quantization fp8, kv-cache-dtype fp8): its greedy "
+        "outputs agree 95% with vLLM's defaults' on 8 fixed prompts (min 90%)")
+    # no guard in the space: the guard's own options, and a warning
+    assert numerics_note(None, {"dtype": "float16"}, {"dtype": "bfloat16"}, None) == (
+        "its settings change numerics (dtype float16), and the space has no quality guard: "
+        "check its outputs before deploying")
+    # an option the space fixes and the winner leaves unset is a change too
+    assert "(dtype unset)" in numerics_note(guard, {}, {"dtype": "float32"}, None)
+    assert "not compared with vLLM's defaults' in this run" in numerics_note(
+        guard, {"dtype": "float16"}, {}, None)
+    # float32 over a bf16 checkpoint widens every value: no precision lost, nothing to say
+    assert numerics_note(None, {"dtype": "float32"}, {}, None) == ""
+    # settings that change nothing numeric: nothing said
+    assert numerics_note(guard, {"max-num-seqs": 64}, {}, None) == ""
+    assert numerics_note(guard, {"dtype": "float32"}, {"dtype": "float32"}, None) == ""
+
+
+def test_the_verdict_of_a_winner_that_changes_numerics_carries_the_guards_finding() -> None:
+    import optuna
+
+    from autotune.conclude import _with_numerics
+    from autotune.confirm import Arm
+    from autotune.space import TrialParams, parse_space
+
+    space = parse_space({"name": "q", "args": {
+        "quantization": {"type": "categorical", "choices": [None, "fp8"]},
+        "max-num-seqs": {"type": "categorical", "choices": [None, 64]}}, "quality": {}})
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={
+        "metrics": {"quality_agreement": {"value": 0.9375, "n": 8}}}))
+    verdict = "trial 0 beats vLLM defaults beyond noise"
+    fp8 = Arm("trial 0", "finalist", TrialParams(args={"quantization": "fp8"}), 0)
+    assert _with_numerics(verdict, space, study, fp8) == (
+        f"{verdict}; its settings change numerics (quantization fp8): its greedy outputs "
+        "agree 94% with vLLM's defaults' on 8 fixed prompts (min 90%)")
+    plain = Arm("trial 0", "finalist", TrialParams(args={"max-num-seqs": 64}), 0)
+    assert _with_numerics(verdict, space, study, plain) == verdict
+
+
 @pytest.mark.engine
 def test_the_real_engine_agrees_with_itself_and_the_guard_rejects_changed_numerics(
         tmp_path: Path) -> None:

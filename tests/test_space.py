@@ -8,6 +8,7 @@ import pytest
 from autotune.errors import ConfigError
 from autotune.space import (
     CategoricalParam,
+    SearchSpace,
     baseline_params,
     load_space,
     parse_space,
@@ -138,6 +139,48 @@ def test_fp8_is_searched_only_on_cards_with_fp8_units() -> None:
         assert fp8 == (name in ("l4.yaml", "h100.yaml")), name
         # and a space says why its ranges are what they are
         assert (ROOT / "search_spaces" / name).read_text().count("#") >= 5, name
+
+
+# vLLM options whose values change what the model computes, not only how fast
+NUMERICS = {"dtype", "quantization", "kv-cache-dtype"}
+
+
+def lossy(s: SearchSpace, option: str) -> bool:
+    """Whether a tuned option can compute with less precision than vLLM's default: any value
+    but vLLM's default (None) and those that only widen (float32, quality.widens)."""
+    from autotune.quality import widens
+
+    choices = getattr(s.args[option], "choices", None) or [object()]
+    return any(c is not None and not widens(option, c) for c in choices)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_space_that_varies_numerics_has_the_quality_guard_on_them(name: str) -> None:
+    s = load_space(ROOT / "search_spaces" / name)
+    varied = {o for o in NUMERICS & set(s.tuned()) if lossy(s, o)}
+    if varied:
+        assert s.quality is not None, f"{name} varies {sorted(varied)} with no quality guard"
+        assert varied <= set(s.quality.options), name
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n != "cpu.yaml"])
+def test_no_shipped_gpu_space_caps_the_context(name: str, tmp_path: Path) -> None:
+    """A fixed max-model-len lands in the profile and caps every deployed request: a GPU
+    space leaves it to vLLM (the model's own context), and its workload fits any model the
+    spaces served before, at their old 4096-token cap."""
+    import json
+
+    from autotune.inputs import smallest_context
+    from autotune.models import ResolvedModel
+
+    s = load_space(ROOT / "search_spaces" / name)
+    assert "max-model-len" not in s.args and "max-model-len" not in baseline_params(s).args
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 40960}))
+    model = ResolvedModel("m", str(tmp_path))
+    assert smallest_context(s, model) == (40960, "the model's max_position_embeddings")
+    w = s.workload
+    assert isinstance(w.input_tokens, int) and isinstance(w.output_tokens, int)
+    assert w.input_tokens + w.output_tokens <= 4096
 
 
 @pytest.mark.parametrize("name", SHIPPED)
