@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -13,6 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from autotune import __version__
+from autotune.cli_flags import (
+    add_storage,
+    folder,
+    output_file,
+    parse_devices,
+    parse_duration,
+    parse_launcher,
+    parse_seed,
+    parse_study,
+    with_debug,
+)
 from autotune.cli_profiles import add_profile_commands
 from autotune.cli_report import add_report_command
 from autotune.errors import AutotuneError, UserError
@@ -25,37 +34,21 @@ RUN_FAILED = 1
 BUSY = 75  # another run holds the profile's lock: try again later (EX_TEMPFAIL)
 PROFILE_COMMANDS = ("profiles", "serve", "check")
 
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
-
-
-def parse_duration(text: str) -> float:
-    """'90', '90s', '30m', '2h', '1h30m' -> seconds."""
-    m = _DURATION.match(text.strip())
-    if not text.strip() or not m or not any(m.groups()):
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 30m, 2h)")
-    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    total = h * 3600 + mi * 60 + s
-    if total <= 0:
-        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
-    return total
-
-
-def parse_devices(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of GPU indices: {text!r}") from None
-
-
 class _Parser(argparse.ArgumentParser):
+    """One line and exit 2 for a usage error; --debug before or after the command."""
+
+    def __init__(self, *args: Any, top: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        with_debug(self, top)
+
     def error(self, message: str) -> Any:  # one line, exit 2
         self.exit(USAGE_ERROR, f"autotune: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="autotune", description="Tune vLLM serving settings against a workload.")
+    p = _Parser(prog="autotune", description="Tune vLLM serving settings against a workload.",
+                top=True)
     p.add_argument("--version", action="version", version=f"autotune {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     add_run_args(sub.add_parser("run", help="run (or continue) a study and write the best "
@@ -71,15 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("pareto", help="list a multi-objective study's Pareto front, or "
                        "export its points as profiles")
-    f.add_argument("--study", required=True)
-    f.add_argument("--storage", default="sqlite:///autotune.db")
-    f.add_argument("--export", type=Path, metavar="DIR",
+    f.add_argument("--study", required=True, type=parse_study)
+    add_storage(f, reads=True)
+    f.add_argument("--export", type=folder, metavar="DIR",
                    help="write every point of the front as a profile in DIR")
 
     v = sub.add_parser("validate", help="check search spaces, workloads and profiles")
     v.add_argument("files", nargs="+", type=Path)
     v.add_argument("--no-verify-options", action="store_true",
                    help="skip checking options against vLLM's own parser")
+    v.add_argument("--json", action="store_true", help="a JSON list on standard output: "
+                   "one object per file (path, kind, ok, error)")
     return p
 
 
@@ -95,15 +90,10 @@ def add_run_args(r: argparse.ArgumentParser, trials: int, trials_help: str) -> N
     r.add_argument("--trials", type=int, default=trials, help=trials_help)
     r.add_argument("--timeout", type=parse_duration, help="stop starting trials after this "
                    "long, e.g. 45m or 2h")
-    r.add_argument("--storage", default=os.environ.get("AUTOTUNE_STORAGE",
-                                                       "sqlite:///autotune.db"),
-                   help="Optuna storage URL (default $AUTOTUNE_STORAGE, else "
-                        "sqlite:///autotune.db); workers on one study share it, e.g. "
-                        "postgresql+psycopg://autotune@db/autotune with the password in "
-                        "PGPASSWORD, never in the URL")
-    r.add_argument("--study", help="study name (default TARGET.MODEL.SPACE)")
-    r.add_argument("--profiles-dir", type=Path, default=Path("profiles"))
-    r.add_argument("--runs-dir", type=Path, default=Path("autotune-runs"),
+    add_storage(r)
+    r.add_argument("--study", type=parse_study, help="study name (default TARGET.MODEL.SPACE)")
+    r.add_argument("--profiles-dir", type=folder, default=Path("profiles"))
+    r.add_argument("--runs-dir", type=folder, default=Path("autotune-runs"),
                    help="where server logs and per-trial results go")
     r.add_argument("--gpus", "--devices", dest="devices", type=parse_devices, default=(),
                    help="GPU indices the run may use, e.g. 0 or 0,1,2,3 (default: the first "
@@ -114,13 +104,13 @@ def add_run_args(r: argparse.ArgumentParser, trials: int, trials_help: str) -> N
     r.add_argument("--search-only", action="store_true",
                    help="run trials of the study, then stop: no confirmation, no profile "
                         "(what the extra workers of --parallel do)")
-    r.add_argument("--launcher", help="command that starts the server, before its options "
-                   "(default: 'vllm serve' if it works, else python -m "
+    r.add_argument("--launcher", type=parse_launcher, help="command that starts the server, "
+                   "before its options (default: 'vllm serve' if it works, else python -m "
                    "vllm.entrypoints.openai.api_server)")
     r.add_argument("--no-verify-options", action="store_true",
                    help="skip checking options against vLLM's own parser")
-    r.add_argument("--json", metavar="FILE", help="write a JSON summary to FILE ('-': "
-                   "standard output, the text going to standard error)")
+    r.add_argument("--json", metavar="FILE", type=output_file, help="write a JSON summary to "
+                   "FILE ('-': standard output, the text going to standard error)")
     r.add_argument("--quiet", action="store_true", help="no progress: only the verdict, "
                    "the profile and errors")
     r.add_argument("--replace", action="store_true",
@@ -142,7 +132,7 @@ def add_run_args(r: argparse.ArgumentParser, trials: int, trials_help: str) -> N
                    help="which point of a Pareto front becomes the profile")
     o.add_argument("--sampler", choices=SAMPLER_NAMES, help="tpe (default), gp, nsga2, "
                    "random or grid")
-    o.add_argument("--seed", type=int, help="the sampler's seed (repeatable searches)")
+    o.add_argument("--seed", type=parse_seed, help="the sampler's seed (repeatable searches)")
 
 
 
@@ -196,14 +186,10 @@ def cmd_pareto(ns: argparse.Namespace) -> int:
     import optuna
 
     from autotune.front import export_front, study_objective
-    from autotune.tuner import make_storage
+    from autotune.storage import load_existing
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = make_storage(ns.storage, 5, 20)
-    try:
-        study = optuna.load_study(study_name=ns.study, storage=storage)
-    except KeyError:
-        raise UserError(f"--study: no study {ns.study!r} in {ns.storage}") from None
+    study = load_existing(ns.storage, ns.study)  # read-only: a missing one is not created
     objective = study_objective(study)
     if not objective.multi:
         raise UserError(f"--study {ns.study}: one objective ({objective.metric}), no Pareto "
@@ -216,12 +202,21 @@ def cmd_pareto(ns: argparse.Namespace) -> int:
 
 
 def cmd_validate(ns: argparse.Namespace) -> int:
-    from autotune.validate import validate_files
+    """Every file checked; one line each (ok on standard output, errors on standard error)."""
+    import json
 
-    kinds = validate_files(ns.files, not ns.no_verify_options)
-    for path, kind in zip(ns.files, kinds, strict=True):
-        print(f"{path}: ok ({kind})")
-    return 0
+    from autotune.validate import check_files
+
+    checked = check_files(ns.files, not ns.no_verify_options)
+    if ns.json:
+        print(json.dumps([c.summary() for c in checked], indent=2))
+    else:
+        for c in checked:
+            if c.error is None:
+                print(f"{c.path}: ok ({c.kind})", flush=True)
+            else:
+                print(f"autotune: error: {c.error}", file=sys.stderr, flush=True)
+    return 0 if all(c.ok for c in checked) else USAGE_ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -229,7 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `autotune serve PROFILE -- --port 8001`: what follows `--` goes to vLLM as is
     extra = args[args.index("--") + 1:] if "--" in args else []
     parser = build_parser()
-    ns = parser.parse_args(args[:args.index("--")] if "--" in args else args)
+    ns, unknown = parser.parse_known_args(args[:args.index("--")] if "--" in args else args)
+    if unknown:
+        parser.error(unrecognized(ns, unknown))
     if "--" in args and ns.command != "serve":
         parser.error("options after -- go to vLLM, and only `autotune serve` starts it")
     ns.extra = extra
@@ -278,6 +275,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"autotune: {exc}", file=sys.stderr)
             return RUN_FAILED
+        except OSError as exc:  # a file or folder the checks above could not foresee
+            if ns.debug:
+                raise
+            print(f"autotune: error: {os_error_line(exc)}", file=sys.stderr)
+            return RUN_FAILED
+
+
+def unrecognized(ns: argparse.Namespace, unknown: list[str]) -> str:
+    """argparse's complaint, with where vLLM's own options go for `serve`."""
+    line = f"unrecognized arguments: {' '.join(unknown)}"
+    if ns.command == "serve":
+        line += (f" (vLLM's own options go after --: autotune serve {ns.profile} "
+                 f"{'--print ' if ns.print_only else ''}-- {' '.join(unknown)})")
+    return line
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError as one line naming its file(s): `PATH: Permission denied`."""
+    names = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    what = exc.strerror or str(exc) or type(exc).__name__
+    return f"{' -> '.join(names)}: {what}" if names else what
 
 
 if __name__ == "__main__":

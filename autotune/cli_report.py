@@ -5,23 +5,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from autotune.cli_flags import add_storage, folder, parse_study
 from autotune.errors import UserError
 from autotune.records import atomic_write
+
+if TYPE_CHECKING:
+    from autotune.report import ReportData
 
 
 def add_report_command(sub: Any) -> None:
     r = sub.add_parser("report", help="write a study's report: one self-contained HTML page "
                        "(plots, tables, failed trials' logs) and a Markdown summary")
     r.add_argument("profile", nargs="?", help="a profile: report the study that made it")
-    r.add_argument("--study", help="the study's name (instead of a profile)")
-    r.add_argument("--storage", default="sqlite:///autotune.db",
-                   help="Optuna storage URL (default sqlite:///autotune.db)")
+    r.add_argument("--study", type=parse_study, help="the study's name (instead of a profile)")
+    add_storage(r, reads=True)
     r.add_argument("--runs-dir", type=Path, default=Path("autotune-runs"),
                    help="the run folders (samples, the confirmation round)")
-    r.add_argument("--out", type=Path, help="folder for report.html and report.md "
+    r.add_argument("--out", type=folder, help="folder for report.html and report.md "
                    "(default autotune-report/STUDY)")
     r.add_argument("--json", action="store_true", help="JSON on standard output")
 
@@ -30,12 +34,22 @@ def cmd_report(ns: argparse.Namespace) -> int:
     from autotune.profile import read_profile
     from autotune.report import gather, markdown
     from autotune.report_html import page
+    from autotune.report_sources import confirmed_in_storage, missing_note, missing_sources
+    from autotune.storage import load_existing
 
-    if (ns.profile is None) == (ns.study is None):
+    if ns.profile is None and ns.study is None:
+        raise UserError("report: name a profile (autotune report PROFILE) or a study "
+                        "(autotune report --study NAME)")
+    if ns.profile is not None and ns.study is not None:
         raise UserError("report: name a profile or --study, not both")
     profile = read_profile(Path(ns.profile)) if ns.profile else None
     study = profile.meta.study if profile is not None else ns.study
-    data = gather(ns.storage, study, ns.runs_dir, profile)
+    found = load_existing(ns.storage, study)  # read-only: a missing one is not created
+    data = gather(found._storage, study, ns.runs_dir, profile, ns.profile)
+    missing = missing_sources(found, ns.runs_dir, [data.chosen, baseline_of(data)],
+                              confirmed_in_storage(found))
+    data.verdict = missing_note(missing, data.verdict, data.confirmation is not None,
+                                profile is not None)
     out = ns.out or Path("autotune-report") / study
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "report.html", page(data).encode())
@@ -45,10 +59,19 @@ def cmd_report(ns: argparse.Namespace) -> int:
             "study": study, "html": str(out / "report.html"), "markdown": str(out / "report.md"),
             "verdict": data.verdict, "trials": len(data.trials), "failed": len(data.failed),
             "chosen_trial": data.chosen, "importances": data.importances,
+            "missing": [str(p) for p in missing],
         }, indent=2, sort_keys=True))
     else:
         print(f"report: {out / 'report.html'} (and {out / 'report.md'})")
+    if missing:
+        print(f"autotune: report: could not find {', '.join(map(str, missing))}",
+              file=sys.stderr)
     return 0
+
+
+def baseline_of(data: ReportData) -> int | None:
+    """The measured trial of vLLM's defaults in a report's rows."""
+    return next((t.number for t in data.trials if t.baseline and t.status == "ok"), None)
 
 
 __all__ = ["add_report_command", "cmd_report"]

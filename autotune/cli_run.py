@@ -32,7 +32,10 @@ RUN_FAILED = 1
 
 def run_config(ns: argparse.Namespace) -> RunConfig:
     from autotune.cli import objective_override
+    from autotune.cli_flags import SPACE, WORKLOAD, refuse_misfiled
 
+    refuse_misfiled(ns.space, SPACE)
+    refuse_misfiled(ns.workload, WORKLOAD)
     return RunConfig(
         target=ns.gpu, model=ns.model, space_path=ns.space, workload_path=ns.workload,
         trials=ns.trials, timeout_s=ns.timeout, storage=ns.storage, study=ns.study,

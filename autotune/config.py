@@ -53,9 +53,9 @@ def read_text(path: str | Path, what: str = "", max_bytes: int = MAX_CONFIG_BYTE
     """A file's UTF-8 text, or ConfigError naming the file: missing, unreadable, too large,
     not UTF-8."""
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(str(p), None, f"{what}file not found")
     try:
+        if not p.exists():
+            raise ConfigError(str(p), None, f"{what}file not found")
         if p.is_dir():
             raise ConfigError(str(p), None, f"{what}is a directory, not a file")
         size = p.stat().st_size

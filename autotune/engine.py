@@ -336,7 +336,10 @@ class VllmServer:
         return sorted(out)
 
     def log_tail(self, max_bytes: int = 4000) -> str:
-        return tail(self.log_path, max_bytes)
+        """The log's end, as trials record it and reports show it: the API key vLLM prints
+        among its arguments hidden."""
+        text = tail(self.log_path, max_bytes)
+        return text.replace(self.spec.api_key, "***") if self.spec.api_key else text
 
     def log_head(self, max_bytes: int = 1_000_000) -> str:
         """The start-up part of the log (the access log that follows can be long)."""

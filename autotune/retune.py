@@ -41,6 +41,7 @@ from autotune.space import (
     SearchSpace,
     TrialParams,
 )
+from autotune.storage import NoDatabase, open_existing
 from autotune.trials import feasible
 from autotune.tuner import TrialCallback
 
@@ -125,10 +126,11 @@ def profile_params(p: Profile) -> dict[str, Any]:
 
 
 def previous_best(storage: str, study: str, n: int) -> list[dict[str, Any]]:
-    """The best feasible trials of the study that made the profile (empty if it is gone)."""
+    """The best feasible trials of the study that made the profile (empty if it is gone).
+    Read-only: a storage that is not there is not created here (the run creates it)."""
     try:
-        s = optuna.load_study(study_name=study, storage=storage)
-    except (KeyError, ValueError):
+        s = optuna.load_study(study_name=study, storage=open_existing(storage))
+    except (KeyError, ValueError, NoDatabase):
         return []
     if len(s.directions) != 1:
         return []
