@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from autotune.cli_flags import folder, parse_devices, parse_duration, parse_launcher
+
 
 def add_profile_commands(sub: Any) -> None:
     def common(p: argparse.ArgumentParser, json_out: bool = True) -> None:
@@ -35,36 +37,27 @@ def add_profile_commands(sub: Any) -> None:
                        "-- --port 8001")
     s.add_argument("profile")
     s.add_argument("--print", action="store_true", dest="print_only")
-    s.add_argument("--launcher", help="command that starts the server, before its options "
-                   "(default: as for run)")
+    s.add_argument("--launcher", type=parse_launcher, help="command that starts the server, "
+                   "before its options (default: as for run)")
+    s.add_argument("--no-verify-options", action="store_true",
+                   help="skip checking the profile's options against vLLM's own parser")
     common(s, json_out=False)
 
     c = sub.add_parser("check", help="start a profile, hold its load for --soak, report "
                        "latency drift and memory growth against its thresholds (exit 3 "
                        "when one breaks)")
     c.add_argument("profile")
-    c.add_argument("--soak", type=_duration, default=300.0,
+    c.add_argument("--soak", type=parse_duration, default=300.0,
                    help="how long to hold the load, e.g. 30m (default 5m)")
-    c.add_argument("--window", type=_duration, help="length of one window of figures "
+    c.add_argument("--window", type=parse_duration, help="length of one window of figures "
                    "(default: a twentieth of --soak, 5 s to 1 min)")
-    c.add_argument("--launcher", help="command that starts the server (default: as for run)")
-    c.add_argument("--runs-dir", type=Path, default=Path("autotune-runs"),
+    c.add_argument("--launcher", type=parse_launcher,
+                   help="command that starts the server (default: as for run)")
+    c.add_argument("--runs-dir", type=folder, default=Path("autotune-runs"),
                    help="where the server log goes")
-    c.add_argument("--devices", type=_devices, default=(),
+    c.add_argument("--devices", type=parse_devices, default=(),
                    help="GPU indices whose memory NVML reads for the server, e.g. 0,1")
     common(c)
-
-
-def _devices(text: str) -> tuple[int, ...]:
-    from autotune.cli import parse_devices
-
-    return parse_devices(text)
-
-
-def _duration(text: str) -> float:
-    from autotune.cli import parse_duration
-
-    return parse_duration(text)
 
 
 def run_profile_command(ns: argparse.Namespace) -> int:
@@ -83,7 +76,8 @@ def cmd_list(ns: argparse.Namespace) -> int:
     from autotune.catalog import find_profiles, list_rows
     from autotune.tables import table
 
-    entries = find_profiles(ns.profiles_dir)
+    where = profiles_root(ns.profiles_dir)
+    entries = find_profiles(where)
     if ns.json:
         _dump([{"path": str(e.path), "problem": e.problem or None,
                 "meta": e.profile.meta.model_dump(mode="json") if e.profile else None,
@@ -95,6 +89,20 @@ def cmd_list(ns: argparse.Namespace) -> int:
     header, rows = list_rows(entries)
     print(table(rows, header))
     return 0
+
+
+def profiles_root(root: Path) -> Path:
+    """--profiles-dir as a folder to list; UserError (one line) when it is none."""
+    from autotune.errors import UserError
+
+    try:
+        if root.is_dir():
+            return root
+        why = "is a file, not a folder" if root.exists() else "no such folder"
+    except OSError as exc:
+        why = str(exc.strerror)
+    raise UserError(f"--profiles-dir {root}: {why} (`autotune run` writes profiles under "
+                    "profiles/ unless told otherwise)")
 
 
 def cmd_show(ns: argparse.Namespace) -> int:
@@ -137,6 +145,11 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 
     path = locate(ns.profile, ns.profiles_dir)
     prof = read_profile(path)
+    if not ns.no_verify_options:  # as `validate` does: a misspelt key stops here, not in vLLM
+        from autotune.validate import profile_options
+        from autotune.vllm_args import check_options
+
+        check_options(profile_options(prof), str(path), prefix="")
     launcher = tuple(shlex.split(ns.launcher)) if ns.launcher else default_launcher()
     extra = list(getattr(ns, "extra", []))  # what followed `--` on the command line
     argv, env = serve_command(path, prof, launcher)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from autotune.errors import ConfigError, FailureReason
@@ -24,6 +25,7 @@ from autotune.vllm_args import SCHEDULER_OPTIONS, combination_problems
 MAX_COMBINATIONS = 2000
 # An unset option's most permissive value for the check (None: leave it to SchedulerConfig).
 PERMISSIVE: dict[str, Any] = {"max-num-seqs": 1}
+NAMES = ["max-model-len", *SCHEDULER_OPTIONS]
 
 Check = Callable[[TrialParams], "tuple[FailureReason, str] | None"]
 
@@ -54,39 +56,51 @@ def _key(combo: dict[str, Any]) -> str:
     return json.dumps(combo, sort_keys=True, default=str)
 
 
-def scheduler_check(space: SearchSpace, base_args: dict[str, Any], context: int | None,
-                    source: str) -> Check | None:
-    """Ask vLLM about every combination the space can produce; raise ConfigError when it
-    refuses them all; return the per-candidate check (None: nothing to check)."""
-    names = ["max-model-len", *SCHEDULER_OPTIONS]
+@dataclass(frozen=True)
+class Combinations:
+    """The scheduler options' combinations a space can produce, to put to vLLM."""
+
+    base_args: dict[str, Any]
+    context: int | None
+    combos: list[dict[str, Any]]
+    unchecked: bool  # a candidate vLLM's defaults decide for: it may well start
+
+
+def combinations(space: SearchSpace, base_args: dict[str, Any], context: int | None
+                 ) -> Combinations | None:
+    """Every checkable combination the space can produce (None: nothing to check)."""
     if not any(isinstance(space.args.get(n), (CategoricalParam, IntParam, FloatParam))
                or space.args.get(n, base_args.get(n)) is not None
                for n in SCHEDULER_OPTIONS):
         return None
-    grids = [_values(space, base_args, n) for n in names]
-    table: dict[str, str | None] = {}
+    grids = [_values(space, base_args, n) for n in NAMES]
+    seen: set[str] = set()
     combos = []
-    unchecked = False  # a candidate vLLM's defaults decide for: it may well start
+    unchecked = False
     for values in itertools.product(*grids):
-        c = _combo(dict(zip(names, values, strict=True)), context)
+        c = _combo(dict(zip(NAMES, values, strict=True)), context)
         unchecked = unchecked or c is None
-        if c is not None and _key(c) not in table:
-            table[_key(c)] = None
+        if c is not None and _key(c) not in seen:
+            seen.add(_key(c))
             combos.append(c)
         if len(combos) >= MAX_COMBINATIONS:
             break
-    if not combos:
-        return None
-    for c, problem in zip(combos, combination_problems(combos), strict=True):
-        table[_key(c)] = problem
+    return Combinations(dict(base_args), context, combos, unchecked) if combos else None
+
+
+def judge(space: SearchSpace, found: Combinations, problems: Sequence[str | None],
+          source: str) -> Check:
+    """Raise ConfigError when vLLM refused (`problems`, one per combination) every one the
+    space can produce; else the per-candidate check."""
+    table = {_key(c): p for c, p in zip(found.combos, problems, strict=True)}
     refused = [p for p in table.values() if p]
-    if refused and len(refused) == len(table) and not unchecked:
+    if refused and len(refused) == len(table) and not found.unchecked:
         raise ConfigError(source, "args", f"vLLM refuses every combination of "
-                          f"{', '.join(n for n in names if n in space.args)} this space can "
+                          f"{', '.join(n for n in NAMES if n in space.args)} this space can "
                           f"produce, e.g.: {refused[0]}")
 
     def check(params: TrialParams) -> tuple[FailureReason, str] | None:
-        c = _combo({**base_args, **params.args}, context)
+        c = _combo({**found.base_args, **params.args}, found.context)
         problem = table.get(_key(c)) if c is not None else None
         if problem:
             return FailureReason.BREAKS_RULE, f"vLLM refuses this combination: {problem}"
@@ -94,4 +108,14 @@ def scheduler_check(space: SearchSpace, base_args: dict[str, Any], context: int 
     return check
 
 
-__all__ = ["scheduler_check"]
+def scheduler_check(space: SearchSpace, base_args: dict[str, Any], context: int | None,
+                    source: str) -> Check | None:
+    """Ask vLLM about every combination the space can produce; raise ConfigError when it
+    refuses them all; return the per-candidate check (None: nothing to check)."""
+    found = combinations(space, base_args, context)
+    if found is None:
+        return None
+    return judge(space, found, combination_problems(found.combos), source)
+
+
+__all__ = ["Combinations", "combinations", "judge", "scheduler_check"]

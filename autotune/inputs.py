@@ -97,6 +97,14 @@ def check_fractions(space: SearchSpace, source: str) -> None:
                 raise ConfigError(source, f"args.{name}", f"{v} is not a fraction in (0, 1]")
 
 
+def check_space(space: SearchSpace, source: str) -> None:
+    """What `run` refuses of a space itself before any start, with no model, machine or
+    engine: fractions out of (0, 1], a grid over what has none. `validate` calls it too."""
+    check_fractions(space, source)
+    if space.sampler.name == "grid":
+        grid_of(space, source)
+
+
 def smallest_context(space: SearchSpace, model: ResolvedModel | None
                      ) -> tuple[int | None, str]:
     """The shortest max-model-len any candidate can get, and where it comes from (without a
@@ -161,9 +169,7 @@ def prepare(cfg: RunConfig, probe: Probe) -> Inputs:
     if cfg.trials < 1:
         raise ConfigError("--trials", None, "must be at least 1")
     space_path, space = run_space(cfg)
-    check_fractions(space, str(space_path))
-    if space.sampler.name == "grid":
-        grid_of(space, str(space_path))
+    check_space(space, str(space_path))
     hardware = detect_hardware(cfg.target, probe, cfg.devices, cfg.mismatch_ok)
     model = resolve_model(cfg.model)
     check_weights(model, space.args.get("load-format"))

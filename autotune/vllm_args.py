@@ -118,33 +118,42 @@ def _ask(payload: str, python: str, timeout_s: float) -> tuple[int, str, str]:
 
 
 def check_options(options: Mapping[str, Sequence[Any]], source: str,
-                  python: str = sys.executable, timeout_s: float = 120.0) -> None:
-    """Raise ConfigError naming `source` and `args.<option>` for the first bad option."""
-    check_option_sets([(options, source)], python, timeout_s)
+                  python: str = sys.executable, timeout_s: float = 120.0,
+                  prefix: str = "args.") -> None:
+    """Raise ConfigError naming `source` and the option (`prefix` + its name: `args.` in a
+    space, nothing in a profile) for the first bad option."""
+    (error,) = option_errors([(options, source, prefix)], python, timeout_s)
+    if error is not None:
+        raise error
 
 
-def check_option_sets(sets: Sequence[tuple[Mapping[str, Sequence[Any]], str]],
-                      python: str = sys.executable, timeout_s: float = 120.0) -> None:
-    """`check_options` for several sources (files) in one child: vLLM is imported once."""
+OptionSet = tuple[Mapping[str, Sequence[Any]], str, str]  # options, source, field prefix
+
+
+def option_errors(sets: Sequence[OptionSet], python: str = sys.executable,
+                  timeout_s: float = 120.0) -> list[ConfigError | None]:
+    """For each set (a file's options), its first bad option as a ConfigError naming the
+    file, or None; one child for all, so vLLM is imported once. Where the parser cannot be
+    asked, every set gets the reason, under its own file."""
     if not sets:
-        return
-    source = sets[0][1]
+        return []
     payload = json.dumps({"option_sets": [{k: list(v) for k, v in options.items()}
-                                          for options, _ in sets]})
+                                          for options, _, _ in sets]})
     try:
         code, stdout, stderr = _ask(payload, python, timeout_s)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ConfigError(source, None, f"could not run vLLM's argument parser: {exc}") from exc
+        return [ConfigError(src, None, f"could not run vLLM's argument parser: {exc}")
+                for _, src, _ in sets]
     last = (stderr.strip().splitlines() or ["no output"])[-1]
-    if code == MISSING:
-        raise ConfigError(source, None, last)
     if code != 0:
-        raise ConfigError(source, None, f"vLLM's argument parser failed: {last}")
+        said = last if code == MISSING else f"vLLM's argument parser failed: {last}"
+        return [ConfigError(src, None, said) for _, src, _ in sets]
     every: list[dict[str, str]] = json.loads(stdout.strip().splitlines()[-1])
-    for (options, src), found in zip(sets, every, strict=True):
-        for name in options:
-            if name in found:
-                raise ConfigError(src, f"args.{name}", found[name])
+    out: list[ConfigError | None] = []
+    for (options, src, prefix), found in zip(sets, every, strict=True):
+        bad = [name for name in options if name in found]
+        out.append(ConfigError(src, f"{prefix}{bad[0]}", found[bad[0]]) if bad else None)
+    return out
 
 
 def engine_problem(python: str = sys.executable, timeout_s: float = 120.0) -> str | None:
