@@ -16,7 +16,7 @@ from typing import Any
 from autotune.errors import UserError
 from autotune.identity import hardware_key, same_hardware
 from autotune.profile import Profile, headline, read_profile
-from autotune.tables import est
+from autotune.units import describe, figure, ratio
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,19 @@ def find_profiles(root: Path) -> list[Entry]:
 
 def locate(name: str | Path, root: Path) -> Path:
     """A profile named by its path, or by `<hardware key>/<model slug>` under `root`."""
-    for p in (Path(name), root / name, root / f"{name}.yaml"):
-        if p.is_file():
-            return p
-    raise UserError(f"{name}: no such profile (nor {root / name}.yaml); "
+    tried = [Path(name)]
+    if not Path(name).is_absolute():
+        tried.append(root / name)
+        if not str(name).endswith((".yaml", ".yml")):
+            tried.append(root / f"{name}.yaml")
+    for p in tried:
+        try:
+            if p.is_file():
+                return p
+        except OSError as exc:  # a folder on the way that cannot be entered
+            raise UserError(f"{p}: cannot read: {exc.strerror}") from None
+    looked = f" (looked for {', '.join(map(str, tried))})" if len(tried) > 1 else ""
+    raise UserError(f"{name}: no such profile{looked}; "
                     f"`autotune profiles list --profiles-dir {root}` lists them")
 
 
@@ -61,8 +70,8 @@ def list_rows(entries: Sequence[Entry]) -> tuple[list[str], list[list[str]]]:
         m = e.profile.meta
         metric = primary(e.profile)
         gain = m.gain.get(metric)
-        rows.append([str(e.path), m.model, f"{metric} {est(m.metrics.get(metric))}",
-                     "x" + est(gain, 3) if gain else "defaults kept", m.vllm_version,
+        rows.append([str(e.path), m.model, f"{metric} {figure(metric, m.metrics.get(metric))}",
+                     ratio(gain) if gain else "defaults kept", m.vllm_version,
                      m.created[:16]])
     return header, rows
 
@@ -79,7 +88,7 @@ def show_text(path: Path, p: Profile) -> str:
              f"space {m.space}, autotune {m.autotune_version}, created {m.created}",
              "", "figures (confirmation round, 95% intervals):"]
     shown = key_metrics(p)
-    lines += [f"  {k}: {m.metrics[k].describe()}" for k in shown]
+    lines += [f"  {k}: {describe(k, m.metrics[k])}" for k in shown]
     if len(m.metrics) > len(shown):
         lines.append(f"  ({len(m.metrics) - len(shown)} more figures with --json)")
     if m.gain:
@@ -119,7 +128,7 @@ def diff_rows(a: Profile, b: Profile) -> tuple[list[str], list[list[str]]]:
     add("env ", a.meta.env, b.meta.env)
     metrics = key_metrics(a) + [k for k in key_metrics(b) if k not in key_metrics(a)]
     for k in metrics:
-        x, y = est(a.meta.metrics.get(k)), est(b.meta.metrics.get(k))
+        x, y = figure(k, a.meta.metrics.get(k)), figure(k, b.meta.metrics.get(k))
         rows.append(["*" if x != y else "", f"measured {k}", x, y])
     for k, x, y in provenance(a, b):
         rows.append(["*" if x != y else "", k, x, y])

@@ -8,6 +8,7 @@ round), and the profile it made, if one is named: `gather` reads them into `Repo
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,10 @@ from autotune.errors import UserError
 from autotune.profile import Profile
 from autotune.records import read_samples
 from autotune.stats import Estimate
-from autotune.tables import confirmation_rows, est
-from autotune.trials import feasible, is_baseline, metrics_of, shown
+from autotune.storage import redact_url
+from autotune.tables import confirmation_rows
+from autotune.trials import COUNTED, feasible, is_baseline, metrics_of, shown
+from autotune.units import est
 
 LATENCY = "p95_ttft_ms"
 MEMORY = "peak_memory_bytes"
@@ -57,6 +60,17 @@ class ReportData:
     verdict: str = ""
     # per-request latencies (ms) of vLLM's defaults and of the chosen settings
     latencies: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    hardware: str = "unknown"  # the hardware key the study was measured on
+    vllm_version: str = "unknown"
+    profile_path: str | None = None  # the profile reported (None: a study named by --study)
+    deploy: str | None = None  # the profile's deploy command
+
+    def header(self) -> list[tuple[str, str]]:
+        """What was measured on what, and how to deploy it: the top of the page."""
+        return [("hardware", self.hardware), ("vLLM", self.vllm_version),
+                ("profile", self.profile_path or "none named (`autotune report PROFILE` "
+                 "reports a profile's study)"),
+                ("deploy", self.deploy or "-")]
 
     @property
     def failed(self) -> list[TrialRow]:
@@ -77,28 +91,50 @@ def _row(t: FrozenTrial) -> TrialRow:
                     log_tail=str(t.user_attrs.get("log_tail") or ""))
 
 
+# Below this many measured trials an importance is noise: the evaluator compares the best tenth
+# of the trials with the rest, and a handful cannot tell a setting's effect from the machine's.
+MIN_TRIALS_FOR_IMPORTANCE = 8
+
+
 def importances(study: optuna.Study, metric: str, maximize: bool) -> dict[str, float] | str:
-    """Optuna's parameter importance (its default evaluator) for `metric`, from the trials
-    that measured it; or why it cannot be had yet."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if metrics_of(t).get(metric) is not None and t.params]
-    varied = {k for t in done for k in t.params if len({str(u.params.get(k)) for u in done}) > 1}
-    if len(done) < 3 or not varied:
-        return (f"needs at least 3 measured trials that vary a setting ({len(done)} measured, "
-                f"{len(varied)} setting(s) varied)")
-    sign = -1.0 if maximize else 1.0  # the evaluator ranks what it takes for low values
-
-    def target(t: FrozenTrial) -> float:
-        m = metrics_of(t).get(metric)
-        return sign * m.value if m is not None else float("nan")
-
+    """Optuna's parameter importance (its default evaluator, PED-ANOVA) for `metric`, over
+    the trials that measured it and only the settings that took at least two values among
+    them (a setting that never changed has no effect to rank); or why there is none."""
+    done = [t for t in study.get_trials(deepcopy=False, states=COUNTED)
+            if _measured(metrics_of(t).get(metric))]
+    if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
+        return (f"{len(done)} measured trial(s); ranking settings takes at least "
+                f"{MIN_TRIALS_FOR_IMPORTANCE}")
+    varied = sorted(k for k in {k for t in done for k in t.params}
+                    if len({repr(t.params[k]) for t in done if k in t.params}) > 1)
+    if not varied:
+        return f"no setting took two values among the {len(done)} measured trials"
+    # only the trials that set every varied setting (vLLM's defaults may leave some unset)
+    used = [t for t in done if all(k in t.params for k in varied)]
+    if len(used) < MIN_TRIALS_FOR_IMPORTANCE:
+        return (f"{len(used)} measured trial(s) set every varied setting "
+                f"({', '.join(varied)}); ranking them takes at least "
+                f"{MIN_TRIALS_FOR_IMPORTANCE}")
+    # a study of just those trials and settings: the evaluator sees nothing else (failed
+    # trials' placeholder values, settings held fixed, other goals of a multi-goal study)
     try:
+        sub = optuna.create_study(storage=optuna.storages.InMemoryStorage(),
+                                  direction="maximize" if maximize else "minimize")
+        for t in used:
+            sub.add_trial(optuna.trial.create_trial(
+                params={k: t.params[k] for k in varied},
+                distributions={k: t.distributions[k] for k in varied},
+                value=metrics_of(t)[metric].value))
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # that hint, as handled above
-            found = optuna.importance.get_param_importances(study, target=target)
+            warnings.simplefilter("ignore", UserWarning)  # experimental-feature notices
+            found = optuna.importance.get_param_importances(sub, params=varied)
     except (RuntimeError, ValueError) as exc:
         return f"Optuna could not evaluate it: {exc}"
     return {k: float(v) for k, v in found.items()}
+
+
+def _measured(e: Estimate | None) -> bool:
+    return e is not None and math.isfinite(e.value)
 
 
 def _latencies(run_dir: Path, trial: int | None) -> dict[str, list[float]]:
@@ -113,12 +149,14 @@ def _latencies(run_dir: Path, trial: int | None) -> dict[str, list[float]]:
             "end-to-end": [(s.end - s.start) * 1000 for s in samples]}
 
 
-def gather(storage: str, study_name: str, runs_dir: Path, profile: Profile | None = None
+def gather(storage: str | optuna.storages.BaseStorage, study_name: str, runs_dir: Path,
+           profile: Profile | None = None, profile_path: str | Path | None = None
            ) -> ReportData:
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        raise UserError(f"no study {study_name!r} in {storage}") from None
+        where = redact_url(storage) if isinstance(storage, str) else "the storage"
+        raise UserError(f"no study {study_name!r} in {where}") from None
     metric = str(study.user_attrs.get("metric", "output_throughput"))
     direction = (study.user_attrs.get("objective") or {}).get("direction", "maximize")
     trials = [_row(t) for t in study.get_trials(deepcopy=False) if shown(t)]
@@ -133,6 +171,7 @@ def gather(storage: str, study_name: str, runs_dir: Path, profile: Profile | Non
     data = ReportData(study=study_name, metric=metric, maximize=maximize, trials=trials,
                       importances=importances(study, metric, maximize),
                       confirmation=conf, chosen=chosen, verdict=verdict)
+    _provenance(data, study.user_attrs, profile, profile_path)
     arms = {BASELINE_NAME: baseline}
     if chosen is not None and chosen != baseline:
         arms[f"chosen (trial {chosen})"] = chosen
@@ -141,6 +180,18 @@ def gather(storage: str, study_name: str, runs_dir: Path, profile: Profile | Non
         if found:
             data.latencies[name] = found
     return data
+
+
+def _provenance(data: ReportData, attrs: dict[str, Any], profile: Profile | None,
+                profile_path: str | Path | None) -> None:
+    """The hardware and vLLM of the profile (else of the study), and how to deploy it."""
+    hardware = profile.meta.hardware if profile is not None else attrs.get("hardware") or {}
+    data.hardware = str(hardware.get("key") or attrs.get("target") or "unknown")
+    data.vllm_version = str(profile.meta.vllm_version if profile is not None
+                            else attrs.get("vllm_version") or "unknown")
+    if profile is not None and profile_path is not None:
+        data.profile_path = str(profile_path)
+        data.deploy = profile.deploy_command(profile_path)
 
 
 def _chosen(trials: list[TrialRow], metric: str, maximize: bool, conf: Confirmation | None,
@@ -178,7 +229,10 @@ def markdown(data: ReportData) -> str:
                           "|" + "---|" * len(header), *("| " + " | ".join(r) + " |"
                                                         for r in esc)])
 
-    out = [f"# autotune report: {data.study}", "", f"**Verdict:** {data.verdict}", ""]
+    out = [f"# autotune report: {data.study}", "",
+           *(f"- **{k}:** " + (f"`{v}`" if k == "deploy" and data.deploy else v)
+             for k, v in data.header()),
+           "", f"**Verdict:** {data.verdict}", ""]
     if data.confirmation is not None:
         c = data.confirmation
         budget = f" (budget {c.max_rounds})" if c.max_rounds else ""
@@ -193,9 +247,12 @@ def markdown(data: ReportData) -> str:
         for t in data.failed:
             out += [f"- {t.label}: **{t.reason}**: {t.detail}"]
         out += [""]
+    out += ["## Parameter importance", ""]
     if isinstance(data.importances, dict):
-        out += ["## Parameter importance", "", md(["setting", "importance"], [
+        out += [md(["setting", "importance"], [
             [k, f"{v:.2f}"] for k, v in data.importances.items()]), ""]
+    else:
+        out += [f"Not computed: {data.importances}.", ""]
     return "\n".join(out)
 
 

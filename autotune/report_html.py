@@ -12,6 +12,7 @@ from plotly.offline import get_plotlyjs
 from autotune.report import LATENCY, MEMORY, ReportData, TrialRow, trial_table
 from autotune.stats import Estimate
 from autotune.tables import confirmation_rows
+from autotune.units import axis_title, figure, ratio, scale
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -24,10 +25,10 @@ pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; font-size: 0.8em; }
 CONFIG = {"displaylogo": False, "responsive": True}
 
 
-def _err(estimates: list[Estimate], scale: float = 1.0) -> dict[str, Any]:
+def _err(estimates: list[Estimate], factor: float = 1.0) -> dict[str, Any]:
     """Plotly error bars from the intervals (none where a figure has none)."""
-    up = [(e.high - e.value) * scale if e.high is not None else 0.0 for e in estimates]
-    down = [(e.value - e.low) * scale if e.low is not None else 0.0 for e in estimates]
+    up = [(e.high - e.value) * factor if e.high is not None else 0.0 for e in estimates]
+    down = [(e.value - e.low) * factor if e.low is not None else 0.0 for e in estimates]
     return {"type": "data", "symmetric": False, "array": up, "arrayminus": down}
 
 
@@ -42,9 +43,22 @@ def _front(points: list[tuple[float, float, int]], maximize: bool) -> list[int]:
     return out
 
 
-def _scatter(data: ReportData, x_metric: str, x_title: str, scale: float = 1.0) -> go.Figure:
+def _settings(t: TrialRow) -> str:
+    return ", ".join(f"{k}={v}" for k, v in t.params.items() if v is not None) or (
+        "vLLM's defaults")
+
+
+def _hover(t: TrialRow, *metrics: str) -> str:
+    """A point's hover text: the trial, its settings, its figures with their intervals."""
+    return "<br>".join([html.escape(t.label, quote=False),
+                        html.escape(_settings(t), quote=False),
+                        *(f"{m}: {figure(m, t.metrics.get(m))}" for m in metrics)])
+
+
+def _scatter(data: ReportData, x_metric: str) -> go.Figure:
     """The metric against another figure, every trial by its kind, the front outlined."""
     fig = go.Figure()
+    xs_scale, ys_scale = scale(x_metric), scale(data.metric)
     rows = [t for t in data.measured if t.metrics.get(x_metric) is not None]
     kinds: list[tuple[str, list[TrialRow], dict[str, Any]]] = [
         ("feasible", [t for t in rows if t.feasible], {"symbol": "circle", "size": 10}),
@@ -59,35 +73,39 @@ def _scatter(data: ReportData, x_metric: str, x_title: str, scale: float = 1.0) 
         xs = [t.metrics[x_metric] for t in group]
         ys = [t.metrics[data.metric] for t in group]
         fig.add_trace(go.Scatter(
-            x=[e.value * scale for e in xs], y=[e.value for e in ys], mode="markers",
-            name=name, marker=marker, text=[t.label for t in group],
-            error_y=_err(ys), error_x=_err(xs, scale),
-            hovertemplate="%{text}<br>%{y:.4g}<br>%{x:.4g}<extra></extra>"))
+            x=[e.value * xs_scale for e in xs], y=[e.value * ys_scale for e in ys],
+            mode="markers", name=name, marker=marker,
+            text=[_hover(t, data.metric, x_metric) for t in group],
+            error_y=_err(ys, ys_scale), error_x=_err(xs, xs_scale),
+            hovertemplate="%{text}<extra></extra>"))
     ok = [t for t in rows if t.feasible]
     front = set(_front([(t.metrics[data.metric].value, t.metrics[x_metric].value, t.number)
                         for t in ok], data.maximize))
     on = sorted((t for t in ok if t.number in front), key=lambda t: t.metrics[x_metric].value)
     if on:
         fig.add_trace(go.Scatter(
-            x=[t.metrics[x_metric].value * scale for t in on],
-            y=[t.metrics[data.metric].value for t in on], mode="lines",
+            x=[t.metrics[x_metric].value * xs_scale for t in on],
+            y=[t.metrics[data.metric].value * ys_scale for t in on], mode="lines",
             line={"dash": "dot", "color": "#2ca02c"}, name="Pareto front", hoverinfo="skip"))
     failed = len(data.failed)
-    title = f"{data.metric} against {x_title}" + (
+    title = f"{data.metric} against {axis_title(x_metric)}" + (
         f" ({failed} failed trial(s) have no figures: see the table below)" if failed else "")
-    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=data.metric, height=450)
+    fig.update_layout(title=title, xaxis_title=axis_title(x_metric),
+                      yaxis_title=axis_title(data.metric), height=450)
     return fig
 
 
 def _history(data: ReportData) -> go.Figure:
     rows = sorted(data.measured, key=lambda t: t.number)
     ys = [t.metrics[data.metric] for t in rows]
+    k = scale(data.metric)
     fig = go.Figure(go.Scatter(
-        x=[t.number for t in rows], y=[e.value for e in ys], mode="markers", name="trial",
-        error_y=_err(ys), text=[t.label for t in rows]))
+        x=[t.number for t in rows], y=[e.value * k for e in ys], mode="markers", name="trial",
+        error_y=_err(ys, k), text=[_hover(t, data.metric) for t in rows],
+        hovertemplate="%{text}<extra></extra>"))
     best: list[float] = []
     for t in rows:
-        v = t.metrics[data.metric].value if t.feasible else None
+        v = t.metrics[data.metric].value * k if t.feasible else None
         prev = best[-1] if best else None
         if v is None:
             best.append(prev if prev is not None else float("nan"))
@@ -98,14 +116,28 @@ def _history(data: ReportData) -> go.Figure:
     fig.add_trace(go.Scatter(x=[t.number for t in rows], y=best, mode="lines",
                              name="best feasible so far", line={"shape": "hv"}))
     fig.update_layout(title="Optimisation history (95% over each trial's rounds)",
-                      xaxis_title="trial", yaxis_title=data.metric, height=400)
+                      xaxis_title="trial", yaxis_title=axis_title(data.metric), height=400)
+    # trials are whole numbers: ticks at whole steps (plotly's own pick: 0.5 for a few trials)
+    span = (rows[-1].number - rows[0].number) if rows else 0
+    fig.update_xaxes(tickmode="linear", tick0=0, dtick=_step(span), tickformat="d")
     return fig
+
+
+def _step(span: int, ticks: int = 12) -> int:
+    """A whole, round tick step (1, 2, 5, 10, 20, ...) that puts at most `ticks` on `span`."""
+    power = 1
+    while True:
+        for m in (1, 2, 5):
+            if span / (m * power) <= ticks:
+                return m * power
+        power *= 10
 
 
 def _importance(imp: dict[str, float]) -> go.Figure:
     names = list(imp)[::-1]
     fig = go.Figure(go.Bar(x=[imp[n] for n in names], y=names, orientation="h"))
-    fig.update_layout(title="Parameter importance (Optuna's default evaluator)",
+    fig.update_layout(title="Parameter importance (Optuna's default evaluator, over the "
+                      "measured trials and the settings that took two values or more)",
                       xaxis_title="importance", height=120 + 40 * len(names))
     return fig
 
@@ -123,9 +155,11 @@ def _latency(data: ReportData) -> go.Figure:
 def _memory(data: ReportData) -> go.Figure:
     rows = [t for t in data.measured if t.metrics.get(MEMORY) is not None]
     fig = go.Figure(go.Bar(x=[t.label for t in rows],
-                           y=[t.metrics[MEMORY].value / 2**30 for t in rows]))
+                           y=[t.metrics[MEMORY].value * scale(MEMORY) for t in rows],
+                           text=[_hover(t, MEMORY) for t in rows], textposition="none",
+                           hovertemplate="%{text}<extra></extra>"))
     fig.update_layout(title="Peak memory per trial (the server's process tree, GiB)",
-                      yaxis_title="GiB", height=380)
+                      yaxis_title=axis_title(MEMORY), height=380)
     return fig
 
 
@@ -137,8 +171,13 @@ def _gain(data: ReportData) -> go.Figure | None:
     if not arms:
         return None
     ratios = [a.vs_baseline[conf.metric] for a in arms]
-    fig = go.Figure(go.Bar(x=[a.name for a in arms], y=[r.value for r in ratios],
-                           error_y=_err(ratios)))
+    # each arm's interval written under its bar, with the digits that say which side of 1 a
+    # bound is on: a bound of 1.0002 is drawn a hair above the line, too close to see
+    labels = [ratio(r) for r in ratios]
+    fig = go.Figure(go.Bar(x=[f"{html.escape(a.name, quote=False)}<br>{t}"
+                              for a, t in zip(arms, labels, strict=True)],
+                           y=[r.value for r in ratios], error_y=_err(ratios), text=labels,
+                           textposition="none", hovertemplate="%{text}<extra></extra>"))
     fig.add_hline(y=1.0, line_dash="dot")
     fig.update_layout(title=f"Confirmation: {conf.metric} against vLLM's defaults, paired over "
                       f"{conf.rounds} interleaved rounds (95%)", yaxis_title="ratio",
@@ -153,20 +192,28 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _header(data: ReportData) -> str:
+    """Hardware, vLLM, the profile and its deploy command: a table at the top of the page."""
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>"
+                   + (f"<code>{html.escape(v)}</code>" if k == "deploy" and data.deploy
+                      else html.escape(v)) + "</td></tr>" for k, v in data.header())
+    return f"<table id=header>{rows}</table>"
+
+
 def page(data: ReportData) -> str:
     figures: list[tuple[str, go.Figure | None, str]] = [
         ("Confirmation round", _gain(data), ""),
-        ("Pareto front", _scatter(data, LATENCY, "p95 TTFT (ms)"), ""),
-        ("Memory", _scatter(data, MEMORY, "peak memory (GiB)", 1 / 2**30), ""),
+        ("Pareto front", _scatter(data, LATENCY), ""),
+        ("Memory", _scatter(data, MEMORY), ""),
         ("Optimisation history", _history(data), ""),
         ("Parameter importance", _importance(data.importances)
          if isinstance(data.importances, dict) else None,
-         "" if isinstance(data.importances, dict) else str(data.importances)),
+         "" if isinstance(data.importances, dict) else f"Not computed: {data.importances}."),
         ("Latency distributions", _latency(data) if data.latencies else None,
          "" if data.latencies else "no per-request samples found beside the study"),
         ("Memory per trial", _memory(data), ""),
     ]
-    parts = [f"<h1>autotune report: {html.escape(data.study)}</h1>",
+    parts = [f"<h1>autotune report: {html.escape(data.study)}</h1>", _header(data),
              f"<p><b>Verdict:</b> {html.escape(data.verdict)}</p>"]
     if data.confirmation is not None:
         parts += [f"<p class=note>Confirmation: {data.confirmation.rounds} interleaved rounds, "

@@ -63,14 +63,14 @@ class Estimate(BaseModel):
 
     def describe(self, digits: int = 4, unit: str = "") -> str:
         """'866.2 [850.1, 880.3] (3 starts)' - a figure as it should be reported."""
-        v = f"{_g(self.value, digits)}{unit}"
+        v = f"{significant(self.value, digits)}{unit}"
         if self.low is None or self.high is None:
             return v + ("" if self.basis == "single" else f" ({self.n} {self.basis})")
-        return (f"{v} [{_g(self.low, digits)}, {_g(self.high, digits)}] "
+        return (f"{v} [{significant(self.low, digits)}, {significant(self.high, digits)}] "
                 f"({self.n} {self.basis})")
 
 
-def _g(x: float, digits: int) -> str:
+def significant(x: float, digits: int = 4) -> str:
     """x to `digits` significant digits, or more where fewer would print a figure that is not
     1 as "1" (a ratio's bound must show which side of 1 it is on: 1.0002, not 1)."""
     text = f"{x:.{digits}g}"

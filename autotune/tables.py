@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from autotune.stats import Estimate
+from autotune.units import est, ratio
 
 
 def _fmt(v: Any, digits: int = 1) -> str:
@@ -25,19 +25,6 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
         return "  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def est(e: Estimate | None, digits: int = 4) -> str:
-    """'866 [850, 880]': a figure with its 95% interval (no interval: the bare figure)."""
-    if e is None or math.isnan(e.value):
-        return "-"
-    if e.low is None or e.high is None:
-        return f"{e.value:.{digits}g}"
-    return f"{e.value:.{digits}g} [{e.low:.{digits}g}, {e.high:.{digits}g}]"
-
-
-def _ratio(e: Estimate | None) -> str:
-    return "-" if e is None or math.isnan(e.value) else "x" + est(e, 3)
 
 
 def summary_rows(study: Any, metric: str) -> tuple[list[str], list[list[str]]]:
@@ -73,8 +60,8 @@ def confirmation_rows(conf: Any) -> tuple[list[str], list[list[str]]]:
     for a in conf.arms:
         g = a.vs_baseline
         rows.append([a.name, a.role, est(a.figures.get(conf.metric)),
-                     _ratio(g.get(conf.metric)), _ratio(g.get("p95_ttft_ms")),
-                     _ratio(g.get("median_tpot_ms")), _ratio(g.get("peak_memory_bytes")),
+                     ratio(g.get(conf.metric)), ratio(g.get("p95_ttft_ms")),
+                     ratio(g.get("median_tpot_ms")), ratio(g.get("peak_memory_bytes")),
                      a.failure or ""])
     return header, rows
 
@@ -105,3 +92,8 @@ def front_text(study: Any, choose: str) -> str:
             + table(rows, header))
 
 
+
+
+# `est` lives in autotune.units (with the other figure formatting); the tables' callers take it
+# from here too
+__all__ = ["confirmation_rows", "est", "front_rows", "front_text", "summary_rows", "table"]

@@ -23,6 +23,7 @@ from autotune.profile import Profile, read_profile, write_profile
 from autotune.records import read_samples
 from autotune.space import load_space
 from autotune.trials import is_baseline, metrics_of
+from tests.browser import browser_page, wait_for_plots
 from tests.conftest import DATA, here_profile
 from tests.test_profile import meta
 
@@ -280,15 +281,10 @@ def test_a_soak_of_the_written_profile_reports_drift_and_memory_growth(
 
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 
 
 def test_the_report_of_the_real_study_renders_offline_in_a_real_browser(
         confirmed: tuple[Path, Profile, str]) -> None:
-    from playwright.sync_api import sync_playwright
-
     work, _, _ = confirmed
     proc = subprocess.run([sys.executable, "-m", "autotune.cli", "report", str(PROFILE),
                            "--json"], cwd=work, capture_output=True, text=True, timeout=300,
@@ -299,23 +295,25 @@ def test_the_report_of_the_real_study_renders_offline_in_a_real_browser(
     assert doc["trials"] == 2 and (work / doc["markdown"]).read_text().startswith(
         "# autotune report: ")
     requests: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_FLAGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
+    with browser_page() as page:
         page.on("request", lambda r: requests.append(r.url))
         page.goto(page_path.as_uri())
-        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg')"
-                               ".length >= 6", timeout=60_000)
+        wait_for_plots(page, 6)
+        header, body = page.inner_text("#header"), page.inner_text("body")
         sizes = page.eval_on_selector_all(
             ".js-plotly-plot", "els => els.map(e => [e.id, e.getBoundingClientRect().width, "
             "e.getBoundingClientRect().height, e.querySelectorAll('.main-svg').length])")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "report-real-engine.png"), full_page=True)
-        browser.close()
     # every plot drawn, with a size; the page asked nothing of the network
     assert len(sizes) >= 6, sizes
     assert all(w > 100 and h > 100 and svgs > 0 for _, w, h, svgs in sizes), sizes
     assert requests == [page_path.as_uri()], requests
+    # the top names the hardware, vLLM, the profile and its deploy line; two trials rank nothing
+    profile = read_profile(work / PROFILE)
+    assert profile.meta.hardware["key"] in header and profile.meta.vllm_version in header
+    assert profile.deploy_command(PROFILE) in header
+    assert "Not computed: 2 measured trial(s); ranking settings takes at least 8" in body
 
 
 def test_optuna_dashboard_reads_the_study(confirmed: tuple[Path, Profile, str]) -> None:
