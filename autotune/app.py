@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from autotune import resume
+from autotune import resume, warm
 from autotune.combos import scheduler_check
 from autotune.conclude import conclude
 from autotune.confirm import (
@@ -51,6 +51,7 @@ from autotune.records import write_json
 from autotune.scoring import derive
 from autotune.slots import Pool, gpus_needed
 from autotune.space import SearchSpace, TrialParams, baseline_params, resolve
+from autotune.storage import redact_url
 from autotune.tokens import context_length, local_file
 from autotune.trials import (
     best_trial,
@@ -162,7 +163,7 @@ def _search_and_conclude(cfg: RunConfig, inp: Inputs, path: Path, probe: Probe,
                      gpu_precheck(pool, dict(model.args)))
     with workers() if workers is not None else contextlib.nullcontext():
         study, name = _tune(cfg, space, identity, setup, results, attrs, on_trial, on_ready,
-                            precheck, pool)
+                            precheck, pool, warm.for_run(space, path, model.args))
     outcome = RunOutcome(study=study, best=best_trial(study, space.objective),
                          results=results, profile_path=path)
     if cfg.search_only:
@@ -261,8 +262,8 @@ def _confirm_and_conclude(outcome: RunOutcome, cfg: RunConfig, inp: Inputs, path
 def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: TrialSetup,
           results: dict[int, TrialResult], attrs: dict[str, Any],
           on_trial: TrialCallback | None, on_ready: Callable[[str], None] | None,
-          precheck: Precheck | None = None, pool: Pool | None = None
-          ) -> tuple[optuna.Study, str]:
+          precheck: Precheck | None = None, pool: Pool | None = None,
+          warm_starts: tuple[warm.WarmStart, ...] = ()) -> tuple[optuna.Study, str]:
     """The search, in the study for this run's conditions: a default-named study measured
     under other conditions is left alone and a new one, named by the conditions, is used."""
     names = [cfg.study] if cfg.study else [
@@ -286,7 +287,7 @@ def _tune(cfg: RunConfig, space: SearchSpace, identity: dict[str, str], setup: T
             return result
 
         study_cfg = StudyConfig(cfg.storage, name, cfg.trials, cfg.timeout_s, identity,
-                                more=cfg.more_trials, seeds=cfg.seeds,
+                                more=cfg.more_trials, seeds=cfg.seeds, warm=warm_starts,
                                 shared=cfg.parallel > 1 or not cfg.storage.startswith("sqlite"))
         try:
             if on_ready:
@@ -421,15 +422,6 @@ def _settings(space: SearchSpace) -> Callable[[FrozenTrial], Any]:
         p = baseline_params(space) if is_baseline(t) else resolve(space, t.params)
         return (sorted(p.args.items(), key=str), sorted(p.env.items()))
     return of
-
-
-def redact_url(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
 
 
 __all__ = ["RunConfig", "RunOutcome", "run"]

@@ -287,6 +287,9 @@ class SamplerSettings(BaseModel):
     # that helped combined (screening.py); or the sampler's own (random) start-up
     startup: Literal["screen", "random"] = "screen"
     seed: int | None = 0
+    # a new study's first candidates after vLLM's defaults: this model's profiles on other
+    # hardware, mapped into the space (warm.py); off unless bench.samplers shows it pays
+    warm_start: bool = False
 
 
 class EngineSettings(BaseModel):

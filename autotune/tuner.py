@@ -53,6 +53,7 @@ from autotune.space import (
     holds,
     suggest,
 )
+from autotune.storage import open_error, redact_url
 from autotune.trials import (
     BASELINE,
     NO_START_ATTR,
@@ -64,6 +65,7 @@ from autotune.trials import (
     result_of,
     seen_params,
 )
+from autotune.warm import WARM_FROM, WarmStart
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,9 @@ class StudyConfig:
     # a new study's first candidates after vLLM's defaults: a warm start, e.g. the previous
     # study's best (measured again here, never trusted from there)
     seeds: tuple[dict[str, Any], ...] = ()
+    # before those and the space's `enqueue:`: this model's profiles on other hardware
+    # (warm.py), each said in a note, the skipped ones too
+    warm: tuple[WarmStart, ...] = ()
     # candidates refused in a row (rules, memory) before the space is declared empty
     max_no_starts: int = MAX_NO_STARTS
     # other workers may share the study (a database server's storage, --parallel)
@@ -125,7 +130,8 @@ class StudyConfig:
 
 def make_storage(url: str, heartbeat_s: int, grace_s: int) -> optuna.storages.BaseStorage:
     if "://" not in url:
-        raise UserError(f"--storage: {url!r} is not a storage URL (e.g. sqlite:///autotune.db)")
+        raise UserError(f"--storage: {redact_url(url)!r} is not a storage URL (e.g. "
+                        "sqlite:///autotune.db)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -138,8 +144,7 @@ def make_storage(url: str, heartbeat_s: int, grace_s: int) -> optuna.storages.Ba
                 else None,
             )
     except Exception as exc:  # sqlalchemy raises many kinds for a bad URL
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--storage: cannot open {url!r}: {first}") from exc
+        raise open_error(url, exc) from exc  # its password hidden
 
 
 class StudyMismatch(UserError):
@@ -165,7 +170,8 @@ def reports_rounds(space: SearchSpace) -> bool:
     return not space.objective.multi and watched_metric(metric) == metric
 
 
-def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> optuna.Study:
+def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any],
+               on_note: Note | None = None) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = make_storage(cfg.storage, cfg.heartbeat_s, cfg.grace_s)
     n_existing = 0
@@ -206,11 +212,14 @@ def open_study(space: SearchSpace, cfg: StudyConfig, attrs: dict[str, Any]) -> o
     if new:
         # vLLM's defaults first, always: the baseline every candidate has to beat
         study.enqueue_trial(with_defaults(space, {}), user_attrs={ROLE: BASELINE})
+        for w in cfg.warm:  # then this model's profiles on other hardware
+            (on_note or log.info)(w.line())
+            if w.params is not None and space.sampler.name != "grid":
+                study.enqueue_trial(with_defaults(space, w.params), skip_if_exists=True,
+                                    user_attrs={WARM_FROM: w.source})
         # (the grid sampler visits every point anyway, and cannot finish with queued trials)
-        for cand in space.enqueue if space.sampler.name != "grid" else []:
+        for cand in [*(space.enqueue if space.sampler.name != "grid" else []), *cfg.seeds]:
             study.enqueue_trial(with_defaults(space, cand), skip_if_exists=True)
-        for params in cfg.seeds:
-            study.enqueue_trial(with_defaults(space, params), skip_if_exists=True)
         if uses_screening(space):
             enqueue_screens(study, space)
         # the identity last: a worker joining this study waits for it (_identity), and so
@@ -322,7 +331,7 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
     """Run trials until the study holds `cfg.n_trials` finished ones (in total, across runs
     and across the workers sharing its storage, budget.py), then wait for the other workers'
     trials to end, so that a dead worker's candidate is retried here."""
-    study = open_study(space, cfg, attrs)
+    study = open_study(space, cfg, attrs, on_note)
     total = cfg.n_trials + (counted_trials(study) if cfg.more else 0)
     if total - counted_trials(study) <= 0:
         log.info("study %s already has %d finished trials", cfg.name, counted_trials(study))

@@ -7,6 +7,7 @@ import json
 import shlex
 from pathlib import Path
 
+import optuna
 import pytest
 
 from autotune.cli import main
@@ -240,3 +241,26 @@ def test_the_quality_guard_rejects_a_setting_that_changes_what_the_model_says(
     assert "quality_agreement" not in plain.user_attrs["metrics"]  # nothing numeric changed
     assert "FAILED low_agreement" in out
     assert "fake-garble-from" not in read_profile(PROFILE).settings
+
+
+def test_a_profile_of_this_model_on_other_hardware_is_measured_right_after_the_defaults(
+        capsys: pytest.CaptureFixture[str], in_tmp: Path) -> None:
+    """sampler.warm_start: a new study measures the profile kept for this model under another
+    hardware key right after vLLM's defaults, before the space's own `enqueue:`."""
+    elsewhere = PROFILE.parent.parent / "h100" / PROFILE.name
+    write_profile(Profile(settings={"model": "x", "load-format": "dummy", "fake-startup-s": 0.1,
+                                    "max-num-seqs": 8, "fake-tpot-ms": 1},
+                          meta=meta(env={})), elsewhere)
+    space = space_with(in_tmp, [{"fake-tpot-ms": 8}])
+    space.write_text(space.read_text().replace("seed: 0}", "seed: 0, warm_start: true}"))
+    assert main(run("--trials", "2", space=space)) == 0
+    out = capsys.readouterr().out
+    assert "warm start: h100/builtin-tiny-qwen3.yaml -> {'fake-tpot-ms': 1}\n" in out
+    study = optuna.load_study(study_name=read_profile(PROFILE).meta.study,
+                              storage="sqlite:///autotune.db")
+    first, warm, queued = study.trials[:3]
+    assert first.params == {"fake-tpot-ms": None} and warm.params == {"fake-tpot-ms": 1}
+    assert warm.user_attrs["warm_start"] == "h100/builtin-tiny-qwen3.yaml"
+    # counted toward --trials 2: the space's enqueued candidate is left for a longer run
+    assert queued.state.name == "WAITING"
+    assert queued.system_attrs["fixed_params"] == {"fake-tpot-ms": 8}

@@ -211,3 +211,18 @@ def test_noise_sources_bench_takes_each_recording_apart() -> None:
     assert out.count("warm-up: first round") == len(recordings)
     # the pinning recording alternates: both halves and their pairs are printed
     assert "client on spare cores: 8 starts" in out and "(8 pairs)" in out
+
+
+def test_samplers_bench_warm_starts_through_the_run_s_own_mapping(tmp_path: Path) -> None:
+    """The grid's best point as another machine's profile: mapped by the function a run
+    uses, it is the second start (after vLLM's defaults), where a cold search needs more."""
+    from autotune.space import load_space
+    from autotune.warm import warm_starts
+    from bench.samplers import DATA, SPACE, Table, as_profile, replay
+
+    table, space = Table(DATA), load_space(SPACE)
+    (w,) = warm_starts(space, [as_profile(table, space)])
+    assert w.params == {k: v for k, v in table.best_params.items() if v is not None}
+    assert w.source == f"{DATA.stem}/grid.yaml" and w.note == ""
+    assert replay(table, space, "tpe", 0, False, 40, tmp_path, (w,)) == 2
+    assert replay(table, space, "tpe", 0, False, 40, tmp_path) == 3
