@@ -18,8 +18,10 @@ from autotune.cli_flags import (
     parse_devices,
     parse_duration,
     parse_launcher,
+    parse_objective,
     parse_seed,
     parse_study,
+    parse_weights,
     with_debug,
 )
 from autotune.cli_profiles import add_profile_commands
@@ -137,51 +139,6 @@ def add_run_args(r: argparse.ArgumentParser, trials: int, trials_help: str) -> N
 
 
 SAMPLER_NAMES = ("tpe", "gp", "nsga2", "random", "grid")
-_DIRECTIONS = {"max": "maximize", "min": "minimize", "maximize": "maximize",
-               "minimize": "minimize"}
-
-
-def parse_objective(text: str) -> dict[str, Any]:
-    """'a:max,b:min' -> {metric: a, direction: maximize, pareto: [{b, minimize}]}."""
-    goals = []
-    for part in (x.strip() for x in text.split(",")):
-        metric, _, d = part.partition(":")
-        if not metric or (d and d not in _DIRECTIONS):
-            raise argparse.ArgumentTypeError(f"not METRIC[:max|min]: {part!r}")
-        goals.append({"metric": metric,
-                      "direction": _DIRECTIONS.get(d or "", _default_direction(metric))})
-    first, *rest = goals
-    return {**first, "pareto": rest}
-
-
-def _default_direction(metric: str) -> str:
-    """Throughputs up; latencies, errors and memory down."""
-    return "maximize" if "throughput" in metric or "goodput" in metric else "minimize"
-
-
-def parse_weights(text: str) -> dict[str, float]:
-    out = {}
-    for part in (x.strip() for x in text.split(",")):
-        metric, eq, w = part.partition("=")
-        try:
-            out[metric] = float(w)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not METRIC=WEIGHT: {part!r}") from None
-        if not eq or not metric:
-            raise argparse.ArgumentTypeError(f"not METRIC=WEIGHT: {part!r}")
-    return out
-
-
-def objective_override(ns: argparse.Namespace) -> dict[str, Any] | None:
-    out: dict[str, Any] = dict(ns.objective or {})
-    if ns.weights:
-        out.update(metric="weighted_score", direction="maximize", weights=ns.weights)
-        out["pareto"] = out.get("pareto", [])
-    if ns.choose:
-        out["choose"] = ns.choose
-    return out or None
-
-
 def cmd_pareto(ns: argparse.Namespace) -> int:
     import optuna
 

@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 from autotune.errors import ConfigError
 from autotune.storage import DEFAULT_URL, STORAGE_ENV
@@ -195,16 +196,65 @@ def with_debug(p: argparse.ArgumentParser, top: bool = False) -> None:
                    help="show tracebacks and debug logs")
 
 
+
+_DIRECTIONS = {"max": "maximize", "min": "minimize", "maximize": "maximize",
+               "minimize": "minimize"}
+
+
+def parse_objective(text: str) -> dict[str, Any]:
+    """'a:max,b:min' -> {metric: a, direction: maximize, pareto: [{b, minimize}]}."""
+    goals = []
+    for part in (x.strip() for x in text.split(",")):
+        metric, _, d = part.partition(":")
+        if not metric or (d and d not in _DIRECTIONS):
+            raise argparse.ArgumentTypeError(f"not METRIC[:max|min]: {part!r}")
+        goals.append({"metric": metric,
+                      "direction": _DIRECTIONS.get(d or "", _default_direction(metric))})
+    first, *rest = goals
+    return {**first, "pareto": rest}
+
+
+def _default_direction(metric: str) -> str:
+    """Throughputs up; latencies, errors and memory down."""
+    return "maximize" if "throughput" in metric or "goodput" in metric else "minimize"
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    out = {}
+    for part in (x.strip() for x in text.split(",")):
+        metric, eq, w = part.partition("=")
+        try:
+            out[metric] = float(w)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not METRIC=WEIGHT: {part!r}") from None
+        if not eq or not metric:
+            raise argparse.ArgumentTypeError(f"not METRIC=WEIGHT: {part!r}")
+    return out
+
+
+def objective_override(ns: argparse.Namespace) -> dict[str, Any] | None:
+    out: dict[str, Any] = dict(ns.objective or {})
+    if ns.weights:
+        out.update(metric="weighted_score", direction="maximize", weights=ns.weights)
+        out["pareto"] = out.get("pareto", [])
+    if ns.choose:
+        out["choose"] = ns.choose
+    return out or None
+
+
 __all__ = [
     "add_storage",
     "file_kind",
     "folder",
+    "objective_override",
     "output_file",
     "parse_devices",
     "parse_duration",
     "parse_launcher",
+    "parse_objective",
     "parse_seed",
     "parse_study",
+    "parse_weights",
     "refuse_misfiled",
     "storage_url",
     "with_debug",

@@ -31,8 +31,7 @@ RUN_FAILED = 1
 
 
 def run_config(ns: argparse.Namespace) -> RunConfig:
-    from autotune.cli import objective_override
-    from autotune.cli_flags import SPACE, WORKLOAD, refuse_misfiled
+    from autotune.cli_flags import SPACE, WORKLOAD, objective_override, refuse_misfiled
 
     refuse_misfiled(ns.space, SPACE)
     refuse_misfiled(ns.workload, WORKLOAD)
