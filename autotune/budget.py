@@ -4,9 +4,11 @@ Optuna gives each worker trials from one storage; this module decides, from what
 holds, how many more a worker may start. A trial counts once it is measured (trials.COUNTED,
 not repeats nor candidates refused before a start); a trial RUNNING in another worker holds a
 claim on the budget until it ends. Two workers that start a trial at the same instant may both
-see one trial left: the trial with the higher number is then one too many (`surplus`): it hands
+see one trial left: the trial that started later is then one too many (`surplus`): it hands
 its candidate back to the queue and ends as FAIL, which no sampler learns from and the budget
-does not count.
+does not count. "Later" is by start time, not by number: a queued trial's number is given when
+it is queued, so a candidate handed back and taken again carries a lower number than a trial
+another worker created a moment before it.
 """
 
 from __future__ import annotations
@@ -67,11 +69,22 @@ def left(study: optuna.Study, total: int) -> int:
     return total - measured - len(runs)
 
 
+def _start_key(t: FrozenTrial) -> tuple[float, int]:
+    start = t.datetime_start.timestamp() if t.datetime_start is not None else float("inf")
+    return start, t.number
+
+
 def surplus(study: optuna.Study, number: int, total: int) -> bool:
     """Whether trial `number`, just started, is beyond the budget: the measured trials and the
-    running ones that started before it use it up."""
+    running ones that started before it use it up. A trial checks after its own start, so it
+    sees every trial that started before it (running, or measured); the earlier of two never
+    counts the later one. Start times come from each worker's clock: workers on several hosts
+    need their clocks kept in step (NTP), as the heartbeat already does."""
     measured, runs = _census(study)
-    return measured + sum(1 for t in runs if t.number < number) >= total
+    mine = next((t for t in runs if t.number == number), None)
+    if mine is None:  # not running (cannot happen for a trial being measured): count all
+        return measured + len(runs) >= total
+    return measured + sum(1 for t in runs if _start_key(t) < _start_key(mine)) >= total
 
 
 def running_params(study: optuna.Study, space: SearchSpace, but: int) -> list[TrialParams]:

@@ -75,6 +75,22 @@ def test_of_two_trials_started_at_once_the_later_is_the_one_beyond_the_budget(
     assert budget.left(study, total=3) == 1
 
 
+def test_a_candidate_taken_from_the_queue_after_a_new_trial_started_is_the_later_one(
+        study: optuna.Study) -> None:
+    # a candidate handed back waits in the queue with its number; one worker creates a new
+    # trial (a higher number) and finds one slot left; a moment later another worker takes
+    # the queued candidate (the lower number): it started later, so it is the one too many
+    study.enqueue_trial({})  # number 0
+    new_id = study._storage.create_new_trial(study._study_id)
+    new = study._storage.get_trial(new_id).number
+    assert not budget.surplus(study, new, total=1)
+    time.sleep(0.01)
+    taken = study.ask()
+    assert taken.number < new
+    assert budget.surplus(study, taken.number, total=1)
+    assert not budget.surplus(study, new, total=1)
+
+
 def test_a_trial_created_while_its_twin_was_queued_gives_way_to_it(
         study: optuna.Study) -> None:
     # one worker queues vLLM's defaults and a candidate; another worker, which looked at the
