@@ -91,10 +91,10 @@ def build_command(spec: ServerSpec) -> list[str]:
     for name, value in spec.args.items():
         argv += option_argv(name, value)
     argv += ["--host", spec.host, "--port", str(spec.port)]
-    if spec.api_key:
-        # one word, so a key that starts with "-" is not taken for an option
-        argv.append(f"--api-key={spec.api_key}")
     return argv
+
+
+API_KEY_ENV = "VLLM_API_KEY"  # vLLM takes its API key from here when --api-key is not given
 
 
 def build_env(spec: ServerSpec, base: Mapping[str, str]) -> dict[str, str]:
@@ -102,6 +102,11 @@ def build_env(spec: ServerSpec, base: Mapping[str, str]) -> dict[str, str]:
     # NVML and CUDA must number GPUs the same way for memory probes to watch the right device.
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     env.update(spec.env)
+    env.pop(API_KEY_ENV, None)  # a key of the user's own must not guard the trial's server
+    if spec.api_key:
+        # in the environment, not on the command line: `ps` shows a command line to every
+        # user, and vLLM prints its parsed arguments (the key among them) into its log
+        env[API_KEY_ENV] = spec.api_key
     return env
 
 

@@ -10,32 +10,43 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from autotune.storage import STORAGE_ENV
+
 # how long the workers may take to end on their own once this one's search is over (each
 # ends once nothing is left and no trial runs; this one waited for that already)
 END_S = 60.0
 
 
-def worker_argv(argv: Sequence[str]) -> list[str]:
-    """The run's own arguments for a search-only worker: no summary file, no progress."""
+def _is(token: str, flag: str, shortest: int) -> bool:
+    """Whether `token` (before any `=`) names `flag`, abbreviated as argparse allows."""
+    name = token.split("=", 1)[0]
+    return len(name) >= shortest and flag.startswith(name)
+
+
+def worker_argv(argv: Sequence[str]) -> tuple[list[str], str | None]:
+    """The run's own arguments for a search-only worker (no summary file, no progress), and
+    the storage URL it was given: that travels in the worker's environment, not on its
+    command line, where `ps` would show its password to every user of the machine."""
     out: list[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == "--json":
-            skip = True
-            continue
-        if a.startswith("--json="):
-            continue
-        out.append(a)
-    return [*out, "--search-only", "--quiet"]
+    storage: str | None = None
+    it = iter(argv)
+    for a in it:
+        for flag, shortest in (("--json", 6), ("--storage", 5)):
+            if _is(a, flag, shortest):
+                value = a.split("=", 1)[1] if "=" in a else next(it, "")
+                if flag == "--storage":
+                    storage = value
+                break
+        else:
+            out.append(a)
+    return [*out, "--search-only", "--quiet"], storage
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -49,11 +60,13 @@ def spawned(argv: Sequence[str], n: int, log_dir: Path,
     procs: list[subprocess.Popen[bytes]] = []
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
+        args, storage = worker_argv(argv)
+        env = dict(os.environ) if storage is None else {**os.environ, STORAGE_ENV: storage}
         for i in range(1, n):
             log = log_dir / f"worker-{i}.log"
             with log.open("ab") as out:
                 procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "autotune.cli", *worker_argv(argv)],
+                    [sys.executable, "-m", "autotune.cli", *args], env=env,
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     preexec_fn=_die_with_parent))
             say(f"worker {i} (pid {procs[-1].pid}): trials side by side with this one; "

@@ -43,12 +43,13 @@ def test_build_command_for_both_launchers() -> None:
                       launcher=("python", "-m", "vllm.entrypoints.openai.api_server"))
     assert build_command(spec) == [
         "python", "-m", "vllm.entrypoints.openai.api_server", "--model", "m",
-        "--max-num-seqs", "4", "--enforce-eager", "--host", "127.0.0.1", "--port", "1234",
-        "--api-key=k"]
+        "--max-num-seqs", "4", "--enforce-eager", "--host", "127.0.0.1", "--port", "1234"]
+    # the key travels in the environment, never on the command line; the user's own is dropped
+    assert build_env(spec, {"VLLM_API_KEY": "mine"})["VLLM_API_KEY"] == "k"
+    assert "VLLM_API_KEY" not in build_env(replace(spec, api_key=None), {"VLLM_API_KEY": "x"})
     serve = ServerSpec(model="Qwen/Qwen3-0.6B", args={}, port=1, launcher=("vllm", "serve"))
     assert build_command(serve)[:3] == ["vllm", "serve", "Qwen/Qwen3-0.6B"]
     assert not any(w.startswith("--api-key") for w in build_command(serve))
-    assert redact(build_command(spec))[-1] == "--api-key=***"
     assert redact(["x", "--api-key", "-k", "--port", "1"]) == ["x", "--api-key", "***", "--port",
                                                                "1"]
 

@@ -108,7 +108,7 @@ def test_run_trial_against_stand_in(tmp_path: Path) -> None:
     assert v(r, "kv_cache_bytes") == pytest.approx(v(r, "kv_cache_tokens") * 2**12, rel=0.01)
     assert v(r, "num_preemptions") == 0
     assert v(r, "peak_requests_running") >= 1
-    assert "--api-key=***" in r.command and "--api-key=k" not in r.command
+    assert "--api-key" not in " ".join(r.command)  # the key went in the server's environment
     # every request it measured is on disk beside the log, with what was planned for it
     rows = read_samples(tmp_path / "t0" / "samples.jsonl.gz")
     assert len(rows) == 8 and all(s.ok for _, _, s in rows)

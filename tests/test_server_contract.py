@@ -87,6 +87,8 @@ def test_api_key_is_enforced(server: VllmServer) -> None:
                    json={"model": "x", "prompt": "hi", "max_tokens": 1})
     assert r.status_code == 401
     assert served_model(server.base_url, KEY)
+    # the key reached the server through its environment: its log and command line lack it
+    assert KEY not in server.log_path.read_text() and KEY not in " ".join(server.argv)
 
 
 def test_requests_over_the_context_are_classified_errors(server: VllmServer) -> None:

@@ -124,14 +124,17 @@ def test_a_tensor_parallel_candidate_takes_its_gpus_and_the_next_waits(tmp_path:
 
 def test_parallel_trials_run_side_by_side_on_disjoint_cores(tmp_path: Path) -> None:
     space = space_file(tmp_path, startup=2)
-    proc = subprocess.run([*run_argv(space, "--trials", "4", "--parallel", "2")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**os.environ})
+    # the storage named on the command line reaches the other worker through its environment
+    env = {k: v for k, v in os.environ.items() if k != "AUTOTUNE_STORAGE"}
+    proc = subprocess.run([*run_argv(space, "--trials", "4", "--parallel", "2",
+                                     "--storage=sqlite:///side.db")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "worker 1 (pid" in proc.stdout and "verdict:" in proc.stdout
     assert (tmp_path / here_profile()).exists()
     study = optuna.load_study(study_name="cpu.builtin-tiny-qwen3.workers",
-                              storage=f"sqlite:///{tmp_path / 'autotune.db'}")
+                              storage=f"sqlite:///{tmp_path / 'side.db'}")
+    assert not (tmp_path / "autotune.db").exists()
     assert counted_trials(study) == 4
     started = [t for t in measured(study) if t.user_attrs.get("slot")]
     slots = {t.user_attrs["slot"] for t in started}
@@ -155,6 +158,40 @@ def test_parallel_trials_run_side_by_side_on_disjoint_cores(tmp_path: Path) -> N
     assert "search done (--search-only)" in worker_log
     assert not [p for p in psutil.process_iter(["cmdline", "cwd"]) if p.info["cwd"] ==
                 str(tmp_path) and "fake_vllm" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_the_other_workers_get_the_storage_in_their_environment_not_their_command_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotune import workers
+
+    url = "postgresql+psycopg://u:s3cret@db/x"
+    seen: list[tuple[list[str], dict[str, str]]] = []
+
+    class Popen:
+        pid = 1
+
+        def __init__(self, argv: list[str], env: dict[str, str], **_: object) -> None:
+            seen.append((argv, env))
+
+        def wait(self, timeout: float) -> int:
+            return 0
+
+        def poll(self) -> int:
+            return 0
+
+    monkeypatch.setattr(workers.subprocess, "Popen", Popen)
+    for how in (["--storage", url], [f"--storage={url}"], ["--stor", url]):
+        seen.clear()
+        argv = ["run", "--gpu", "cpu", *how, "--json", "-", "--trials", "4"]
+        with workers.spawned(argv, 3, tmp_path, lambda _: None):
+            pass
+        assert len(seen) == 2
+        for args, env in seen:
+            assert args[3:] == ["run", "--gpu", "cpu", "--trials", "4", "--search-only",
+                                "--quiet"], how
+            assert env["AUTOTUNE_STORAGE"] == url
+    assert workers.worker_argv(["run", "--study", "s"]) == (
+        ["run", "--study", "s", "--search-only", "--quiet"], None)
 
 
 # -- many workers on one study in PostgreSQL ------------------------------------------------

@@ -250,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     # where it may run: a server of trials side by side is pinned to its own cores
     print(f"fake vLLM starting: {args}; cores: {sorted(os.sched_getaffinity(0))} "
           f"omp-bind: {os.environ.get('VLLM_CPU_OMP_THREADS_BIND', '')}", flush=True)
+    # as vLLM: the flag prints with the arguments above; the environment's key is used unsaid
+    args.api_key = args.api_key or os.environ.get("VLLM_API_KEY")
     if args.fake_ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.fake_stray:
