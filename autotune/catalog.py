@@ -24,16 +24,29 @@ class Entry:
     path: Path
     profile: Profile | None
     problem: str = ""  # why it could not be read
+    shipped: bool = False  # from the catalog shipped with autotune (shipped_root)
 
 
-def find_profiles(root: Path) -> list[Entry]:
-    """Every profile under `root` (`<hardware key>/<model>.yaml`), history left out."""
+def shipped_root() -> Path | None:
+    """The catalog of profiles this project measured itself: `profiles/` beside the package in
+    a source checkout, or its copy inside an installed package (pyproject's force-include).
+    None when neither is there."""
+    here = Path(__file__).resolve().parent
+    for root in (here / "shipped_profiles", here.parent / "profiles"):
+        if root.is_dir():
+            return root
+    return None
+
+
+def find_profiles(root: Path, shipped: bool = False) -> list[Entry]:
+    """Every profile under `root` (`<hardware key>/<model>.yaml`), history left out;
+    `shipped`: `root` is the catalog shipped with autotune."""
     out = []
     for path in sorted(root.glob("*/*.yaml")):
         try:
-            out.append(Entry(path, read_profile(path)))
+            out.append(Entry(path, read_profile(path), shipped=shipped))
         except (UserError, OSError, UnicodeDecodeError) as exc:
-            out.append(Entry(path, None, str(exc)))
+            out.append(Entry(path, None, str(exc), shipped=shipped))
     return out
 
 

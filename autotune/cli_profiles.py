@@ -72,22 +72,34 @@ def _dump(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+SHIPPED_NOTE = ("shipped with autotune, measured by the project on the machines named: on "
+                "yours a first candidate, not a verdict (a run confirms it side by side)")
+
+
 def cmd_list(ns: argparse.Namespace) -> int:
-    from autotune.catalog import find_profiles, list_rows
+    from autotune.catalog import find_profiles, list_rows, shipped_root
     from autotune.tables import table
 
     where = profiles_root(ns.profiles_dir)
     entries = find_profiles(where)
+    shipped = shipped_root()
+    if shipped is not None and shipped.resolve() == where.resolve():
+        shipped = None  # run from the project's checkout: its catalog is this folder
+    extra = find_profiles(shipped, shipped=True) if shipped is not None else []
     if ns.json:
-        _dump([{"path": str(e.path), "problem": e.problem or None,
+        _dump([{"path": str(e.path), "shipped": e.shipped, "problem": e.problem or None,
                 "meta": e.profile.meta.model_dump(mode="json") if e.profile else None,
-                "settings": e.profile.settings if e.profile else None} for e in entries])
+                "settings": e.profile.settings if e.profile else None}
+               for e in [*entries, *extra]])
         return 0
-    if not entries:
+    if entries:
+        header, rows = list_rows(entries)
+        print(table(rows, header))
+    else:
         print(f"no profiles under {ns.profiles_dir}")
-        return 0
-    header, rows = list_rows(entries)
-    print(table(rows, header))
+    if extra:
+        header, rows = list_rows(extra)
+        print(f"\n{SHIPPED_NOTE}:\n{table(rows, header)}")
     return 0
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autotune.catalog import Entry, find_profiles
+from autotune.catalog import Entry, find_profiles, shipped_root
 from autotune.profile import Profile
 from autotune.space import (
     ENV_PREFIX,
@@ -59,15 +59,21 @@ def for_run(space: SearchSpace, here: Path, fixed: Mapping[str, Any]) -> tuple[W
     under the grid sampler (it visits every point anyway)."""
     if not space.sampler.warm_start or space.sampler.name == "grid":
         return ()
-    return tuple(warm_starts(space, other_hardware(here), fixed))
+    return tuple(warm_starts(space, other_hardware(here, shipped_root()), fixed))
 
 
-def other_hardware(here: Path) -> list[Entry]:
+def other_hardware(here: Path, shipped: Path | None = None) -> list[Entry]:
     """The profiles of this run's model (and workload) under the other hardware keys beside
-    `here`, the run's own profile path (`<profiles>/<key>/<model>.yaml`). The one at `here`
-    is not among them: it is the incumbent, measured again in the confirmation round."""
-    return [e for e in find_profiles(here.parent.parent)
-            if e.path.name == here.name and e.path.parent.name != here.parent.name]
+    `here`, the run's own profile path (`<profiles>/<key>/<model>.yaml`), then those of the
+    catalog shipped with autotune (`shipped`), this hardware key's included: measured on
+    another machine, each is a candidate, never a verdict. The one at `here` is not among
+    them: it is the incumbent, measured again in the confirmation round."""
+    root = here.parent.parent
+    out = [e for e in find_profiles(root)
+           if e.path.name == here.name and e.path.parent.name != here.parent.name]
+    if shipped is not None and shipped.resolve() != root.resolve():
+        out += [e for e in find_profiles(shipped, shipped=True) if e.path.name == here.name]
+    return out
 
 
 def warm_starts(space: SearchSpace, entries: Sequence[Entry],
@@ -79,6 +85,8 @@ def warm_starts(space: SearchSpace, entries: Sequence[Entry],
     used: dict[str, str] = {}  # candidate -> the source that gave it
     for e in entries:
         source = f"{e.path.parent.name}/{e.path.name}"
+        if e.shipped:
+            source = f"shipped {source}"
         if e.profile is None:
             out.append(WarmStart(source, None, f"unreadable ({e.problem})"))
             continue

@@ -148,6 +148,27 @@ def test_unseen_bench_searches_measures_every_point_and_judges_the_pairs_it_prin
                                                                   r.stderr[-3000:])
 
 
+def test_aa_run_bench_passes_only_defaults_kept_with_a_detectable_gain() -> None:
+    """bench.aa_run's rule on run summaries (its real run is by hand: docs/verdicts.md)."""
+    from bench.aa_run import judge
+
+    def summary(verdict: str, beats: bool, detectable: float | None) -> dict[str, object]:
+        ratio = {"value": 1.04, "low": 0.81 if not beats else 1.02, "high": 1.31, "n": 4,
+                 "basis": "rounds"}
+        return {"decided": True, "verdict": verdict, "confirmation": {
+            "rounds": 4, "max_rounds": 6, "detectable": detectable, "comparisons": [
+                {"challenger": "trial 2", "reference": "vLLM defaults", "ratio": ratio,
+                 "beats": beats}]}}
+
+    kept = "nothing beat vLLM's defaults beyond noise in 4 interleaved rounds"
+    j = judge(summary(kept, False, 1.42))
+    assert j.passed and j.lines[-1].startswith("PASS") and "+42%" in j.lines[-1]
+    assert "trial 2 / vLLM defaults: x1.04 [0.81, 1.31] (95%, 4 rounds)" in "\n".join(j.lines)
+    assert not judge(summary(kept, False, None)).passed  # silent on what it could have seen
+    assert not judge(summary("trial 2 beats vLLM's defaults: x1.04", True, 1.42)).passed
+    assert not judge(summary(kept, True, 1.42)).passed
+
+
 def test_unseen_bench_passes_only_within_five_percent_of_the_best_point() -> None:
     from autotune.stats import Estimate, mean_interval, paired_ratio
     from bench.unseen import TOLERANCE, judge

@@ -35,9 +35,48 @@ def test_list_shows_every_profile_with_its_figure_and_gain(
     assert "x1.12 [1.05, 1.19]" in out and "defaults kept" in out
     assert "unreadable: " in out and "broken.yaml" in out
     assert main(["profiles", "list", "--profiles-dir", str(tmp_path), "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = [r for r in json.loads(capsys.readouterr().out) if not r["shipped"]]
     assert {Path(r["path"]).name for r in rows} == {"qwen.yaml", "broken.yaml"}
     assert sum(r["meta"] is None for r in rows) == 1
+
+
+def test_list_adds_the_shipped_catalog_once_and_says_what_it_is_worth(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import autotune.catalog
+
+    shipped, mine = tmp_path / "shipped", tmp_path / "mine"
+    theirs = keep(shipped, "cpu-intel-avx512-2c", "qwen", {"max-num-seqs": 8})
+    own = keep(mine, "a10g", "qwen", {"max-num-seqs": 64})
+    monkeypatch.setattr(autotune.catalog, "shipped_root", lambda: shipped)
+    assert main(["profiles", "list", "--profiles-dir", str(mine)]) == 0
+    out = capsys.readouterr().out
+    assert out.index(str(own)) < out.index("shipped with autotune") < out.index(str(theirs))
+    assert "a first candidate, not a verdict" in out
+    assert main(["profiles", "list", "--profiles-dir", str(mine), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(Path(r["path"]), r["shipped"]) for r in rows] == [(own, False), (theirs, True)]
+    # listed from the catalog itself (the project's checkout): once, as the user's own
+    assert main(["profiles", "list", "--profiles-dir", str(shipped)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(str(theirs)) == 1 and "shipped with autotune" not in out
+    # no profiles of the user's own yet: the catalog still shows
+    (tmp_path / "empty").mkdir()
+    assert main(["profiles", "list", "--profiles-dir", str(tmp_path / "empty")]) == 0
+    out = capsys.readouterr().out
+    assert "no profiles under" in out and str(theirs) in out
+
+
+def test_the_project_ships_a_catalog_of_profiles_it_measured() -> None:
+    from autotune.catalog import find_profiles, shipped_root
+
+    root = shipped_root()
+    assert root is not None and root.name == "profiles"
+    entries = find_profiles(root)
+    assert entries and all(e.profile is not None for e in entries), entries
+    for e in entries:  # each where its own hardware key and model put it
+        assert e.profile is not None
+        assert e.path.parent.name == e.profile.meta.hardware["key"]
 
 
 def test_show_by_key_and_slug(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

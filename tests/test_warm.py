@@ -191,6 +191,22 @@ def test_profiles_of_this_hardware_key_are_the_incumbent_not_warm_starts(tmp_pat
         assert for_run(off, here, {}) == ()
 
 
+def test_the_shipped_catalog_gives_warm_starts_after_the_users_own(tmp_path: Path) -> None:
+    root, shipped = tmp_path / "profiles", tmp_path / "shipped"
+    here = root / "cpu-intel-avx512-2c" / "m.yaml"
+    write_profile(profile({"dtype": "float32"}), root / "h100" / "m.yaml")
+    # the catalog's, this hardware key's among them (another machine of this kind)
+    write_profile(profile({"max-num-seqs": 8}), shipped / "cpu-intel-avx512-2c" / "m.yaml")
+    write_profile(profile({"max-num-seqs": 8}), shipped / "cpu-intel-avx512-2c" / "x.yaml")
+    found = other_hardware(here, shipped)
+    assert [(e.path.parent.parent.name, e.shipped) for e in found] == [
+        ("profiles", False), ("shipped", True)]
+    assert [w.line() for w in warm_starts(SPACE, found)][1].startswith(
+        "warm start: shipped cpu-intel-avx512-2c/m.yaml -> ")
+    # run from the project's checkout, the catalog is the user's own folder: listed once
+    assert len(other_hardware(shipped / "cpu-intel-avx512-2c" / "m.yaml", shipped)) == 0
+
+
 def test_warm_start_is_off_by_default() -> None:
     assert parse_space({"name": "d"}).sampler.warm_start is False
 

@@ -243,6 +243,33 @@ def _workers_on(url: str, tmp: Path, prefix: str, startup: float, trials: int
     return name, argv
 
 
+def test_a_run_with_its_password_in_the_storage_url_prints_and_writes_it_nowhere(
+        postgres_url: str, tmp_path: Path) -> None:
+    # the password planted in the URL (libpq would read it from PGPASSWORD otherwise): a
+    # run of two workers, its summary, its profile, its logs, then the report of its study
+    password = os.environ["PGPASSWORD"]
+    user, rest = postgres_url.split("://", 1)[1].split("@", 1)
+    url = f"{postgres_url.split('://')[0]}://{user}:{password}@{rest}"
+    name = f"pw-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+    run = subprocess.run([*run_argv(space_file(tmp_path, startup=0.2), "--storage", url,
+                                    "--study", name, "--trials", "3", "--parallel", "2",
+                                    "--json", "summary.json")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "worker 1 (pid" in run.stdout  # the other worker ran, its URL in its environment
+    report = subprocess.run([sys.executable, "-m", "autotune.cli", "report", "--study", name,
+                             "--storage", url, "--json"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert report.returncode == 0, report.stdout + report.stderr
+    printed = run.stdout + run.stderr + report.stdout + report.stderr
+    assert password not in printed and f"{user}:***@" in printed
+    files = [f for f in tmp_path.rglob("*") if f.is_file()]
+    assert any(f.name == "worker-1.log" for f in files) and any(f.suffix == ".html"
+                                                                 for f in files)
+    assert [f for f in files if password.encode() in f.read_bytes()] == []
+
+
 def test_two_workers_in_postgresql_keep_the_budget_and_confirm_once(
         postgres_url: str, tmp_path: Path) -> None:
     name, argv = _workers_on(postgres_url, tmp_path, "w2", startup=0.5, trials=5)
