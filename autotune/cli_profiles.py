@@ -72,8 +72,9 @@ def _dump(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-SHIPPED_NOTE = ("shipped with autotune, measured by the project on the machines named: on "
-                "yours a first candidate, not a verdict (a run confirms it side by side)")
+SHIPPED_NOTE = ("shipped with autotune, measured on the project's machines (`profiles show` "
+                "names each): on yours a first candidate, not a verdict (a run measures it "
+                "again side by side)")
 
 
 def cmd_list(ns: argparse.Namespace) -> int:

@@ -29,10 +29,20 @@ types=$!
 # Most tests wait on stand-in servers, or check what a real server does rather than how fast:
 # three at a time. Those marked `alone` compare figures measured on real servers; another test's
 # load beside them would move those figures, so they run last, one at a time.
-# Both parts run whatever the other found; the script fails if anything failed.
+# Beside the first part, the tests that need no engine run once more on the lowest versions
+# pyproject.toml allows (scripts/lowest.sh: its own venv, uv's lowest-direct resolution), so a
+# declared range cannot drift below what the code uses.
+# Every part runs whatever another found; the script fails if anything failed.
+lowest_log="$(mktemp)"
+trap 'rm -f "$types_log" "$lowest_log"' EXIT
+scripts/lowest.sh -q >"$lowest_log" 2>&1 &
+lowest=$!
 status=0
 .venv/bin/python -m pytest -n 3 --dist worksteal -m "not alone" || status=$?
 wait "$types" || status=1
 cat "$types_log"
+echo "== the tests that need no engine, on the lowest allowed versions (scripts/lowest.sh)"
+wait "$lowest" || status=1
+tail -n 25 "$lowest_log"
 .venv/bin/python -m pytest -m alone || status=$?
 exit "$status"
