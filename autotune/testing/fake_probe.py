@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from autotune.memory import TreeMemory, process_tree_memory
-from autotune.probes import CpuInfo, DeviceInfo, host_cpu
+from autotune.engine.memory import TreeMemory, process_tree_memory
+from autotune.engine.probes import CpuInfo, DeviceInfo, host_cpu
 
 
 @dataclass
 class FakeProbe:
-    """Satisfies `autotune.probes.Probe`. GPUs are scripted; host memory is real unless
+    """Satisfies `autotune.engine.probes.Probe`. GPUs are scripted; host memory is real unless
     scripted."""
 
     devices: tuple[DeviceInfo, ...] = ()
