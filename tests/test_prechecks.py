@@ -16,8 +16,8 @@ from autotune.engine.hardware import HardwareInfo
 from autotune.engine.probes import DeviceInfo
 from autotune.measure.result import PruneCheck, TrialResult
 from autotune.space.params import TrialParams
-from autotune.space.rules import broken_rule, parse_rule
-from autotune.space.search import parse_space, resolve
+from autotune.space.rules import parse_rule
+from autotune.space.search import broken_rule, parse_space, resolve
 from autotune.study.trials import counted_trials, no_starts
 from autotune.study.tuner import StudyConfig, tune
 

@@ -13,8 +13,8 @@ import pytest
 
 from autotune.core.errors import UserError
 from autotune.engine.hardware import detect_hardware
-from autotune.engine.memory import MemorySampler, TreeMemory, memory_metrics, process_tree_memory
-from autotune.engine.probes import DeviceInfo, SystemProbe
+from autotune.engine.memory import MemorySampler, memory_metrics
+from autotune.engine.probes import DeviceInfo, SystemProbe, TreeMemory, process_tree_memory
 from autotune.testing.fake_probe import FakeProbe
 
 A10G = DeviceInfo(0, "NVIDIA A10G", 24 * 2**30)

@@ -15,8 +15,8 @@ import pytest
 
 from autotune.engine.argv import ServerSpec
 from autotune.engine.logs import kv_cache_tokens
-from autotune.engine.memory import MemorySampler, process_tree_memory
-from autotune.engine.probes import SystemProbe
+from autotune.engine.memory import MemorySampler
+from autotune.engine.probes import SystemProbe, process_tree_memory
 from autotune.engine.server import VllmServer, free_port
 from autotune.measure.client import (
     Target,

@@ -25,11 +25,11 @@ from autotune.measure.client import (
     ServerGone,
     ServerHung,
     Target,
+    greedy_outputs,
     run_workload,
 )
 from autotune.measure.metrics import LevelResult, RequestSample, aggregate, load_mismatch, summarize
 from autotune.measure.plan import Plan
-from autotune.measure.quality import greedy_outputs
 from autotune.measure.records import write_samples
 from autotune.measure.result import PruneCheck, TrialResult, watched_metric
 from autotune.measure.stopping import next_step, time_to_finish

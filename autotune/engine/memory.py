@@ -14,7 +14,6 @@ processes, measured): once a second keeps that near 4% of one core beside the se
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -22,44 +21,12 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import psutil
 
-if TYPE_CHECKING:
-    from autotune.engine.probes import Probe
+from autotune.engine.probes import Probe
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TreeMemory:
-    """One reading of a process tree's host memory, in bytes."""
-
-    pss: int = 0
-    uss: int = 0
-    rss: int = 0
-    pids: tuple[int, ...] = ()
-
-
-def process_tree_memory(pid: int) -> TreeMemory:
-    """PSS, USS and RSS summed over a process and its descendants (vLLM runs its engine and
-    workers as children); zeros once the process is gone."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return TreeMemory()
-    pss = uss = rss = 0
-    pids = []
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            full = p.memory_full_info()
-            pss += getattr(full, "pss", full.uss)
-            uss += full.uss
-            rss += full.rss
-            pids.append(p.pid)
-    return TreeMemory(pss, uss, rss, tuple(pids))
 
 
 @dataclass

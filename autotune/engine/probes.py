@@ -12,9 +12,37 @@ from typing import Any, Protocol
 
 import psutil
 
-from autotune.engine.memory import TreeMemory, process_tree_memory
-
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TreeMemory:
+    """One reading of a process tree's host memory, in bytes."""
+
+    pss: int = 0
+    uss: int = 0
+    rss: int = 0
+    pids: tuple[int, ...] = ()
+
+
+def process_tree_memory(pid: int) -> TreeMemory:
+    """PSS, USS and RSS summed over a process and its descendants (vLLM runs its engine and
+    workers as children); zeros once the process is gone."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return TreeMemory()
+    pss = uss = rss = 0
+    pids = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            full = p.memory_full_info()
+            pss += getattr(full, "pss", full.uss)
+            uss += full.uss
+            rss += full.rss
+            pids.append(p.pid)
+    return TreeMemory(pss, uss, rss, tuple(pids))
 
 
 @dataclass(frozen=True)

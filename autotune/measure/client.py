@@ -51,6 +51,23 @@ def scrape_metrics(base_url: str, api_key: str | None = None, timeout_s: float =
         return ""
 
 
+def greedy_outputs(base_url: str, api_key: str | None, prompts: Sequence[str],
+                   max_tokens: int, timeout_s: float = 120.0) -> list[list[int]]:
+    """Each prompt's greedy completion as the token ids the server generated (not text,
+    which hides special tokens), one request at a time (no batching effects)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    out = []
+    with httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s) as http:
+        model = http.get("/v1/models").json()["data"][0]["id"]
+        for prompt in prompts:
+            r = http.post("/v1/completions", json={
+                "model": model, "prompt": prompt, "max_tokens": max_tokens,
+                "temperature": 0.0, "ignore_eos": True, "seed": 0, "return_token_ids": True})
+            r.raise_for_status()
+            out.append([int(t) for t in r.json()["choices"][0]["token_ids"]])
+    return out
+
+
 def prometheus_values(text: str, names: Sequence[str]) -> dict[str, float]:
     """Sum of each named metric over its label sets; absent names are left out."""
     wanted = set(names)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import httpx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
@@ -80,23 +79,6 @@ def prompts_for(spec: Quality, tok: Tokenizer, seed: int) -> list[str]:
     return [exact_text(tok, rng, spec.prompt_tokens) for _ in range(spec.prompts)]
 
 
-def greedy_outputs(base_url: str, api_key: str | None, prompts: Sequence[str],
-                   max_tokens: int, timeout_s: float = 120.0) -> list[list[int]]:
-    """Each prompt's greedy completion as the token ids the server generated (not text,
-    which hides special tokens), one request at a time (no batching effects)."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    out = []
-    with httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s) as http:
-        model = http.get("/v1/models").json()["data"][0]["id"]
-        for prompt in prompts:
-            r = http.post("/v1/completions", json={
-                "model": model, "prompt": prompt, "max_tokens": max_tokens,
-                "temperature": 0.0, "ignore_eos": True, "seed": 0, "return_token_ids": True})
-            r.raise_for_status()
-            out.append([int(t) for t in r.json()["choices"][0]["token_ids"]])
-    return out
-
-
 def prefix_agreement(reference: Sequence[int], candidate: Sequence[int]) -> float:
     """The share of the reference's tokens reproduced before the first difference."""
     if not reference:
@@ -117,5 +99,5 @@ def agreement(reference: Sequence[Sequence[int]], outputs: Sequence[Sequence[int
     return Estimate(value=sum(values) / len(values) if values else 0.0, n=len(values))
 
 
-__all__ = ["AGREEMENT", "Quality", "agreement", "changes_numerics", "greedy_outputs",
-           "numerics_note", "prefix_agreement", "prompts_for", "widens"]
+__all__ = ["AGREEMENT", "Quality", "agreement", "changes_numerics", "numerics_note",
+           "prefix_agreement", "prompts_for", "widens"]

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from autotune.space.params import ENV_PREFIX, TrialParams
-from autotune.space.search import SearchSpace
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
@@ -90,17 +89,4 @@ def values_of(params: TrialParams) -> dict[str, Any]:
     return {**params.args, **{ENV_PREFIX + k: v for k, v in params.env.items()}}
 
 
-def broken_rule(space: SearchSpace, params: TrialParams) -> str | None:
-    """The first rule the candidate breaks, with its values; None when it keeps them all."""
-    names = set(space.args) | {ENV_PREFIX + k for k in space.env}
-    values = values_of(params)
-    for text in space.rules:
-        rule = parse_rule(text, names)
-        if rule.broken_by(values):
-            shown = ", ".join(f"{t.name}={values[t.name]}" for t in (rule.left, rule.right)
-                              if t.name is not None)
-            return f"breaks the rule {rule.text!r} ({shown})"
-    return None
-
-
-__all__ = ["Rule", "broken_rule", "parse_rule"]
+__all__ = ["Rule", "parse_rule"]

@@ -29,6 +29,7 @@ from autotune.space.params import (
     env_value,
     holds,
 )
+from autotune.space.rules import parse_rule, values_of
 
 
 class Pruning(BaseModel):
@@ -181,8 +182,6 @@ class SearchSpace(BaseModel):
 
     @model_validator(mode="after")
     def _check_rules(self) -> SearchSpace:
-        from autotune.space.rules import parse_rule
-
         names = set(self.args) | {ENV_PREFIX + k for k in self.env}
         for i, text in enumerate(self.rules):
             try:
@@ -266,3 +265,16 @@ def baseline_params(space: SearchSpace) -> TrialParams:
     """vLLM's defaults: the space's fixed settings and none of its tuned ones, exactly what
     `vllm serve MODEL` plus those settings gives."""
     return resolve(space, {})
+
+
+def broken_rule(space: SearchSpace, params: TrialParams) -> str | None:
+    """The first rule the candidate breaks, with its values; None when it keeps them all."""
+    names = set(space.args) | {ENV_PREFIX + k for k in space.env}
+    values = values_of(params)
+    for text in space.rules:
+        rule = parse_rule(text, names)
+        if rule.broken_by(values):
+            shown = ", ".join(f"{t.name}={values[t.name]}" for t in (rule.left, rule.right)
+                              if t.name is not None)
+            return f"breaks the rule {rule.text!r} ({shown})"
+    return None

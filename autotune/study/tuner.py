@@ -29,8 +29,7 @@ from autotune.measure.result import PruneCheck, TrialResult, watched_metric
 from autotune.measure.stopping import PruneRule
 from autotune.profiles.warm import WARM_FROM, WarmStart
 from autotune.space.params import CategoricalParam, TrialParams, holds
-from autotune.space.rules import broken_rule
-from autotune.space.search import SearchSpace, baseline_params, suggest
+from autotune.space.search import SearchSpace, baseline_params, broken_rule, suggest
 from autotune.study.budget import (
     DRAWN,
     WORKER,

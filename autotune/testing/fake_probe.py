@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from autotune.engine.memory import TreeMemory, process_tree_memory
-from autotune.engine.probes import CpuInfo, DeviceInfo, host_cpu
+from autotune.engine.probes import CpuInfo, DeviceInfo, TreeMemory, host_cpu, process_tree_memory
 
 
 @dataclass
