@@ -16,13 +16,14 @@ from typing import Any
 
 import aiohttp
 
-from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
-from autotune.client import Target, run_workload
-from autotune.engine import ServerSpec, VllmServer, free_port
-from autotune.metrics import summarize
-from autotune.plan import Plan
-from autotune.tokens import ModelTokenizer
-from autotune.workload import Workload
+from autotune.engine.argv import ServerSpec
+from autotune.engine.server import VllmServer, free_port
+from autotune.measure.client import Target, run_workload
+from autotune.measure.metrics import summarize
+from autotune.measure.plan import Plan
+from autotune.measure.workload import Workload
+from autotune.model.builtin import TINY_QWEN3, ensure_builtin_model
+from autotune.model.tokens import ModelTokenizer
 
 REAL = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
 FAKE = (sys.executable, "-m", "autotune.testing.fake_vllm")

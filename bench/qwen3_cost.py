@@ -21,14 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from autotune.builtin_model import QWEN3_0_6B, ensure_builtin_model
-from autotune.engine import default_launcher
-from autotune.objective import TrialSetup, run_trial
-from autotune.plan import Plan
-from autotune.space import TrialParams, load_space
+from autotune.app.trial import TrialSetup, run_trial
+from autotune.engine.argv import default_launcher
+from autotune.measure.plan import Plan
+from autotune.measure.workload import Workload
+from autotune.model.builtin import QWEN3_0_6B, ensure_builtin_model
+from autotune.model.tokens import ModelTokenizer
+from autotune.space.params import TrialParams
+from autotune.space.search import load_space
 from autotune.testing.fake_probe import FakeProbe
-from autotune.tokens import ModelTokenizer
-from autotune.workload import Workload
 
 SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "cpu.yaml"
 LOAD = {"endpoint": "completions", "input_tokens": 128, "output_tokens": 32, "concurrency": 4,

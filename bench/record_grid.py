@@ -22,13 +22,13 @@ from pathlib import Path
 
 import optuna
 
-from autotune.app import RunConfig, run
-from autotune.engine import vllm_version
-from autotune.probes import cpu_flags, cpu_name
-from autotune.records import atomic_write
-from autotune.samplers import grid_size
-from autotune.space import load_space
-from autotune.trials import is_baseline, metrics_of
+from autotune.app.run import RunConfig, run
+from autotune.engine.argv import vllm_version
+from autotune.engine.probes import cpu_flags, cpu_name
+from autotune.measure.records import atomic_write
+from autotune.space.search import load_space
+from autotune.study.samplers import grid_size
+from autotune.study.trials import is_baseline, metrics_of
 
 SPACE = Path(__file__).resolve().parent / "spaces" / "grid-cpu.yaml"
 FIGURES = ("output_throughput", "p95_ttft_ms", "median_tpot_ms", "peak_memory_bytes")

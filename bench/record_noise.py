@@ -30,14 +30,14 @@ from typing import Any
 
 import psutil
 
-from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
-from autotune.client import LevelRun, Next, Target, run_workload
-from autotune.engine import vllm_version
-from autotune.plan import Plan
-from autotune.probes import cpu_flags, cpu_name
-from autotune.records import atomic_write
-from autotune.space import baseline_params, load_space
-from autotune.tokens import ModelTokenizer
+from autotune.engine.argv import vllm_version
+from autotune.engine.probes import cpu_flags, cpu_name
+from autotune.measure.client import LevelRun, Next, Target, run_workload
+from autotune.measure.plan import Plan
+from autotune.measure.records import atomic_write
+from autotune.model.builtin import TINY_QWEN3, ensure_builtin_model
+from autotune.model.tokens import ModelTokenizer
+from autotune.space.search import baseline_params, load_space
 from bench._common import KEY, REAL, server
 
 SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "cpu.yaml"

@@ -16,8 +16,8 @@ budget counts as the whole grid. Prints the median and quartiles over seeds:
 
     .venv/bin/python -m bench.samplers --seeds 30
 
-Warm starts (`sampler.warm_start`, autotune/warm.py): `--warm-from OTHER.json` takes the best
-point of a grid recorded on other hardware as that hardware's profile, maps it into this space
+Warm starts (`sampler.warm_start`, autotune/profiles/warm.py): `--warm-from OTHER.json` takes the
+best point of a grid recorded on other hardware as that hardware's profile, maps it into this space
 through the same function a real run uses, and replays each search twice, cold and with that
 candidate queued right after vLLM's defaults; both directions when the grids differ (A warm
 from B, B warm from A):
@@ -37,15 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from autotune.catalog import Entry
-from autotune.errors import FailureReason
-from autotune.objective import PruneCheck, TrialResult
-from autotune.profile import Profile, ProfileMeta
-from autotune.samplers import SAMPLERS
-from autotune.space import SearchSpace, TrialParams, load_space
-from autotune.stats import Estimate
-from autotune.tuner import StudyConfig, tune
-from autotune.warm import WarmStart, warm_starts
+from autotune.core.errors import FailureReason
+from autotune.core.stats import Estimate
+from autotune.measure.result import PruneCheck, TrialResult
+from autotune.profiles.catalog import Entry
+from autotune.profiles.profile import Profile, ProfileMeta
+from autotune.profiles.warm import WarmStart, warm_starts
+from autotune.space.params import TrialParams
+from autotune.space.search import SearchSpace, load_space
+from autotune.study.samplers import SAMPLERS
+from autotune.study.tuner import StudyConfig, tune
 
 DATA = Path(__file__).resolve().parent / "data" / "grid-cpu-avx512.json"
 SPACE = Path(__file__).resolve().parent / "spaces" / "grid-cpu.yaml"

@@ -53,12 +53,13 @@ from typing import Any
 
 import yaml
 
-from autotune.builtin_model import cache_root, corpus_text, write_qwen3_model
-from autotune.engine import ServerSpec, VllmServer, free_port
-from autotune.profile import read_profile
-from autotune.samplers import grid_of
-from autotune.space import load_space
-from autotune.stats import Estimate, mean_interval, paired_ratio
+from autotune.core.stats import Estimate, mean_interval, paired_ratio
+from autotune.engine.argv import ServerSpec
+from autotune.engine.server import VllmServer, free_port
+from autotune.model.builtin import cache_root, corpus_text, write_qwen3_model
+from autotune.profiles.profile import read_profile
+from autotune.space.search import load_space
+from autotune.study.samplers import grid_of
 
 from ._common import FAKE, KEY, REAL, vllm_client
 

@@ -1,8 +1,9 @@
 """How often the verdict rule is wrong, and what it costs, replayed on real measurements.
 
-Replays the project's own decision rule (the workload's stopping rule, `autotune.measure`, for
-each server start; the paired interval of `autotune.verdict` across starts, at the level the
-sequential rule of `autotune.sequential` gives each look) on per-request samples recorded from
+Replays the project's own decision rule (the workload's stopping rule,
+`autotune.measure.stopping`, for each server start; the paired interval of
+`autotune.decide.verdict` across starts, at the level the sequential rule of
+`autotune.decide.sequential` gives each look) on per-request samples recorded from
 many fresh starts of one setting on the real CPU engine (`bench/record_noise.py`, committed
 under bench/data/). For each recording it prints, side by side, today's sequential rule (a
 budget of rounds, a look after each from the third on, stopping once every challenger is
@@ -37,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from autotune.measure import Measure, next_step
-from autotune.metrics import RequestSample, summarize
-from autotune.sequential import Rule
-from autotune.verdict import ArmFigures, decide
+from autotune.decide.sequential import Rule
+from autotune.decide.verdict import ArmFigures, decide
+from autotune.measure.metrics import RequestSample, summarize
+from autotune.measure.stopping import Measure, next_step
 
 DATA = Path(__file__).resolve().parent / "data" / "noise-cpu-avx512.json.gz"
 METRIC = "output_throughput"
@@ -163,14 +164,15 @@ def live(rounds: int) -> None:
     with only the (speed-neutral) sampling seed changed, `rounds` interleaved rounds."""
     import tempfile
 
-    from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
-    from autotune.confirm import Arm, confirm
-    from autotune.engine import default_launcher
-    from autotune.objective import TrialSetup, run_trial
-    from autotune.plan import Plan
-    from autotune.space import TrialParams, load_space
+    from autotune.app.trial import TrialSetup, run_trial
+    from autotune.decide.confirm import Arm, confirm
+    from autotune.engine.argv import default_launcher
+    from autotune.measure.plan import Plan
+    from autotune.model.builtin import TINY_QWEN3, ensure_builtin_model
+    from autotune.model.tokens import ModelTokenizer
+    from autotune.space.params import TrialParams
+    from autotune.space.search import load_space
     from autotune.testing.fake_probe import FakeProbe
-    from autotune.tokens import ModelTokenizer
 
     space = load_space(Path(__file__).resolve().parent.parent / "search_spaces" / "cpu.yaml")
     model = str(ensure_builtin_model(TINY_QWEN3))

@@ -31,12 +31,13 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from autotune.budget import handed_back
-from autotune.objective import PruneCheck, TrialResult
-from autotune.space import SearchSpace, TrialParams, parse_space
-from autotune.stats import Estimate
-from autotune.trials import counted_trials, params_of
-from autotune.tuner import StudyConfig, tune
+from autotune.core.stats import Estimate
+from autotune.measure.result import PruneCheck, TrialResult
+from autotune.space.params import TrialParams
+from autotune.space.search import SearchSpace, parse_space
+from autotune.study.budget import handed_back
+from autotune.study.trials import counted_trials, params_of
+from autotune.study.tuner import StudyConfig, tune
 
 TRIAL_S = 0.5
 

@@ -12,16 +12,18 @@ CUDA dependencies), unpacks it under the cache (`~/.cache/autotune/gpu-build/`, 
   a. options: every option and value of every shipped GPU space (search_spaces/*.yaml except
      cpu.yaml: each categorical choice, both ends of a range, fixed values) and of every shipped
      GPU profile (profiles/, examples/profiles/), through autotune's own check
-     (`autotune.vllm_args.option_errors`) against the wheel's argument parser; then each space's
-     scheduler combinations through `autotune.combos` and the wheel's `SchedulerConfig`.
-  b. strings: every alternative of every regex that `autotune.engine` matches in server logs,
+     (`autotune.engine.vllm_args.option_errors`) against the wheel's argument parser; then each
+     space's scheduler combinations through `autotune.space.combos` and the wheel's
+     `SchedulerConfig`.
+  b. strings: every alternative of every regex that `autotune.engine.logs` matches in server logs,
      the /metrics names autotune reads, and the env vars the GPU spaces set, looked up in the
      wheel's source (its string literals, f-strings and %-formats, read with `ast`): found with
      file:line, or NOT FOUND. The regexes are imported from autotune, never copied here.
-  c. argv: the argv that `autotune.engine.build_command` builds for candidates of each GPU space
-     (drawn by `autotune.space.suggest`), parsed and validated by the wheel's `vllm serve`
-     subcommand as its CLI builds it, and in the `python -m vllm.entrypoints.openai.api_server`
-     form; a GPU profile's `vllm serve --config FILE` too.
+  c. argv: the argv that `autotune.engine.argv.build_command` builds for candidates of each GPU
+     space (drawn by `autotune.space.search.suggest`), parsed and validated by the wheel's
+     `vllm serve` subcommand as its CLI builds it, and in the
+     `python -m vllm.entrypoints.openai.api_server` form; a GPU profile's
+     `vllm serve --config FILE` too.
   d. modules: every vLLM module (and name) that autotune's source imports or launches with
      `-m`, looked up in the wheel (with where a missing name went).
 
@@ -74,8 +76,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 if TYPE_CHECKING:
-    from autotune.profile import Profile
-    from autotune.space import SearchSpace, TrialParams
+    from autotune.profiles.profile import Profile
+    from autotune.space.params import TrialParams
+    from autotune.space.search import SearchSpace
 
 MODEL = "Qwen/Qwen3-0.6B"  # only parsed, never loaded
 CONTEXT = 40960  # MODEL's context (max_position_embeddings): max-model-len of the combinations
@@ -141,7 +144,7 @@ class FetchError(Exception):
 # ---- the wheel ---------------------------------------------------------------------------------
 
 def cache_dir() -> Path:
-    from autotune.builtin_model import cache_root
+    from autotune.model.builtin import cache_root
 
     return cache_root() / "gpu-build"
 
@@ -256,7 +259,7 @@ def rel(path: Path) -> str:
 
 
 def gpu_spaces() -> list[tuple[Path, SearchSpace]]:
-    from autotune.space import load_space
+    from autotune.space.search import load_space
 
     return [(p, load_space(p)) for p in sorted((REPO / "search_spaces").glob("*.yaml"))
             if p.name != "cpu.yaml"]
@@ -264,7 +267,7 @@ def gpu_spaces() -> list[tuple[Path, SearchSpace]]:
 
 def gpu_profiles() -> tuple[list[tuple[Path, Profile]], int]:
     """The shipped profiles measured on a GPU, and how many CPU ones were left out."""
-    from autotune.profile import read_profile
+    from autotune.profiles.profile import read_profile
 
     paths = sorted([*(REPO / "profiles").rglob("*.yaml"),
                     *(REPO / "examples" / "profiles").rglob("*.yaml")])
@@ -279,7 +282,7 @@ def gpu_profiles() -> tuple[list[tuple[Path, Profile]], int]:
 
 
 class _Pick:
-    """A stand-in for optuna.Trial (autotune.space.Suggester): the i-th choice of each
+    """A stand-in for optuna.Trial (autotune.space.params.Suggester): the i-th choice of each
     categorical, a range's low end for even i and its high end for odd i."""
 
     def __init__(self, i: int) -> None:
@@ -300,7 +303,8 @@ class _Pick:
 def candidates(space: SearchSpace) -> list[tuple[str, TrialParams]]:
     """Candidates drawn the way a study draws them (`when` conditions honoured), enough that
     each choice appears: the i-th choice of every parameter for i = 0, 1, ..."""
-    from autotune.space import CategoricalParam, suggest
+    from autotune.space.params import CategoricalParam
+    from autotune.space.search import suggest
 
     width = max([len(s.choices) for s in space.tuned().values()
                  if isinstance(s, CategoricalParam)] + [2])
@@ -347,8 +351,8 @@ def option_sets(spaces: Sequence[tuple[Path, SearchSpace]],
                 profiles: Sequence[tuple[Path, Profile]]) -> list[OptionSet]:
     """One set per file, option and value, so that every refused value is named (autotune's
     check names the first bad option of a set)."""
-    from autotune.inputs import option_values
-    from autotune.validate import profile_options
+    from autotune.app.inputs import option_values
+    from autotune.app.validate import profile_options
 
     sets: list[OptionSet] = []
     for path, space in spaces:
@@ -361,10 +365,10 @@ def option_sets(spaces: Sequence[tuple[Path, SearchSpace]],
 
 
 def ask_autotune(root: Path, sets: Sequence[OptionSet]) -> tuple[list[str | None] | None, str]:
-    """Each set's problem by autotune's own check (`autotune.vllm_args.option_errors`, its
+    """Each set's problem by autotune's own check (`autotune.engine.vllm_args.option_errors`, its
     child importing the wheel's parser from where autotune looks for it); (None, why) where
     that check cannot build the parser."""
-    from autotune.vllm_args import option_errors
+    from autotune.engine.vllm_args import option_errors
 
     with environment(child_env(root)):
         errors = option_errors(sets, timeout_s=TIMEOUT_S)
@@ -429,11 +433,11 @@ class Combos:
     (one it must accept, one it must refuse), so that a broken ask cannot pass as accepted;
     then each GPU space's."""
 
-    spaces: list[tuple[Path, SearchSpace, Any]]  # path, space, autotune.combos.Combinations
+    spaces: list[tuple[Path, SearchSpace, Any]]  # path, space, autotune.space.combos.Combinations
 
     @classmethod
     def of(cls, spaces: Sequence[tuple[Path, SearchSpace]]) -> Combos:
-        from autotune.combos import combinations
+        from autotune.space.combos import combinations
 
         # MODEL's context as a fixed max-model-len: combos.combinations() leaves its
         # `context` out of the up-front grid when the space does not set max-model-len
@@ -442,7 +446,7 @@ class Combos:
                     is not None])
 
     def asked(self) -> list[dict[str, Any]]:
-        from autotune.vllm_args import SCHEDULER_OPTIONS
+        from autotune.engine.vllm_args import SCHEDULER_OPTIONS
 
         base = {"max-model-len": 4096, **dict.fromkeys(SCHEDULER_OPTIONS)}
         good = {**base, "max-num-batched-tokens": 8192, "max-num-seqs": 1}
@@ -452,9 +456,9 @@ class Combos:
 
 def tally_combos(combos: Combos, problems: Sequence[str | None], report: Report,
                  how: str) -> bool:
-    """Judge the answers as autotune.combos does; False where they cannot be vLLM's."""
-    from autotune.combos import judge
-    from autotune.errors import UserError
+    """Judge the answers as autotune.space.combos does; False where they cannot be vLLM's."""
+    from autotune.core.errors import UserError
+    from autotune.space.combos import judge
 
     (p_good, p_bad), rest = problems[:2], list(problems[2:])
     if p_good is not None:
@@ -497,7 +501,7 @@ _WORD = re.compile(r"\w+")
 class Variant:
     """One literal shape of one alternative of one of autotune's regexes."""
 
-    where: str  # where autotune keeps the regex, e.g. engine._FATAL_OOM
+    where: str  # where autotune keeps the regex, e.g. engine.logs._FATAL_OOM
     tokens: tuple[str | None, ...]  # characters, GAP where the regex leaves the text open
     ignorecase: bool
 
@@ -541,21 +545,21 @@ def _expand(seq: Any, limit: int = 64) -> list[list[str | None]]:
 
 
 def log_patterns() -> list[tuple[str, re.Pattern[str]]]:
-    """Every regex autotune.engine keeps at module level (the patterns it reads server logs
-    with), named where it is kept: `engine._FAILURE_PATTERNS[oom_at_startup]`."""
-    import autotune.engine as engine
+    """Every regex autotune.engine.logs keeps at module level (the patterns it reads server
+    logs with), named where it is kept: `engine.logs._FAILURE_PATTERNS[oom_at_startup]`."""
+    import autotune.engine.logs as logs
 
     out: list[tuple[str, re.Pattern[str]]] = []
-    for name, value in sorted(vars(engine).items()):
+    for name, value in sorted(vars(logs).items()):
         if isinstance(value, re.Pattern):
-            out.append((f"engine.{name}", value))
+            out.append((f"engine.logs.{name}", value))
         elif isinstance(value, (tuple, list)):
             for item in value:
                 parts = item if isinstance(item, tuple) else (item,)
                 pats = [p for p in parts if isinstance(p, re.Pattern)]
                 label = next((str(getattr(p, "value", p)) for p in parts
                               if not isinstance(p, re.Pattern)), "")
-                out += [(f"engine.{name}[{label}]" if label else f"engine.{name}", p)
+                out += [(f"engine.logs.{name}[{label}]" if label else f"engine.logs.{name}", p)
                         for p in pats]
     return out
 
@@ -862,7 +866,7 @@ def check_strings(root: Path, spaces: Sequence[tuple[Path, SearchSpace]], report
             report.ok(f"metric {name} (read at {used}): {at}", verbose)
         else:
             report.bad(f"metric NOT FOUND in the wheel's source: {name} (read at {used})")
-    from autotune.engine import API_KEY_ENV
+    from autotune.engine.argv import API_KEY_ENV
 
     env_names = sorted({k for _, s in spaces for k in s.env})
     envs = [t for t in corpus if t.where.startswith("vllm/envs.py:")]
@@ -883,7 +887,7 @@ def argv_items(spaces: Sequence[tuple[Path, SearchSpace]],
                profiles: Sequence[tuple[Path, Profile]]) -> list[dict[str, Any]]:
     """The argv autotune builds for each candidate, in both launcher forms, with what each
     option must parse to."""
-    from autotune.engine import API_SERVER_MODULE, ServerSpec, build_command
+    from autotune.engine.argv import API_SERVER_MODULE, ServerSpec, build_command
 
     items = []
     forms = {"vllm serve": ("vllm", "serve"),
@@ -898,7 +902,7 @@ def argv_items(spaces: Sequence[tuple[Path, SearchSpace]],
                               "skip": len(launcher), "model": MODEL,
                               "expect": dict(params.args)})
     if profiles:
-        from autotune.catalog import serve_command
+        from autotune.profiles.catalog import serve_command
     for path, prof in profiles:
         argv, _ = serve_command(path, prof, ("vllm", "serve"))
         items.append({"label": f"{rel(path)} (vllm serve --config)", "form": "vllm serve",
@@ -941,8 +945,8 @@ def child() -> int:
     """Build the wheel's parsers the way its own CLI does (`vllm serve`: its main()'s parser
     with the serve subcommand; `python -m`: the parser the serve module imports by name, with
     no module path copied from one release) and answer, with autotune's own functions:
-    options (`autotune.vllm_args.problems`), scheduler combinations
-    (`autotune.vllm_args.combination_problem`), and argv (parsed, then validated)."""
+    options (`autotune.engine.vllm_args.problems`), scheduler combinations
+    (`autotune.engine.vllm_args.combination_problem`), and argv (parsed, then validated)."""
     request = json.loads(sys.stdin.read())
     answer: dict[str, Any] = {"probe": _probe()}
     try:
@@ -959,7 +963,7 @@ def child() -> int:
         answer["error"] = f"{type(exc).__name__}: {exc}"
         print(json.dumps(answer))
         return 0
-    from autotune.vllm_args import combination_problem, problems
+    from autotune.engine.vllm_args import combination_problem, problems
 
     if request.get("option_sets") is not None:
         answer["options"] = [problems(module_parser, o) for o in request["option_sets"]]
@@ -1088,19 +1092,20 @@ def _check_parsed(root: Path, spaces: Sequence[tuple[Path, SearchSpace]],
         return
     found, why = ask_autotune(root, sets)
     if found is not None:
-        report.facts["parser"] = "autotune.vllm_args (the wheel's parser, its CPU platform)"
+        report.facts["parser"] = "autotune.engine.vllm_args (the wheel's parser, its CPU platform)"
         tally_options(sets, found, report, verbose)
-        from autotune.vllm_args import combination_problems
+        from autotune.engine.vllm_args import combination_problems
 
         with environment(child_env(root)):
             answers = combination_problems(combos.asked(), timeout_s=TIMEOUT_S)
-        tally_combos(combos, answers, report, "autotune.combos")
+        tally_combos(combos, answers, report, "autotune.space.combos")
         answer = ask_child(root, {"argv": items})
     else:
-        report.bad(f"autotune's own option check (autotune.vllm_args) cannot build the "
+        report.bad(f"autotune's own option check (autotune.engine.vllm_args) cannot build the "
                    f"wheel's parser: {why}")
-        report.bad("autotune's scheduler check (autotune.combos -> autotune.vllm_args) cannot "
-                   "ask the wheel either: its child stops at the same import")
+        report.bad("autotune's scheduler check (autotune.space.combos -> "
+                   "autotune.engine.vllm_args) cannot ask the wheel either: its child stops at "
+                   "the same import")
         answer = ask_child(root, {"option_sets": [o for o, _, _ in sets],
                                   "combos": combos.asked(), "argv": items})
         if answer.get("error"):
@@ -1113,15 +1118,15 @@ def _check_parsed(root: Path, spaces: Sequence[tuple[Path, SearchSpace]],
             tally_options(sets, static_problems(root, sets), report, verbose)
         else:
             report.facts["parser"] = (f"the wheel's own, from its CLI ({answer['parser_from']}),"
-                                      " checked with autotune.vllm_args.problems")
+                                      " checked with autotune.engine.vllm_args.problems")
             report.note(f"checked instead with the parser the wheel's CLI builds "
-                        f"({answer['parser_from']}.make_arg_parser) and autotune.vllm_args."
+                        f"({answer['parser_from']}.make_arg_parser) and autotune.engine.vllm_args."
                         "problems / combination_problem", "FALLBACK")
             per_set = [found_.get(next(iter(o))) for found_, (o, _, _)
                        in zip(answer["options"], sets, strict=True)]
             tally_options(sets, per_set, report, verbose)
             tally_combos(combos, answer["combos"], report,
-                         "autotune.vllm_args.combination_problem")
+                         "autotune.engine.vllm_args.combination_problem")
     probe = answer.get("probe", {})
     report.facts.update(probe)
     print("  argv autotune builds (engine.build_command), by the wheel's CLI")

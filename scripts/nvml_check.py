@@ -3,26 +3,26 @@
 attribution, and the between-trials release check. A prepared check, run by hand, not in CI.
 
 Needs: an NVIDIA GPU with its driver, PyTorch with CUDA, nvidia-ml-py, and autotune's own
-light dependency psutil; no vLLM (it imports only autotune.hardware, autotune.memory and
-autotune.probes, which never import vLLM). From a checkout:
+light dependency psutil; no vLLM (it imports only autotune.engine.hardware,
+autotune.engine.memory and autotune.engine.probes, which never import vLLM). From a checkout:
 
     python scripts/nvml_check.py [--device 0] [--gib 4]
 
 It takes under a minute (at most 5: a deadline stops it, FAIL) and prints PASS or FAIL per check:
 
-  a. name: autotune's NVML probe (`autotune.probes.SystemProbe`) names the card, `--gpu auto`
+  a. name: autotune's NVML probe (`autotune.engine.probes.SystemProbe`) names the card, `--gpu auto`
      resolves to its target, `--gpu <its target>` is accepted and every other known target
-     (`autotune.hardware.KNOWN_TARGETS`: on an H200, h100 and b200 among them) is refused,
-     as `autotune.hardware.detect_hardware` does for `--gpu`. Prints the hardware key.
+     (`autotune.engine.hardware.KNOWN_TARGETS`: on an H200, h100 and b200 among them) is refused,
+     as `autotune.engine.hardware.detect_hardware` does for `--gpu`. Prints the hardware key.
   b. memory: NVML's total memory for the card agrees with CUDA's (torch.cuda.mem_get_info, in
      a worker) within 1%.
   c. attribution: a worker process, started below a holder process the way vLLM's engine
      runs below its API server, allocates a known amount (4 GiB by default) with torch;
-     autotune's sampler (`autotune.memory.MemorySampler`, the server's process tree through
+     autotune's sampler (`autotune.engine.memory.MemorySampler`, the server's process tree through
      NVML's per-process figures) must see the allocation within max(128 MiB, 3%) of it on
      top of the worker's CUDA context, and that figure must be the one that scores
      (`peak_memory_bytes`).
-  d. release: autotune's between-trials check (`autotune.memory.wait_for_memory` against a
+  d. release: autotune's between-trials check (`autotune.engine.memory.wait_for_memory` against a
      `MemoryBaseline` taken before the worker started) must refuse while the memory is held
      and pass within 60 s of the worker's exit.
 
@@ -101,7 +101,7 @@ class Worker:
     def __init__(self, device: int, nbytes: int) -> None:
         here = str(Path(__file__).resolve())
         worker_argv = [sys.executable, here, "--worker", "--bytes", str(nbytes)]
-        # as autotune.engine.build_env: NVML and CUDA number the GPUs alike
+        # as autotune.engine.argv.build_env: NVML and CUDA number the GPUs alike
         env = {**os.environ, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
                "CUDA_VISIBLE_DEVICES": str(device)}
         self.proc = subprocess.Popen([sys.executable, here, "--holder", "--", *worker_argv],
@@ -185,8 +185,8 @@ def nvml_here() -> str | None:
 
 
 def check_name(probe: Any, device: int, results: Results) -> None:
-    from autotune.errors import UserError
-    from autotune.hardware import (
+    from autotune.core.errors import UserError
+    from autotune.engine.hardware import (
         KNOWN_TARGETS,
         detect_hardware,
         gpu_key,
@@ -210,7 +210,7 @@ def check_name(probe: Any, device: int, results: Results) -> None:
           f"{', '.join(refused) or 'none'}; auto: {auto}")
     if own is None:
         results.record("a. name", False, f"no --gpu target describes {gpu.name!r} with "
-                       f"{gpu.memory_total_bytes / GiB:.1f} GiB (autotune.hardware."
+                       f"{gpu.memory_total_bytes / GiB:.1f} GiB (autotune.engine.hardware."
                        "KNOWN_TARGETS)")
         return
     ok = accepted == [f"{own} (key {own})"] and auto == own
@@ -232,7 +232,7 @@ def check_memory(probe: Any, device: int, context: dict[str, Any], results: Resu
 def attributed(probe: Any, pid: int, device: int) -> tuple[int | None, float]:
     """What autotune's sampler attributes to the process tree at `pid` on `device`, and the
     figure that would score (`peak_memory_bytes`)."""
-    from autotune.memory import MemorySampler, memory_metrics
+    from autotune.engine.memory import MemorySampler, memory_metrics
 
     sampler = MemorySampler(probe, pid=pid, gpu_indices=[device])
     sampler.sample()
@@ -271,8 +271,8 @@ def run(device: int, gib: float) -> int:
     if why is not None:
         print(f"nvml_check: no NVIDIA GPU/NVML here ({why})")
         return 2
-    from autotune.memory import MemoryBaseline, wait_for_memory
-    from autotune.probes import SystemProbe
+    from autotune.engine.memory import MemoryBaseline, wait_for_memory
+    from autotune.engine.probes import SystemProbe
 
     probe = SystemProbe()
     if device not in {g.index for g in probe.gpus()}:

@@ -18,7 +18,7 @@ import optuna  # noqa: F401  (its log handler binds to the real stderr, not a te
 import psutil
 import pytest
 
-from autotune.memory import HOST_TOLERANCE_ENV
+from autotune.engine.memory import HOST_TOLERANCE_ENV
 
 DATA = Path(__file__).parent / "data"
 NO_VLLM = Path(__file__).parent / "no_vllm"
@@ -42,7 +42,7 @@ def strays(tag: str) -> list[psutil.Process]:
 
 @functools.cache
 def engine_problem() -> str | None:
-    from autotune.vllm_args import engine_problem
+    from autotune.engine.vllm_args import engine_problem
 
     return engine_problem()
 
@@ -70,7 +70,7 @@ def _no_engine_unless_marked(request: pytest.FixtureRequest,
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
-    from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
+    from autotune.model.builtin import TINY_QWEN3, ensure_builtin_model
 
     return ensure_builtin_model(TINY_QWEN3)
 
@@ -78,7 +78,7 @@ def tiny_model() -> Path:
 def here_profile(model_slug: str = "builtin-tiny-qwen3") -> Path:
     """Where a run on this machine's CPU writes its profile, relative to the profiles' root
     parent: `profiles/<this CPU's key>/<model>.yaml` (CI machines differ in their key)."""
-    from autotune.hardware import detect_hardware
+    from autotune.engine.hardware import detect_hardware
     from autotune.testing.fake_probe import FakeProbe
 
     return Path("profiles") / detect_hardware("cpu", FakeProbe()).key / f"{model_slug}.yaml"

@@ -10,10 +10,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.cli import main
-from autotune.hardware import detect_hardware
-from autotune.identity import hardware_key
-from autotune.profile import Profile, read_profile, write_profile
+from autotune.cli.main import main
+from autotune.engine.hardware import detect_hardware
+from autotune.profiles.identity import hardware_key
+from autotune.profiles.profile import Profile, read_profile, write_profile
 from autotune.testing.fake_probe import FakeProbe
 from tests.conftest import DATA, FAKE_LAUNCHER, here_profile
 from tests.test_profile import meta

@@ -63,7 +63,7 @@ def test_capacity_bench_reports_both_rates() -> None:
 @pytest.mark.parametrize("data", sorted((ROOT / "bench" / "data").glob("noise-*.json.gz")),
                          ids=lambda p: p.name)
 def test_verdicts_bench_keeps_false_wins_within_five_percent(data: Path) -> None:
-    from autotune.sequential import Rule
+    from autotune.decide.sequential import Rule
     from bench.verdicts import MEASURE, Recording, simulate
 
     rec = Recording(data)
@@ -138,7 +138,7 @@ def test_unseen_bench_searches_measures_every_point_and_judges_the_pairs_it_prin
     else:
         assert [(p[0], p[1]) for p in pairs] == [("1", "profile"), ("2", "best"),
                                                  ("3", "profile")], out
-        from autotune.stats import paired_ratio
+        from autotune.core.stats import paired_ratio
 
         ratio = paired_ratio([float(p[2]) for p in pairs], [float(p[3]) for p in pairs]).value
         said = re.match(r"(PASS|FAIL): the profile's throughput is ([\d.]+)x the best", last)
@@ -170,7 +170,7 @@ def test_aa_run_bench_passes_only_defaults_kept_with_a_detectable_gain() -> None
 
 
 def test_unseen_bench_passes_only_within_five_percent_of_the_best_point() -> None:
-    from autotune.stats import Estimate, mean_interval, paired_ratio
+    from autotune.core.stats import Estimate, mean_interval, paired_ratio
     from bench.unseen import TOLERANCE, judge
 
     assert TOLERANCE == 0.05
@@ -237,8 +237,8 @@ def test_noise_sources_bench_takes_each_recording_apart() -> None:
 def test_samplers_bench_warm_starts_through_the_run_s_own_mapping(tmp_path: Path) -> None:
     """The grid's best point as another machine's profile: mapped by the function a run
     uses, it is the second start (after vLLM's defaults), where a cold search needs more."""
-    from autotune.space import load_space
-    from autotune.warm import warm_starts
+    from autotune.profiles.warm import warm_starts
+    from autotune.space.search import load_space
     from bench.samplers import DATA, SPACE, Table, as_profile, replay
 
     table, space = Table(DATA), load_space(SPACE)

@@ -11,8 +11,8 @@ import time
 import optuna
 import pytest
 
-from autotune import budget
-from autotune.space import parse_space, resolve
+from autotune.space.search import parse_space, resolve
+from autotune.study import budget
 
 SPACE = parse_space({"name": "b", "args": {"fake-tpot-ms": {
     "type": "categorical", "choices": [None, 1, 4]}},
@@ -57,7 +57,7 @@ def test_a_slow_draw_of_an_earlier_trial_is_waited_for_on_a_slow_machine(
     first = drawn(study, 4, mark=False)
     later = drawn(study, 4)
     ticks = itertools.count(step=5.0)
-    monkeypatch.setattr("autotune.budget.monotonic", lambda: float(next(ticks)))
+    monkeypatch.setattr("autotune.study.budget.monotonic", lambda: float(next(ticks)))
     timer = threading.Timer(0.5, lambda: first.set_user_attr(budget.DRAWN, True))
     timer.start()
     t0 = time.perf_counter()

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from autotune.builtin_model import WORDS, ensure_builtin_model
-from autotune.errors import UserError
-from autotune.models import resolve_model
+from autotune.core.errors import UserError
+from autotune.model.builtin import WORDS, ensure_builtin_model
+from autotune.model.resolve import resolve_model
 
 
 def test_generates_a_qwen3_generation_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from autotune.capacity import Capacity, CapacitySearch
-from autotune.errors import ConfigError
-from autotune.objective import TrialSetup, run_trial
-from autotune.plan import Plan
-from autotune.space import EngineSettings, TrialParams, parse_space
+from autotune.app.trial import TrialSetup, run_trial
+from autotune.core.errors import ConfigError
+from autotune.measure.capacity import Capacity, CapacitySearch
+from autotune.measure.plan import Plan
+from autotune.measure.workload import Workload
+from autotune.space.params import TrialParams
+from autotune.space.search import EngineSettings, parse_space
 from autotune.testing.fake_probe import FakeProbe
 from autotune.testing.fake_tokenizer import WordTokenizer
-from autotune.workload import Workload
 from tests.conftest import FAKE_LAUNCHER
 
 
@@ -112,7 +113,7 @@ def test_a_capacity_trial_on_the_real_engine_agrees_with_its_own_latencies(
     The load is sized so that the SLO breaks inside the range on any machine: at 32 in flight
     (all 24 requests) the last waits for 11 waves of 96 decode steps, over 1 s even at 1 ms
     a step, while one or two in flight wait for none."""
-    from autotune.tokens import ModelTokenizer
+    from autotune.model.tokens import ModelTokenizer
     from tests.conftest import REAL_LAUNCHER
 
     slo = 1000.0

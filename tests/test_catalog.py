@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from autotune.cli import main
-from autotune.profile import Profile, write_profile
+from autotune.cli.main import main
+from autotune.profiles.profile import Profile, write_profile
 from tests.test_profile import meta
 
 
@@ -43,12 +43,12 @@ def test_list_shows_every_profile_with_its_figure_and_gain(
 def test_list_adds_the_shipped_catalog_once_and_says_what_it_is_worth(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    import autotune.catalog
+    import autotune.profiles.catalog
 
     shipped, mine = tmp_path / "shipped", tmp_path / "mine"
     theirs = keep(shipped, "cpu-intel-avx512-2c", "qwen", {"max-num-seqs": 8})
     own = keep(mine, "a10g", "qwen", {"max-num-seqs": 64})
-    monkeypatch.setattr(autotune.catalog, "shipped_root", lambda: shipped)
+    monkeypatch.setattr(autotune.profiles.catalog, "shipped_root", lambda: shipped)
     assert main(["profiles", "list", "--profiles-dir", str(mine)]) == 0
     out = capsys.readouterr().out
     assert out.index(str(own)) < out.index("shipped with autotune") < out.index(str(theirs))
@@ -68,7 +68,7 @@ def test_list_adds_the_shipped_catalog_once_and_says_what_it_is_worth(
 
 
 def test_the_project_ships_a_catalog_of_profiles_it_measured() -> None:
-    from autotune.catalog import find_profiles, shipped_root
+    from autotune.profiles.catalog import find_profiles, shipped_root
 
     root = shipped_root()
     assert root is not None and root.name == "profiles"
@@ -138,8 +138,8 @@ def test_serve_starts_the_server_with_the_profile_and_its_environment(tmp_path: 
 
     import httpx
 
-    from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
-    from autotune.engine import free_port
+    from autotune.engine.server import free_port
+    from autotune.model.builtin import TINY_QWEN3, ensure_builtin_model
     from tests.conftest import FAKE_LAUNCHER
 
     p = keep(tmp_path, "cpu-x", "tiny", {"model": str(ensure_builtin_model(TINY_QWEN3)),

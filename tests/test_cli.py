@@ -11,8 +11,8 @@ import psutil
 import pytest
 import yaml
 
-from autotune.cli import main, parse_duration
-from autotune.profile import read_profile
+from autotune.cli.main import main, parse_duration
+from autotune.profiles.profile import read_profile
 from tests.conftest import DATA, FAKE_LAUNCHER, here_profile
 
 FAKE = shlex.join(FAKE_LAUNCHER)
@@ -69,7 +69,7 @@ def test_run_writes_profile_and_resumes(capsys: pytest.CaptureFixture[str], in_t
     assert main(fake_run("--trials", "4")) == 0
     import optuna
 
-    from autotune.trials import counted_trials
+    from autotune.study.trials import counted_trials
 
     study = optuna.load_study(study_name=p.meta.study, storage="sqlite:///autotune.db")
     assert counted_trials(study) == 4  # measured trials in total (repeats answered free)

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from optuna.distributions import IntDistribution
 
-from autotune.cli import main
-from autotune.errors import UserError
+from autotune.cli.main import main
+from autotune.core.errors import UserError
 from tests.conftest import DATA
 
 SPACE = DATA / "engine_space.yaml"
@@ -281,19 +281,20 @@ def test_a_folder_that_cannot_be_entered_is_one_line_naming_the_file(
 
 def test_an_error_reading_or_writing_a_file_is_one_line_naming_it(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import autotune.catalog
+    import autotune.profiles.catalog
 
     def denied(root: Path) -> list[object]:
         raise PermissionError(13, "Permission denied", str(root / "a10g"))
 
     Path("profiles").mkdir()
-    monkeypatch.setattr(autotune.catalog, "find_profiles", denied)
+    monkeypatch.setattr(autotune.profiles.catalog, "find_profiles", denied)
     assert cli(["profiles", "list"]) == 1
     assert capsys.readouterr().err == "autotune: error: profiles/a10g: Permission denied\n"
 
 
 def test_the_server_log_a_trial_records_hides_the_api_key(in_tmp: Path) -> None:
-    from autotune.engine import ServerSpec, VllmServer
+    from autotune.engine.argv import ServerSpec
+    from autotune.engine.server import VllmServer
 
     key = "0123456789abcdef0123456789abcdef"
     log = in_tmp / "server.log"

@@ -6,11 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from autotune.client import Target, run_workload
-from autotune.engine import ServerSpec, VllmServer, free_port
-from autotune.plan import Plan
+from autotune.engine.argv import ServerSpec
+from autotune.engine.server import VllmServer, free_port
+from autotune.measure.client import Target, run_workload
+from autotune.measure.plan import Plan
+from autotune.measure.workload import Workload
 from autotune.testing.fake_tokenizer import WordTokenizer
-from autotune.workload import Workload
 from tests.conftest import FAKE_LAUNCHER
 
 KEY = "client-key"

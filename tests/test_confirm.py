@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from autotune.confirm import Arm, confirm, distinct, order, schedule
-from autotune.errors import EnvironmentFailure
-from autotune.objective import TrialResult
-from autotune.sequential import Rule
-from autotune.space import Objective, TrialParams
-from autotune.stats import Estimate
+from autotune.core.errors import EnvironmentFailure
+from autotune.core.stats import Estimate
+from autotune.decide.confirm import Arm, confirm, distinct, order, schedule
+from autotune.decide.sequential import Rule
+from autotune.measure.result import TrialResult
+from autotune.space.goals import Objective
+from autotune.space.params import TrialParams
 
 
 @pytest.mark.parametrize("arms", range(1, 7))
@@ -179,8 +180,8 @@ def test_nothing_served_is_a_failed_round() -> None:
 
 def test_an_interrupted_confirmation_resumes_and_a_finished_one_is_set_aside(
         tmp_path: Path) -> None:
-    from autotune import resume
-    from autotune.records import write_json
+    from autotune.app import resume
+    from autotune.measure.records import write_json
 
     arms = [Arm("vLLM defaults", "baseline", TrialParams()),
             Arm("trial 1", "finalist", TrialParams(args={"x": 1}), trial=1)]
@@ -203,8 +204,8 @@ def test_an_interrupted_confirmation_resumes_and_a_finished_one_is_set_aside(
 
 
 def test_a_broken_profile_is_replaced_and_the_change_log_says_why(tmp_path: Path) -> None:
-    from autotune.changelog import entry
-    from autotune.profile import Profile, ProfileMeta
+    from autotune.profiles.changelog import entry
+    from autotune.profiles.profile import Profile, ProfileMeta
 
     def runner(params: TrialParams, where: str) -> TrialResult:
         if "current-profile" in where and not where.startswith("confirm/round-02"):

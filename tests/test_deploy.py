@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from autotune.cli import build_parser
-from autotune.retune import BUSY, REGRESSION, UPDATED
+from autotune.app.retune import BUSY, REGRESSION, UPDATED
+from autotune.cli.main import build_parser
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SHELL_OPS = {"&&", "||", ";", "|", ">>", ">", "2>&1"}

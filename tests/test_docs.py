@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from autotune.cli import build_parser
-from autotune.validate import validate_files
+from autotune.app.validate import validate_files
+from autotune.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

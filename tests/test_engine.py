@@ -10,20 +10,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from autotune.engine import (
-    ServerSpec,
-    VllmServer,
-    build_command,
-    build_env,
+from autotune.core.errors import EnvironmentFailure, FailureReason, TrialFailure
+from autotune.engine.argv import ServerSpec, build_command, build_env, option_argv, redact
+from autotune.engine.logs import (
     classify_startup_failure,
-    free_port,
     kv_cache_bytes,
     kv_cache_tokens,
-    option_argv,
-    redact,
     setup_failure_cause,
 )
-from autotune.errors import EnvironmentFailure, FailureReason, TrialFailure
+from autotune.engine.server import VllmServer, free_port
 from tests.conftest import FAKE_LAUNCHER, strays
 
 
@@ -199,7 +194,7 @@ def test_a_port_taken_before_the_server_binds_it_is_retried_on_another(
 
 def test_ports_taken_again_and_again_are_the_machines_fault(
         tmp_path: Path, squatted: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("autotune.engine.free_port", lambda host="": squatted)
+    monkeypatch.setattr("autotune.engine.server.free_port", lambda host="": squatted)
     s = fake_server(tmp_path)
     s.spec = replace(s.spec, port=squatted)
     s.argv = build_command(s.spec)

@@ -14,13 +14,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from autotune.errors import FailureReason
-from autotune.objective import TrialSetup, run_trial
-from autotune.plan import Plan
-from autotune.space import EngineSettings, TrialParams
+from autotune.app.trial import TrialSetup, run_trial
+from autotune.core.errors import FailureReason
+from autotune.measure.plan import Plan
+from autotune.measure.workload import Workload
+from autotune.model.tokens import ModelTokenizer
+from autotune.space.params import TrialParams
+from autotune.space.search import EngineSettings
 from autotune.testing.fake_probe import FakeProbe
-from autotune.tokens import ModelTokenizer
-from autotune.workload import Workload
 from tests.conftest import DATA, REAL_LAUNCHER
 
 pytestmark = pytest.mark.engine

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autotune.cli import main
+from autotune.cli.main import main
 from tests.test_cli import fake_run, servers_running
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from autotune.errors import UserError
-from autotune.hardware import cpu_key, detect_hardware, gpu_key, isa_tier
-from autotune.identity import same_hardware
-from autotune.probes import CpuInfo, DeviceInfo
+from autotune.core.errors import UserError
+from autotune.engine.hardware import cpu_key, detect_hardware, gpu_key, isa_tier
+from autotune.engine.probes import CpuInfo, DeviceInfo
+from autotune.profiles.identity import same_hardware
 from autotune.testing.fake_probe import FakeProbe
 
 GIB = 2**30

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from autotune.hardware import HardwareInfo
-from autotune.identity import hardware_key, model_revision, same_hardware, study_identity
-from autotune.incumbent import find_incumbent
-from autotune.probes import DeviceInfo
-from autotune.profile import Profile, write_profile
-from autotune.space import parse_space
+from autotune.engine.hardware import HardwareInfo
+from autotune.engine.probes import DeviceInfo
+from autotune.profiles.identity import hardware_key, model_revision, same_hardware, study_identity
+from autotune.profiles.incumbent import find_incumbent
+from autotune.profiles.profile import Profile, write_profile
+from autotune.space.search import parse_space
 from tests.test_profile import meta
 
 HW = HardwareInfo(target="cpu", cpu="Xeon", cpu_count=2, memory_total_bytes=24 * 2**30,
@@ -73,9 +73,9 @@ def test_the_incumbent_is_comparable_only_on_the_same_hardware(tmp_path: Path) -
 
 
 def test_a_workload_field_added_later_does_not_change_the_digest_until_set() -> None:
-    from autotune.capacity import Capacity
-    from autotune.identity import workload_digest
-    from autotune.workload import Workload
+    from autotune.measure.capacity import Capacity
+    from autotune.measure.workload import Workload
+    from autotune.profiles.identity import workload_digest
 
     w = Workload(concurrency=4)
     doc = w.model_dump(mode="json")
@@ -124,7 +124,7 @@ def test_hardware_recorded_without_a_driver_keeps_its_study_identity(tmp_path: P
     assert study_identity("m", str(tmp_path), gpu, "vllm==1.0", space)["hardware"] == \
         "146c07e1a2f4"
     # absent on both sides: equal; recorded on one side only: a change
-    from autotune.identity import driver_changes, driver_key
+    from autotune.profiles.identity import driver_changes, driver_key
 
     assert driver_key(HW.describe()) == {} and driver_changes(HW.describe(), {"cpu": "x"}) == []
     assert driver_changes({}, {"driver": {"driver": "550.54.15"}}) == [

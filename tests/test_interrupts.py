@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from autotune.interrupts import in_deferred_code
+from autotune.cli.interrupts import in_deferred_code
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # A signal that lands in a weakref callback: the callback sends it and spins until Python has
-# run the handler there. Without autotune.interrupts the KeyboardInterrupt is "ignored" and the
+# run the handler there. Without autotune.cli.interrupts the KeyboardInterrupt is "ignored" and the
 # loop runs on to its end.
 SWALLOWED = """
 import os, signal, sys, time, weakref
-from autotune.interrupts import delivered
+from autotune.cli.interrupts import delivered
 
 class Referent:
     pass
@@ -68,14 +68,14 @@ def test_an_interrupt_is_held_while_the_study_database_runs() -> None:
 
     for module in ("sqlalchemy.orm.session", "optuna.storages._rdb.storage", "weakref"):
         assert in_deferred_code(at(module)), module
-    for module in ("autotune.tuner", "optuna.study.study", "sqlalchemyish", "subprocess"):
+    for module in ("autotune.study.tuner", "optuna.study.study", "sqlalchemyish", "subprocess"):
         assert not in_deferred_code(at(module)), module
     assert not in_deferred_code(sys._getframe())
 
 
 DEFERRED = """
 import os, signal, sys, time, types
-from autotune.interrupts import delivered
+from autotune.cli.interrupts import delivered
 
 code = compile('''
 def commit(spin):
@@ -110,7 +110,7 @@ def test_an_interrupt_in_database_code_is_raised_once_it_is_left() -> None:
 
 
 def test_outside_the_block_the_handlers_are_what_they_were() -> None:
-    from autotune.interrupts import delivered
+    from autotune.cli.interrupts import delivered
 
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     hook = sys.unraisablehook

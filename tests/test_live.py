@@ -16,11 +16,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from autotune.events import Phase, emit, listening
-from autotune.live import RunView, last_line
-from autotune.objective import TrialResult
-from autotune.stats import Estimate
-from autotune.tuner import TrialReport
+from autotune.cli.live import RunView, last_line
+from autotune.core.events import Phase, emit, listening
+from autotune.core.stats import Estimate
+from autotune.measure.result import TrialResult
+from autotune.study.tuner import TrialReport
 from tests.conftest import DATA, FAKE_LAUNCHER, here_profile
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from autotune.measure import Measure, PruneRule, hopeless, next_step, time_to_finish
-from autotune.stats import Estimate, mean_interval
+from autotune.core.stats import Estimate, mean_interval
+from autotune.measure.stopping import Measure, PruneRule, hopeless, next_step, time_to_finish
 
 M = Measure(min_rounds=3, max_rounds=20, min_s=6.0, max_s=30.0, target_ci=0.03)
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from autotune.metrics import (
+from autotune.measure.metrics import (
     RequestSample,
     aggregate,
     load_mismatch,

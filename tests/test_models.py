@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from autotune.errors import UserError
-from autotune.models import resolve_model
+from autotune.core.errors import UserError
+from autotune.model.resolve import resolve_model
 
 
 def test_an_unreachable_hub_stops_the_run_in_seconds_with_one_line_and_a_hint(

@@ -6,18 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from autotune.client import prometheus_values
-from autotune.errors import EnvironmentFailure, FailureReason, WorkloadError
-from autotune.memory import MemoryBaseline
-from autotune.objective import TrialResult, TrialSetup, run_trial
-from autotune.plan import Plan
-from autotune.records import read_samples
-from autotune.scoring import OK_CONSTRAINT, score
-from autotune.space import EngineSettings, Objective, TrialParams
-from autotune.stats import Estimate
+from autotune.app.trial import TrialSetup, run_trial
+from autotune.core.errors import EnvironmentFailure, FailureReason, WorkloadError
+from autotune.core.stats import Estimate
+from autotune.decide.scoring import OK_CONSTRAINT, score
+from autotune.engine.memory import MemoryBaseline
+from autotune.measure.client import prometheus_values
+from autotune.measure.plan import Plan
+from autotune.measure.records import read_samples
+from autotune.measure.result import TrialResult
+from autotune.measure.workload import Workload
+from autotune.space.goals import Objective
+from autotune.space.params import TrialParams
+from autotune.space.search import EngineSettings
 from autotune.testing.fake_probe import FakeProbe
 from autotune.testing.fake_tokenizer import WordTokenizer
-from autotune.workload import Workload
 from tests.conftest import FAKE_LAUNCHER
 from tests.test_plan import TriTokenizer
 

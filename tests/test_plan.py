@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from autotune.plan import Plan, arrival_offsets, request_body, sample_lengths
+from autotune.measure.plan import Plan, arrival_offsets, request_body, sample_lengths
+from autotune.measure.workload import Level, Workload, load_workload
+from autotune.model.tokens import ModelTokenizer, exact_text
 from autotune.testing.fake_tokenizer import WordTokenizer
-from autotune.tokens import ModelTokenizer, exact_text
-from autotune.workload import Level, Workload, load_workload
 
 
 def wl(**kw: object) -> Workload:

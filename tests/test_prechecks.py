@@ -8,17 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from autotune.app import memory_precheck
-from autotune.errors import AutotuneError, ConfigError, FailureReason
-from autotune.fit import GiB, ModelShape, Target, need, read_shape
-from autotune.hardware import HardwareInfo
-from autotune.objective import PruneCheck, TrialResult
-from autotune.probes import DeviceInfo
-from autotune.rules import broken_rule, parse_rule
-from autotune.space import TrialParams, parse_space, resolve
-from autotune.stats import Estimate
-from autotune.trials import counted_trials, no_starts
-from autotune.tuner import StudyConfig, tune
+from autotune.app.run import memory_precheck
+from autotune.core.errors import AutotuneError, ConfigError, FailureReason
+from autotune.core.stats import Estimate
+from autotune.engine.fit import GiB, ModelShape, Target, need, read_shape
+from autotune.engine.hardware import HardwareInfo
+from autotune.engine.probes import DeviceInfo
+from autotune.measure.result import PruneCheck, TrialResult
+from autotune.space.params import TrialParams
+from autotune.space.rules import parse_rule
+from autotune.space.search import broken_rule, parse_space, resolve
+from autotune.study.trials import counted_trials, no_starts
+from autotune.study.tuner import StudyConfig, tune
 
 # Qwen/Qwen3-0.6B's config.json (the fields memory depends on)
 QWEN3_06B = {"num_hidden_layers": 28, "hidden_size": 1024, "num_attention_heads": 16,
@@ -73,8 +74,8 @@ def test_qwen3_0_6b_on_a_24_gb_a10g() -> None:
 def test_the_shipped_gpu_spaces_are_checked_at_the_models_full_context(tmp_path: Path) -> None:
     """The shipped a10g space fixes no max-model-len: vLLM's defaults get the model's own
     context (max_position_embeddings), and that one sequence is what must fit."""
-    from autotune.space import baseline_params, load_space
-    from autotune.tokens import context_length
+    from autotune.model.tokens import context_length
+    from autotune.space.search import baseline_params, load_space
 
     space = load_space(Path(__file__).resolve().parent.parent / "search_spaces" / "a10g.yaml")
     (tmp_path / "config.json").write_text(json.dumps(QWEN3_06B))
@@ -141,7 +142,7 @@ def test_the_precheck_reads_the_models_own_config(tmp_path: Path) -> None:
 def test_the_builtin_qwen3_0_6b_costs_what_the_real_model_costs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the generated model's own config.json, read as the pre-check reads any model's
-    from autotune.builtin_model import QWEN3_0_6B, ensure_builtin_model
+    from autotune.model.builtin import QWEN3_0_6B, ensure_builtin_model
 
     monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path))
     d = ensure_builtin_model(QWEN3_0_6B)
@@ -277,7 +278,7 @@ def test_a_candidate_that_cannot_fit_is_recorded_without_a_start(tmp_path: Path)
 
 @pytest.mark.engine  # vLLM's own SchedulerConfig, in a child process
 def test_vllm_itself_says_which_combinations_it_refuses() -> None:
-    from autotune.combos import scheduler_check
+    from autotune.space.combos import scheduler_check
 
     space = parse_space({"name": "c", "args": {
         "max-model-len": 1024,
@@ -299,7 +300,7 @@ def test_vllm_itself_says_which_combinations_it_refuses() -> None:
 def test_a_space_that_leaves_the_context_to_vllm_is_checked_at_the_models_context() -> None:
     # the shipped GPU spaces set no max-model-len (vLLM takes the model's): their combinations
     # are still put to vLLM before the first start, at the model's own context
-    from autotune.combos import combinations
+    from autotune.space.combos import combinations
 
     space = parse_space({"name": "g", "args": {
         "max-num-batched-tokens": {"type": "categorical", "choices": [2048, 8192]},
@@ -317,7 +318,7 @@ def test_a_space_whose_every_combination_vllm_refuses_stops_before_any_start(
         capsys: pytest.CaptureFixture[str]) -> None:
     import shlex
 
-    from autotune.cli import main
+    from autotune.cli.main import main
     from tests.conftest import FAKE_LAUNCHER
 
     monkeypatch.chdir(tmp_path)

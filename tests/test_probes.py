@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from autotune.errors import UserError
-from autotune.hardware import detect_hardware
-from autotune.memory import MemorySampler, TreeMemory, memory_metrics, process_tree_memory
-from autotune.probes import DeviceInfo, SystemProbe
+from autotune.core.errors import UserError
+from autotune.engine.hardware import detect_hardware
+from autotune.engine.memory import MemorySampler, memory_metrics
+from autotune.engine.probes import DeviceInfo, SystemProbe, TreeMemory, process_tree_memory
 from autotune.testing.fake_probe import FakeProbe
 
 A10G = DeviceInfo(0, "NVIDIA A10G", 24 * 2**30)
@@ -168,7 +168,7 @@ def test_system_probe_without_nvml_is_a_cpu_host(monkeypatch: pytest.MonkeyPatch
 
 def test_the_host_memory_tolerance_can_be_widened_for_a_shared_host(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from autotune.memory import HOST_TOLERANCE_ENV, MemoryBaseline
+    from autotune.engine.memory import HOST_TOLERANCE_ENV, MemoryBaseline
 
     probe = FakeProbe(host_available=lambda: 20 * 2**30)
     monkeypatch.delenv(HOST_TOLERANCE_ENV)

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autotune.errors import ConfigError
-from autotune.profile import (
+from autotune.core.errors import ConfigError
+from autotune.profiles.profile import (
     META_BEGIN,
     Profile,
     ProfileMeta,
@@ -56,7 +56,7 @@ def test_profile_path_is_per_hardware() -> None:
 
 
 def test_a_profile_records_the_thresholds_autotune_check_holds_it_to(tmp_path: Path) -> None:
-    from autotune.profile import DEFAULT_CHECK
+    from autotune.profiles.profile import DEFAULT_CHECK
 
     path = tmp_path / "p.yaml"
     write_profile(profile(), path)
@@ -65,7 +65,7 @@ def test_a_profile_records_the_thresholds_autotune_check_holds_it_to(tmp_path: P
 
 
 def test_a_workload_file_gets_its_own_profile() -> None:
-    from autotune.inputs import RunConfig, run_profile_path
+    from autotune.app.inputs import RunConfig, run_profile_path
 
     chat = RunConfig(target="cpu", model="Qwen/Qwen3-0.6B", workload_path=Path("w/Chat.yaml"))
     assert run_profile_path(chat, "cpu-amd-avx2-8c") == Path(

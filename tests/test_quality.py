@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autotune.quality import Quality, agreement, changes_numerics, prefix_agreement
+from autotune.measure.quality import Quality, agreement, changes_numerics, prefix_agreement
 
 
 def test_prefix_agreement_counts_the_reference_tokens_reproduced_before_a_difference() -> None:
@@ -29,8 +29,8 @@ def test_only_settings_that_change_numerics_are_asked() -> None:
 
 
 def test_a_verdict_says_when_its_winner_changes_numerics() -> None:
-    from autotune.quality import numerics_note
-    from autotune.stats import Estimate
+    from autotune.core.stats import Estimate
+    from autotune.measure.quality import numerics_note
 
     guard = Quality(min_agreement=0.9)
     fp8 = {"quantization": "fp8", "kv-cache-dtype": "fp8", "max-num-seqs": 64}
@@ -55,9 +55,10 @@ def test_a_verdict_says_when_its_winner_changes_numerics() -> None:
 def test_the_verdict_of_a_winner_that_changes_numerics_carries_the_guards_finding() -> None:
     import optuna
 
-    from autotune.conclude import _with_numerics
-    from autotune.confirm import Arm
-    from autotune.space import TrialParams, parse_space
+    from autotune.app.conclude import _with_numerics
+    from autotune.decide.confirm import Arm
+    from autotune.space.params import TrialParams
+    from autotune.space.search import parse_space
 
     space = parse_space({"name": "q", "args": {
         "quantization": {"type": "categorical", "choices": [None, "fp8"]},
@@ -77,14 +78,15 @@ def test_the_verdict_of_a_winner_that_changes_numerics_carries_the_guards_findin
 @pytest.mark.engine
 def test_the_real_engine_agrees_with_itself_and_the_guard_rejects_changed_numerics(
         tmp_path: Path) -> None:
-    from autotune.app import guard
-    from autotune.objective import TrialSetup, run_trial
-    from autotune.plan import Plan
-    from autotune.quality import prompts_for
-    from autotune.space import EngineSettings, TrialParams, parse_space
+    from autotune.app.run import guard
+    from autotune.app.trial import TrialSetup, run_trial
+    from autotune.measure.plan import Plan
+    from autotune.measure.quality import prompts_for
+    from autotune.model.tokens import ModelTokenizer
+    from autotune.space.params import TrialParams
+    from autotune.space.search import EngineSettings, parse_space
     from autotune.testing.fake_probe import FakeProbe
     from autotune.testing.models import make_fixed_weights_model
-    from autotune.tokens import ModelTokenizer
     from tests.conftest import ONE_PROCESS_ENV, REAL_LAUNCHER
 
     model = make_fixed_weights_model(tmp_path / "model")

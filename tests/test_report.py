@@ -12,13 +12,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune import report_html, units
-from autotune.cli import main
-from autotune.confirm import BASELINE_NAME
-from autotune.profile import Profile, read_profile, write_profile
-from autotune.report import MIN_TRIALS_FOR_IMPORTANCE, ReportData, gather, importances
-from autotune.stats import Estimate
-from autotune.tables import confirmation_rows
+from autotune.cli.main import main
+from autotune.core import units
+from autotune.core.stats import Estimate
+from autotune.decide.confirm import BASELINE_NAME
+from autotune.profiles.profile import Profile, read_profile, write_profile
+from autotune.report import html as report_html
+from autotune.report.gather import MIN_TRIALS_FOR_IMPORTANCE, ReportData, gather, importances
+from autotune.report.tables import confirmation_rows
 from tests.browser import browser_page, wait_for_plots
 from tests.conftest import DATA, FAKE_LAUNCHER, here_profile
 from tests.test_profile import meta

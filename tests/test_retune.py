@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autotune.cli import main
-from autotune.hardware import detect_hardware
-from autotune.lock import lock_path, profile_lock
-from autotune.profile import Profile, read_profile, write_profile
-from autotune.retune import BUSY, REGRESSION, UNCHANGED, UPDATED
+from autotune.app.retune import BUSY, REGRESSION, UNCHANGED, UPDATED
+from autotune.cli.main import main
+from autotune.engine.hardware import detect_hardware
+from autotune.profiles.profile import Profile, read_profile, write_profile
+from autotune.scale.lock import lock_path, profile_lock
 from autotune.testing.fake_probe import FakeProbe
 from tests.conftest import DATA, FAKE_LAUNCHER, here_profile
 from tests.test_profile import meta
@@ -54,7 +54,7 @@ def current(tpot_ms: float | None, **kw: object) -> str:
     """A profile at the run's path, measured here, serving at `tpot_ms` per token (None:
     vLLM's defaults, the space's fixed settings only)."""
     hw = detect_hardware("cpu", FakeProbe()).describe()
-    from autotune.engine import vllm_version
+    from autotune.engine.argv import vllm_version
 
     fields: dict[str, object] = {"hardware": hw, "env": {}, "vllm_version": vllm_version(),
                                  **kw}
@@ -177,14 +177,15 @@ def test_a_second_retune_of_the_same_profile_is_refused_while_one_runs(
 
 def test_the_lock_dies_with_its_holder_even_on_sigkill(tmp_path: Path) -> None:
     prof = tmp_path / "p" / "m.yaml"
-    code = ("import sys,time\nfrom pathlib import Path\nfrom autotune.lock import profile_lock\n"
+    code = ("import sys,time\nfrom pathlib import Path\n"
+            "from autotune.scale.lock import profile_lock\n"
             "with profile_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n"
             "    time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(prof)], stdout=subprocess.PIPE,
                               text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        from autotune.lock import Busy
+        from autotune.scale.lock import Busy
 
         with pytest.raises(Busy, match=f"pid {holder.pid}"), profile_lock(prof):
             pass
@@ -203,10 +204,11 @@ def test_the_lock_dies_with_its_holder_even_on_sigkill(tmp_path: Path) -> None:
 
 
 def test_a_current_profile_that_is_vllms_defaults_still_asks_for_replace_gain() -> None:
-    from autotune.app import _min_gain
-    from autotune.confirm import Arm
-    from autotune.incumbent import Incumbent
-    from autotune.space import TrialParams, baseline_params, load_space
+    from autotune.app.run import _min_gain
+    from autotune.decide.confirm import Arm
+    from autotune.profiles.incumbent import Incumbent
+    from autotune.space.params import TrialParams
+    from autotune.space.search import baseline_params, load_space
 
     sp = load_space(DATA / "standin_space.yaml")
     defaults = baseline_params(sp)
@@ -222,8 +224,8 @@ def test_a_current_profile_that_is_vllms_defaults_still_asks_for_replace_gain() 
 
 
 def test_a_driver_or_cuda_upgrade_is_reported_with_old_and_new() -> None:
-    from autotune.probes import DeviceInfo
-    from autotune.retune import what_changed
+    from autotune.app.retune import what_changed
+    from autotune.engine.probes import DeviceInfo
 
     card = (DeviceInfo(0, "NVIDIA A100-SXM4-80GB", 80 * 2**30),)
     then = FakeProbe(devices=card, driver={"driver": "550.54.15", "cuda": "12.4"})
@@ -245,7 +247,7 @@ def test_a_driver_or_cuda_upgrade_is_reported_with_old_and_new() -> None:
 
 
 def test_a_replaced_profile_is_updated_and_a_kept_one_that_regressed_is_a_regression() -> None:
-    from autotune.retune import FAILED, retune_status
+    from autotune.app.retune import FAILED, retune_status
 
     alarm = "the current profile now measures output_throughput ... worse"
     assert retune_status(alarm, True, True) == ("updated", UPDATED)  # replaced: 10
@@ -263,13 +265,13 @@ def test_the_alarm_judges_the_profile_in_place_before_the_run(
     # the record: the alarm is about the defaults (50), not the winner, and the exit is 10
     import optuna
 
-    import autotune.retune as rt
-    from autotune.app import RunOutcome
-    from autotune.confirm import ArmRecord, Confirmation
-    from autotune.engine import vllm_version
-    from autotune.inputs import RunConfig
-    from autotune.stats import Estimate
-    from autotune.verdict import Verdict
+    import autotune.app.retune as rt
+    from autotune.app.inputs import RunConfig
+    from autotune.app.run import RunOutcome
+    from autotune.core.stats import Estimate
+    from autotune.decide.confirm import ArmRecord, Confirmation
+    from autotune.decide.verdict import Verdict
+    from autotune.engine.argv import vllm_version
 
     model = in_tmp / "model"
     model.mkdir()

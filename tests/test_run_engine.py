@@ -17,12 +17,12 @@ import optuna
 import psutil
 import pytest
 
-from autotune.hardware import detect_hardware
-from autotune.probes import SystemProbe
-from autotune.profile import Profile, read_profile, write_profile
-from autotune.records import read_samples
-from autotune.space import load_space
-from autotune.trials import is_baseline, metrics_of
+from autotune.engine.hardware import detect_hardware
+from autotune.engine.probes import SystemProbe
+from autotune.measure.records import read_samples
+from autotune.profiles.profile import Profile, read_profile, write_profile
+from autotune.space.search import load_space
+from autotune.study.trials import is_baseline, metrics_of
 from tests.browser import browser_page, wait_for_plots
 from tests.conftest import DATA, here_profile
 from tests.test_profile import meta
@@ -105,7 +105,7 @@ def test_search_trials_are_measured_in_rounds(confirmed: tuple[Path, Profile, st
 
 def test_the_search_ran_two_real_servers_at_once_on_disjoint_cores(
         confirmed: tuple[Path, Profile, str]) -> None:
-    from autotune.slots import core_sets, cpu_list
+    from autotune.engine.slots import core_sets, cpu_list
 
     work, profile, out = confirmed
     study = optuna.load_study(study_name=profile.meta.study,
@@ -213,7 +213,7 @@ def retune(work: Path, *args: str, code: int) -> subprocess.CompletedProcess[str
 
 
 def tiny_settings(**extra: object) -> dict[str, object]:
-    from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
+    from autotune.model.builtin import TINY_QWEN3, ensure_builtin_model
 
     return {"model": str(ensure_builtin_model(TINY_QWEN3)), "load-format": "dummy",
             "max-model-len": 512, "gpu-memory-utilization": 0.3, "enforce-eager": True,
@@ -224,7 +224,7 @@ def test_a_retune_replaces_a_poor_profile_and_logs_the_gain(
         tmp_path: Path) -> None:
     # one sequence at a time at a concurrency of 8: vLLM's defaults serve several times faster
     hw = detect_hardware("cpu", SystemProbe()).describe()
-    from autotune.engine import vllm_version
+    from autotune.engine.argv import vllm_version
 
     write_profile(Profile(settings=tiny_settings(**{"max-num-seqs": 1}), meta=meta(
         hardware=hw, env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},

@@ -8,20 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from autotune.cli import parse_objective, parse_weights
-from autotune.errors import ConfigError, FailureReason
-from autotune.front import export_front, front_record
-from autotune.objective import PruneCheck, TrialResult
-from autotune.pareto import Point, dominates, front, knee_distance, ranked
-from autotune.profile import read_profile
-from autotune.samplers import grid_of, grid_size
-from autotune.scoring import derive, score, weighted_score
-from autotune.space import Goal, Objective, TrialParams, parse_space
-from autotune.stats import Estimate
-from autotune.trials import best_trial, feasible, finalists, pareto_trials
-from autotune.tuner import StudyConfig, tune
-from autotune.verdict import ArmFigures
-from autotune.verdict_goals import decide_pareto
+from autotune.cli.main import parse_objective, parse_weights
+from autotune.core.errors import ConfigError, FailureReason
+from autotune.core.stats import Estimate
+from autotune.decide.pareto import Point, dominates, front, knee_distance, ranked
+from autotune.decide.scoring import derive, score, weighted_score
+from autotune.decide.verdict import ArmFigures
+from autotune.decide.verdict_goals import decide_pareto
+from autotune.measure.result import PruneCheck, TrialResult
+from autotune.profiles.profile import read_profile
+from autotune.space.goals import Goal, Objective
+from autotune.space.params import TrialParams
+from autotune.space.search import parse_space
+from autotune.study.front import export_front, front_record
+from autotune.study.samplers import grid_of, grid_size
+from autotune.study.trials import best_trial, feasible, finalists, pareto_trials
+from autotune.study.tuner import StudyConfig, tune
 
 UP = Goal(metric="output_throughput", direction="maximize")
 DOWN = Goal(metric="p95_ttft_ms", direction="minimize")
@@ -283,7 +285,7 @@ def test_no_finalists_means_none_not_all(tmp_path: Path) -> None:
 def test_validate_refuses_a_grid_over_a_continuous_range(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]
                                                           ) -> None:
-    from autotune.cli import main
+    from autotune.cli.main import main
 
     f = tmp_path / "g.yaml"
     f.write_text("name: g\nargs:\n  gpu-memory-utilization: {type: float, low: 0.8, high: 0.9}\n"
@@ -316,7 +318,7 @@ def additive(params: TrialParams, number: int, prune: PruneCheck | None = None) 
 
 def test_screening_changes_one_option_at_a_time_then_combines_what_helped(
         tmp_path: Path) -> None:
-    from autotune.screening import COMBINED, SCREEN, screens
+    from autotune.study.screening import COMBINED, SCREEN, screens
 
     space = screened_space()
     cands = screens(space, 3)  # type: ignore[arg-type]
@@ -339,7 +341,7 @@ def test_screening_changes_one_option_at_a_time_then_combines_what_helped(
 
 
 def test_no_combination_when_fewer_than_two_changes_helped(tmp_path: Path) -> None:
-    from autotune.screening import COMBINED
+    from autotune.study.screening import COMBINED
 
     def only_dtype(params: TrialParams, number: int, prune: PruneCheck | None = None
                    ) -> TrialResult:
@@ -361,7 +363,7 @@ def test_random_start_up_enqueues_no_screens(tmp_path: Path) -> None:
 
 
 def test_screens_beyond_the_budget_stay_queued_and_out_of_the_table(tmp_path: Path) -> None:
-    from autotune.tables import summary_rows
+    from autotune.report.tables import summary_rows
 
     study = tune(screened_space(), StudyConfig(f"sqlite:///{tmp_path / 's.db'}", "s", 2),  # type: ignore[arg-type]
                  additive, {})

@@ -9,7 +9,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from autotune.sequential import Rule, detectable, rounds_to_detect, spent, tail_levels
+from autotune.decide.sequential import Rule, detectable, rounds_to_detect, spent, tail_levels
 
 
 @pytest.mark.parametrize(("first", "last", "total"), [(3, 3, 0.025), (3, 12, 0.025),

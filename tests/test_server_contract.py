@@ -13,15 +13,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from autotune.client import Target, prometheus_values, run_workload, scrape_metrics, served_model
-from autotune.engine import ServerSpec, VllmServer, free_port, kv_cache_tokens
-from autotune.memory import MemorySampler, process_tree_memory
-from autotune.metrics import RequestSample, summarize
-from autotune.plan import Plan
-from autotune.probes import SystemProbe
+from autotune.engine.argv import ServerSpec
+from autotune.engine.logs import kv_cache_tokens
+from autotune.engine.memory import MemorySampler
+from autotune.engine.probes import SystemProbe, process_tree_memory
+from autotune.engine.server import VllmServer, free_port
+from autotune.measure.client import (
+    Target,
+    prometheus_values,
+    run_workload,
+    scrape_metrics,
+    served_model,
+)
+from autotune.measure.metrics import RequestSample, summarize
+from autotune.measure.plan import Plan
+from autotune.measure.workload import Workload
+from autotune.model.tokens import ModelTokenizer
 from autotune.testing.models import make_other_tokenizer_model
-from autotune.tokens import ModelTokenizer
-from autotune.workload import Workload
 from tests.conftest import FAKE_LAUNCHER, ONE_PROCESS_ENV, REAL_LAUNCHER
 
 KEY = "-contract-key"  # a leading dash, as a random key may have: it must not read as an option

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from autotune.cli import main
-from autotune.profile import Profile, write_profile
-from autotune.soak import Window, analyse, drift, slope
+from autotune.cli.main import main
+from autotune.profiles.profile import Profile, write_profile
+from autotune.profiles.soak import Window, analyse, drift, slope
 from tests.conftest import FAKE_LAUNCHER
 from tests.test_profile import meta
 
@@ -70,7 +70,7 @@ def test_latency_drift_and_distance_from_the_record_break_thresholds() -> None:
 
 
 def standin_profile(tmp: Path, **check: float) -> Path:
-    from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
+    from autotune.model.builtin import TINY_QWEN3, ensure_builtin_model
 
     path = tmp / "profiles" / "cpu" / "m.yaml"
     write_profile(Profile(settings={"model": str(ensure_builtin_model(TINY_QWEN3)),

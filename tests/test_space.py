@@ -5,9 +5,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.errors import ConfigError
-from autotune.space import (
-    CategoricalParam,
+from autotune.core.errors import ConfigError
+from autotune.space.params import CategoricalParam
+from autotune.space.search import (
     SearchSpace,
     baseline_params,
     load_space,
@@ -123,7 +123,7 @@ SHIPPED = sorted(p.name for p in (ROOT / "search_spaces").glob("*.yaml"))
 
 
 def test_each_target_gets_its_own_shipped_space() -> None:
-    from autotune.inputs import default_space_path
+    from autotune.app.inputs import default_space_path
 
     assert {"cpu.yaml", "a10g.yaml", "l4.yaml", "a100-80gb.yaml", "h100.yaml"} <= set(SHIPPED)
     for target in ("cpu", "a10g", "l4", "a100-80gb", "h100"):
@@ -148,7 +148,7 @@ NUMERICS = {"dtype", "quantization", "kv-cache-dtype"}
 def lossy(s: SearchSpace, option: str) -> bool:
     """Whether a tuned option can compute with less precision than vLLM's default: any value
     but vLLM's default (None) and those that only widen (float32, quality.widens)."""
-    from autotune.quality import widens
+    from autotune.measure.quality import widens
 
     choices = getattr(s.args[option], "choices", None) or [object()]
     return any(c is not None and not widens(option, c) for c in choices)
@@ -170,8 +170,8 @@ def test_no_shipped_gpu_space_caps_the_context(name: str, tmp_path: Path) -> Non
     spaces served before, at their old 4096-token cap."""
     import json
 
-    from autotune.inputs import smallest_context
-    from autotune.models import ResolvedModel
+    from autotune.app.inputs import smallest_context
+    from autotune.model.resolve import ResolvedModel
 
     s = load_space(ROOT / "search_spaces" / name)
     assert "max-model-len" not in s.args and "max-model-len" not in baseline_params(s).args

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from autotune.stats import Estimate, mean_interval, paired_ratio, rounds_needed, t_quantile
+from autotune.core.stats import Estimate, mean_interval, paired_ratio, rounds_needed, t_quantile
 
 # Two-sided 95% quantiles from a printed Student t table, and 97.5% one-sided at 2 dof
 # (the Bonferroni level of two comparisons).
@@ -80,7 +80,7 @@ def test_rounds_needed_grows_with_noise_and_precision() -> None:
 
 
 def test_a_bound_near_one_shows_which_side_of_one_it_is_on() -> None:
-    from autotune.stats import Estimate
+    from autotune.core.stats import Estimate
 
     e = Estimate(value=1.31, low=1.0002, high=1.72, n=3, basis="starts")
     assert e.describe(3) == "1.31 [1.0002, 1.72] (3 starts)"

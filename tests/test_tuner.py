@@ -5,12 +5,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.errors import AutotuneError, EnvironmentFailure, FailureReason, UserError
-from autotune.objective import PruneCheck, TrialResult
-from autotune.space import TrialParams, parse_space
-from autotune.stats import Estimate
-from autotune.trials import best_trial, counted_trials, is_baseline, metrics_of
-from autotune.tuner import StudyConfig, StudyMismatch, TrialReport, tune
+from autotune.core.errors import AutotuneError, EnvironmentFailure, FailureReason, UserError
+from autotune.core.stats import Estimate
+from autotune.measure.result import PruneCheck, TrialResult
+from autotune.space.params import TrialParams
+from autotune.space.search import parse_space
+from autotune.study.trials import best_trial, counted_trials, is_baseline, metrics_of
+from autotune.study.tuner import StudyConfig, StudyMismatch, TrialReport, tune
 
 SPACE = parse_space({
     "name": "t",
@@ -252,7 +253,7 @@ def test_no_pruning_for_an_objective_that_is_not_a_per_round_figure(tmp_path: Pa
 
 
 def test_the_study_keeps_every_level_with_its_intervals(tmp_path: Path) -> None:
-    from autotune.metrics import LevelResult
+    from autotune.measure.metrics import LevelResult
 
     def with_levels(params: TrialParams, number: int, prune: PruneCheck | None = None
                     ) -> TrialResult:
@@ -310,8 +311,8 @@ def test_a_repeat_draw_is_answered_from_the_study_without_a_start(tmp_path: Path
     assert {r.repeat_of for r in reports} - {None} == {t.user_attrs["repeat_of"]
                                                       for t in repeats}
     # vLLM's defaults drawn again by the sampler are not a finalist: they are the baseline
-    from autotune.space import baseline_params, resolve
-    from autotune.trials import finalists
+    from autotune.space.search import baseline_params, resolve
+    from autotune.study.trials import finalists
 
     def settings(t: optuna.trial.FrozenTrial) -> TrialParams:
         return baseline_params(space) if is_baseline(t) else resolve(space, t.params)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from autotune.cli import main
-from autotune.profile import Profile, write_profile
-from autotune.stats import Estimate
-from autotune.units import axis_title, describe, est, figure, ratio, unit
+from autotune.cli.main import main
+from autotune.core.stats import Estimate
+from autotune.core.units import axis_title, describe, est, figure, ratio, unit
+from autotune.profiles.profile import Profile, write_profile
 from tests.test_profile import meta
 
 MEMORY = {"value": 6.421e9, "low": 6.35e9, "high": 6.49e9, "n": 4, "basis": "starts"}

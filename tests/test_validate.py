@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autotune.cli import main
-from autotune.profile import Profile, write_profile
+from autotune.cli.main import main
+from autotune.profiles.profile import Profile, write_profile
 from tests.test_profile import meta
 
 EXAMPLE_PROFILE = (Path(__file__).resolve().parent.parent / "examples" / "profiles"

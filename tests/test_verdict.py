@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autotune.sequential import Rule
-from autotune.stats import paired_ratio
-from autotune.verdict import ArmFigures, decide
-from autotune.verdict_goals import decide_pareto
+from autotune.core.stats import paired_ratio
+from autotune.decide.sequential import Rule
+from autotune.decide.verdict import ArmFigures, decide
+from autotune.decide.verdict_goals import decide_pareto
 
 
 def arm(name: str, role: str, *values: float | None) -> ArmFigures:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from autotune.errors import ConfigError
-from autotune.vllm_args import _parser, check_options, engine_problem, problems
+from autotune.core.errors import ConfigError
+from autotune.engine.vllm_args import _parser, check_options, engine_problem, problems
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_VLLM = Path(__file__).parent / "no_vllm"
@@ -93,7 +93,7 @@ def test_without_the_engine_real_engine_tests_fail_rather_than_skip(tmp_path: Pa
 @pytest.mark.engine
 def test_the_parsers_answers_are_cached_per_question_python_and_path(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import autotune.vllm_args as va
+    import autotune.engine.vllm_args as va
 
     monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path / "cache"))
     children: list[list[str]] = []

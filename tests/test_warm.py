@@ -8,15 +8,11 @@ from typing import Any
 
 import pytest
 
-from autotune.catalog import Entry
-from autotune.objective import PruneCheck, TrialResult
-from autotune.profile import Profile, write_profile
-from autotune.screening import screens
-from autotune.space import SearchSpace, TrialParams, parse_space
-from autotune.stats import Estimate
-from autotune.trials import BASELINE, ROLE, counted_trials
-from autotune.tuner import StudyConfig, tune
-from autotune.warm import (
+from autotune.core.stats import Estimate
+from autotune.measure.result import PruneCheck, TrialResult
+from autotune.profiles.catalog import Entry
+from autotune.profiles.profile import Profile, write_profile
+from autotune.profiles.warm import (
     MAX_WARM_STARTS,
     WARM_FROM,
     WarmStart,
@@ -26,6 +22,11 @@ from autotune.warm import (
     other_hardware,
     warm_starts,
 )
+from autotune.space.params import TrialParams
+from autotune.space.search import SearchSpace, parse_space
+from autotune.study.screening import screens
+from autotune.study.trials import BASELINE, ROLE, counted_trials
+from autotune.study.tuner import StudyConfig, tune
 from tests.test_profile import meta
 
 SPACE = parse_space({

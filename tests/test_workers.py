@@ -21,12 +21,13 @@ import psutil
 import pytest
 from optuna.trial import TrialState
 
-from autotune.objective import PruneCheck, TrialResult
-from autotune.slots import Pool, Slot, core_sets, cpu_list, gpus_needed
-from autotune.space import TrialParams, parse_space
-from autotune.stats import Estimate
-from autotune.trials import counted_trials, params_of, shown
-from autotune.tuner import StudyConfig, tune
+from autotune.core.stats import Estimate
+from autotune.engine.slots import Pool, Slot, core_sets, cpu_list, gpus_needed
+from autotune.measure.result import PruneCheck, TrialResult
+from autotune.space.params import TrialParams
+from autotune.space.search import parse_space
+from autotune.study.trials import counted_trials, params_of, shown
+from autotune.study.tuner import StudyConfig, tune
 from tests.conftest import FAKE_LAUNCHER, here_profile
 
 SPACE_TEXT = """\
@@ -162,7 +163,7 @@ def test_parallel_trials_run_side_by_side_on_disjoint_cores(tmp_path: Path) -> N
 
 def test_the_other_workers_get_the_storage_in_their_environment_not_their_command_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from autotune import workers
+    from autotune.scale import workers
 
     url = "postgresql+psycopg://u:s3cret@db/x"
     seen: list[tuple[list[str], dict[str, str]]] = []
@@ -329,8 +330,8 @@ def test_a_worker_killed_mid_trial_has_its_candidate_retried_by_the_other(
 
 
 def test_the_lease_goes_to_one_worker_and_a_later_run_confirms_again(tmp_path: Path) -> None:
-    from autotune.lease import STALE_S, Held, Lease, take
-    from autotune.tuner import make_storage
+    from autotune.scale.lease import STALE_S, Held, Lease, take
+    from autotune.study.tuner import make_storage
 
     storage = make_storage(f"sqlite:///{tmp_path / 's.db'}", 5, 20)
     t0 = time.time()
@@ -366,7 +367,7 @@ def test_the_lease_goes_to_one_worker_and_a_later_run_confirms_again(tmp_path: P
 def test_parallel_flags_are_checked_before_anything_starts(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from autotune.cli import main
+    from autotune.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     space = space_file(tmp_path, startup=0.1)
@@ -383,8 +384,8 @@ def test_parallel_flags_are_checked_before_anything_starts(
 
 
 def test_beside_other_trials_the_memory_check_is_per_gpu_and_skips_the_host() -> None:
-    from autotune.memory import MemoryBaseline, wait_for_memory
-    from autotune.probes import DeviceInfo
+    from autotune.engine.memory import MemoryBaseline, wait_for_memory
+    from autotune.engine.probes import DeviceInfo
     from autotune.testing.fake_probe import FakeProbe
 
     gib = 2**30

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autotune.errors import ConfigError
-from autotune.workload import Level, Workload, load_workload
+from autotune.core.errors import ConfigError
+from autotune.measure.workload import Level, Workload, load_workload
 
 
 def wl(**kw: object) -> Workload:

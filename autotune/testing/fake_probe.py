@@ -7,13 +7,12 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from autotune.memory import TreeMemory, process_tree_memory
-from autotune.probes import CpuInfo, DeviceInfo, host_cpu
+from autotune.engine.probes import CpuInfo, DeviceInfo, TreeMemory, host_cpu, process_tree_memory
 
 
 @dataclass
 class FakeProbe:
-    """Satisfies `autotune.probes.Probe`. GPUs are scripted; host memory is real unless
+    """Satisfies `autotune.engine.probes.Probe`. GPUs are scripted; host memory is real unless
     scripted."""
 
     devices: tuple[DeviceInfo, ...] = ()

@@ -7,7 +7,7 @@ from typing import Any
 
 
 class WordTokenizer:
-    """Satisfies `autotune.tokens.Tokenizer` and counts as `autotune.testing.fake_vllm` does:
+    """Satisfies `autotune.model.tokens.Tokenizer` and counts as `autotune.testing.fake_vllm` does:
     a prompt's words, or for chat the words of every message's content."""
 
     def __init__(self) -> None:

@@ -8,7 +8,7 @@ import random
 import string
 from pathlib import Path
 
-from autotune.builtin_model import write_qwen3_model
+from autotune.model.builtin import write_qwen3_model
 
 
 def other_corpus(n_lines: int = 3000, seed: int = 1) -> list[str]:
@@ -38,7 +38,7 @@ def make_fixed_weights_model(out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoConfig, Qwen3ForCausalLM
 
-    from autotune.builtin_model import TINY_QWEN3, ensure_builtin_model
+    from autotune.model.builtin import TINY_QWEN3, ensure_builtin_model
 
     src = ensure_builtin_model(TINY_QWEN3)
     out.mkdir(parents=True, exist_ok=True)

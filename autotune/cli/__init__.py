@@ -1,0 +1,1 @@
+"""The command line: parsing arguments, the commands, the live display, interrupts."""

@@ -1,0 +1,1 @@
+"""Foundations that import nothing else of autotune: errors, statistics, units, events, config."""

@@ -1,0 +1,1 @@
+"""Deciding between measured candidates: scores, Pareto fronts, sequential tests, verdicts."""

@@ -1,0 +1,1 @@
+"""The vLLM engine and its machine: argv, the server process, its logs, hardware and memory."""

@@ -1,0 +1,191 @@
+"""Profiles: the winning settings as a file `vllm serve --config` takes unchanged, plus metadata.
+
+The vLLM settings are the YAML document itself. Everything else (metrics, hardware, study) sits
+in a comment block, which vLLM ignores and `read_profile` parses back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from autotune.core.config import parse_model, parse_yaml, read_text, read_yaml
+from autotune.core.errors import ConfigError
+from autotune.core.stats import Estimate
+from autotune.measure.records import atomic_write
+
+# `autotune check` thresholds (soak.py says what each means)
+DEFAULT_CHECK: dict[str, float] = {
+    "max_latency_drift": 0.25,  # last third's P99 over the first third's, beyond noise
+    "max_memory_growth_mib_per_h": 512.0,  # the slope's interval entirely above it
+    "max_latency_vs_record": 1.5,  # P99 e2e latency over the recorded interval's top
+    "min_throughput_vs_record": 0.7,  # throughput under the recorded interval's bottom
+}
+
+META_BEGIN = "# --- autotune metadata ---"
+META_END = "# --- end autotune metadata ---"
+
+
+class ProfileMeta(BaseModel):
+    """Where the settings come from and what they were measured to do, on what."""
+
+    # model_revision is a field, not pydantic's: older pydantic warns of its "model_" names
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    autotune_version: str
+    created: str
+    target: str
+    model: str
+    model_revision: str = "unknown"
+    hardware: dict[str, Any]
+    vllm_version: str
+    space: str
+    space_fingerprint: str
+    workload: dict[str, Any]
+    study: str
+    trial: int | None = Field(None, description="the search trial (None: vLLM's defaults)")
+    objective: dict[str, Any]
+    # the settings' figures in this run's confirmation round (basis: server starts)
+    metrics: dict[str, Estimate]
+    # paired ratios to vLLM's defaults, measured side by side in the same run
+    gain: dict[str, Estimate] = Field(default_factory=dict)
+    verdict: str = ""
+    confirmation: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    serve: str = Field("vllm serve", description="the command that takes --config")
+    # `autotune check` thresholds for this profile: written with every profile, to be edited
+    check: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_CHECK))
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _bare_numbers(cls, v: Any) -> Any:
+        # profiles written before figures carried intervals hold bare numbers
+        if isinstance(v, dict):
+            return {k: {"value": x} if isinstance(x, (int, float)) else x
+                    for k, x in v.items()}
+        return v
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    settings: dict[str, Any]
+    meta: ProfileMeta
+
+    def deploy_command(self, path: str | Path) -> str:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.meta.env.items()))
+        cmd = f"{self.meta.serve} --config {shlex.quote(str(path))}"
+        return f"{env} {cmd}" if env else cmd
+
+
+def model_slug(model: str) -> str:
+    """A file name for a model: `Qwen/Qwen3-0.6B` -> `qwen--qwen3-0.6b`."""
+    if model.startswith(("/", "./", "../", "~")):
+        model = Path(model).name
+    slug = model.lower().replace("/", "--").replace(":", "-")
+    slug = re.sub(r"[^a-z0-9._-]+", "-", slug).strip("-.")
+    return slug or "model"
+
+
+def profile_path(profiles_dir: Path, hardware_key: str, model: str, workload: str = ""
+                 ) -> Path:
+    """`profiles/<hardware key>/<model slug>[.<workload>].yaml` (see
+    `hardware.HardwareInfo.key`): one profile per model and hardware, and per workload where a
+    model is tuned for several."""
+    suffix = f".{model_slug(workload)}" if workload else ""
+    return profiles_dir / hardware_key / f"{model_slug(model)}{suffix}.yaml"
+
+
+def _tidy(x: Any) -> Any:
+    """Floats to 6 significant digits, recursively: the figures are not that precise."""
+    if isinstance(x, float):
+        return float(f"{x:.6g}")
+    if isinstance(x, dict):
+        return {k: _tidy(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_tidy(v) for v in x]
+    return x
+
+
+def headline(meta: ProfileMeta) -> list[str]:
+    """What the settings do, in a sentence or two, with how it was measured."""
+    metric = str(meta.objective.get("metric"))
+    est = meta.metrics.get(metric)
+    out = [f"Tuned for {meta.model} on {meta.hardware.get('key', meta.target)}: {metric} "
+           + (est.describe() if est else str(meta.objective.get("value")))]
+    g = meta.gain.get(metric)
+    if g is not None:
+        out.append(f"x{g.describe(3)} vs vLLM's defaults, paired, same run and machine")
+    if meta.verdict:
+        out.append(meta.verdict)
+    return out
+
+
+def context_cap(settings: dict[str, Any]) -> str | None:
+    """What a profile that caps the context says of it (None: it serves the model's full
+    context, vLLM's default). A space's fixed or tuned max-model-len lands in the profile,
+    so deploying it caps every request there, not only the workload's."""
+    cap = settings.get("max-model-len")
+    if cap is None or cap in (-1, "-1", "auto"):
+        return None
+    return (f"This profile caps the context at {cap} tokens (max-model-len): vLLM refuses "
+            "longer requests; without the line it serves the model's full context, if one "
+            "sequence of that length fits its KV cache")
+
+
+def render(profile: Profile, path: Path) -> str:
+    meta_yaml = yaml.safe_dump(_tidy(profile.meta.model_dump(mode="json", exclude_none=True)),
+                               sort_keys=False, default_flow_style=None, width=100)
+    cap = context_cap(profile.settings)
+    lines = [
+        "# autotune profile: vLLM settings, usable as is with `vllm serve --config`.",
+        *(f"# {line}" for line in headline(profile.meta)),
+        *([f"# {cap}"] if cap else []),
+        "# Deploy:",
+        f"#   {profile.deploy_command(path)}",
+        "#",
+        META_BEGIN,
+        *("# " + line if line else "#" for line in meta_yaml.splitlines()),
+        META_END,
+        yaml.safe_dump(profile.settings, sort_keys=False, default_flow_style=False).rstrip(),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_profile(profile: Profile, path: Path) -> Path | None:
+    """Atomic: a reader sees the old file or the new one, never half of either. A profile
+    already at `path` is first copied to `history/` beside it; returns that copy's path."""
+    kept = archive(path) if path.exists() else None
+    atomic_write(path, render(profile, path).encode())
+    return kept
+
+
+def archive(path: Path) -> Path:
+    """Copy a profile into `history/` beside it, named by when it was replaced."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    dest = path.parent / "history" / f"{path.stem}.{stamp}{path.suffix}"
+    atomic_write(dest, path.read_bytes())
+    return dest
+
+
+def read_profile(path: str | Path) -> Profile:
+    p = Path(path)
+    settings = read_yaml(p)
+    if not isinstance(settings, dict):
+        raise ConfigError(str(p), None, "a profile must be a mapping of vLLM options")
+    text = read_text(p)
+    if META_BEGIN not in text or META_END not in text:
+        raise ConfigError(str(p), None, "no autotune metadata block")
+    block = text.split(META_BEGIN, 1)[1].split(META_END, 1)[0]
+    meta_lines = [line[2:] if line.startswith("# ") else line.lstrip("#")
+                  for line in block.strip("\n").splitlines()]
+    meta = parse_yaml("\n".join(meta_lines), str(p), "metadata")
+    parsed = parse_model(Profile, {"settings": settings, "meta": meta}, str(p))
+    return parsed

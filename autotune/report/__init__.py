@@ -1,0 +1,1 @@
+"""Reports on a study: gathering its figures, its tables, the HTML page."""

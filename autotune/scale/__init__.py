@@ -1,0 +1,1 @@
+"""Many workers on one study: worker processes, leases and profile locks."""

@@ -1,0 +1,1 @@
+"""The search space: tuned and fixed parameters, objectives, rules and combination checks."""

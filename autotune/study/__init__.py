@@ -1,0 +1,1 @@
+"""The Optuna study: sampling candidates, screening, pruning, the budget, its storage."""
