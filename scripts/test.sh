@@ -17,6 +17,8 @@ fi
 # many workers on one study: a real PostgreSQL server (Debian's package), started here
 eval "$(scripts/postgres.sh)"
 .venv/bin/ruff check autotune tests bench
+# the packages' one-way import rule (pyproject.toml's [tool.importlinter] contracts)
+.venv/bin/lint-imports
 if [ $# -gt 0 ]; then
     .venv/bin/mypy autotune bench
     exec .venv/bin/python -m pytest "$@"

@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from autotune.core.units import est, ratio
+from autotune.core.units import est, figure, ratio
 
 
 def _fmt(v: Any, digits: int = 1) -> str:
@@ -81,7 +81,7 @@ def front_rows(study: Any) -> tuple[list[str], list[list[str]]]:
             f"{k}={_fmt(v, 3)}" for k, v in t.params.items() if v is not None) or (
             "vLLM defaults (drawn)")
         rows.append([str(i + 1) + (" (chosen)" if i == 0 else ""), str(t.number),
-                     *(est(m.get(g.metric)) for g in goals), settings])
+                     *(figure(g.metric, m.get(g.metric)) for g in goals), settings])
     return header, rows
 
 
