@@ -37,7 +37,7 @@ types=$!
 # Every part runs whatever another found; the script fails if anything failed.
 lowest_log="$(mktemp)"
 trap 'rm -f "$types_log" "$lowest_log"' EXIT
-scripts/lowest.sh -q >"$lowest_log" 2>&1 &
+scripts/lowest.sh -q -n 2 >"$lowest_log" 2>&1 &
 lowest=$!
 status=0
 .venv/bin/python -m pytest -n 3 --dist worksteal -m "not alone" || status=$?
