@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -73,7 +74,9 @@ def main() -> None:
         if ns.launcher:
             cmd += ["--launcher", ns.launcher, "--no-verify-options"]
         t0 = time.monotonic()
-        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
+        env = {k: v for k, v in os.environ.items() if k != "AUTOTUNE_STORAGE"}  # a fresh study
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False,
+                              env=env)
         took = time.monotonic() - t0
         if proc.returncode != 0:
             print(proc.stdout[-3000:] + proc.stderr[-3000:])

@@ -587,10 +587,11 @@ def _is_vllm(module: str | None) -> bool:
     return bool(module) and str(module).split(".")[0] == "vllm"
 
 
-def _alternatives(tree: ast.AST) -> dict[int, tuple[str, ...]]:
+def _alternatives(tree: ast.AST) -> dict[tuple[int, str], tuple[str, ...]]:
     """`try: from A import x` / `except ImportError: from B import x`: for each such import
-    node (by id), every module the name is tried from, in order (one of them is enough)."""
-    out: dict[int, tuple[str, ...]] = {}
+    of a name (by the import node's id and the name), every module the name is tried from, in
+    order (one of them is enough). A name imported from one place only has no entry."""
+    out: dict[tuple[int, str], tuple[str, ...]] = {}
     for node in ast.walk(tree):
         if not isinstance(node, ast.Try):
             continue
@@ -602,10 +603,10 @@ def _alternatives(tree: ast.AST) -> dict[int, tuple[str, ...]]:
             if n.level == 0 and _is_vllm(n.module):
                 for a in n.names:
                     by_name.setdefault(a.name, []).append(n)
-        for group in by_name.values():
+        for name, group in by_name.items():
             if len(group) > 1:
                 for n in group:
-                    out[id(n)] = tuple(str(g.module) for g in group)
+                    out[(id(n), name)] = tuple(str(g.module) for g in group)
     return out
 
 
@@ -621,8 +622,8 @@ def vllm_imports() -> list[tuple[tuple[str, ...], str | None, str]]:
         for node in ast.walk(tree):
             at = f"{rel(path)}:{getattr(node, 'lineno', 0)}"
             if isinstance(node, ast.ImportFrom) and node.level == 0 and _is_vllm(node.module):
-                modules = alternatives.get(id(node), (str(node.module),))
                 for a in node.names:
+                    modules = alternatives.get((id(node), a.name), (str(node.module),))
                     if (modules, a.name) not in seen:
                         seen.add((modules, a.name))
                         out.append((modules, a.name, at))

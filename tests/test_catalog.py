@@ -60,7 +60,12 @@ def test_list_adds_the_shipped_catalog_once_and_says_what_it_is_worth(
     assert main(["profiles", "list", "--profiles-dir", str(shipped)]) == 0
     out = capsys.readouterr().out
     assert out.count(str(theirs)) == 1 and "shipped with autotune" not in out
-    # no profiles of the user's own yet: the catalog still shows
+    # a fresh folder where no run wrote a profile yet: the catalog still shows
+    monkeypatch.chdir(tmp_path)
+    assert main(["profiles", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "no profiles under profiles yet" in out and str(theirs) in out
+    # no profiles of the user's own in the folder given: the catalog still shows
     (tmp_path / "empty").mkdir()
     assert main(["profiles", "list", "--profiles-dir", str(tmp_path / "empty")]) == 0
     out = capsys.readouterr().out

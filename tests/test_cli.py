@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -53,7 +54,10 @@ def test_run_writes_profile_and_resumes(capsys: pytest.CaptureFixture[str], in_t
     assert main(fake_run("--trials", "3")) == 0
     out = capsys.readouterr().out
     assert "trial 0 (vLLM defaults): output_throughput " in out
-    assert "confirming vLLM defaults, trial " in out and "in 3 interleaved rounds" in out
+    assert "confirming vLLM defaults, trial " in out
+    # the rounds the confirmation took, whichever way its verdict went (the candidate serves
+    # as fast as the defaults on the stand-in: a false win, at most 5%, reads "over 3 ...")
+    assert re.search(r"\b(in|over) 3 interleaved rounds", out), out
     assert "verdict: " in out
     prof = in_tmp / here_profile()
     p = read_profile(prof)

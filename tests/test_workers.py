@@ -181,9 +181,10 @@ def test_the_other_workers_get_the_storage_in_their_environment_not_their_comman
             return 0
 
     monkeypatch.setattr(workers.subprocess, "Popen", Popen)
-    for how in (["--storage", url], [f"--storage={url}"], ["--stor", url]):
+    for how, js in ((["--storage", url], "--json"), ([f"--storage={url}"], "--js"),
+                    (["--stor", url], "--jso")):
         seen.clear()
-        argv = ["run", "--gpu", "cpu", *how, "--json", "-", "--trials", "4"]
+        argv = ["run", "--gpu", "cpu", *how, js, "-", "--trials", "4"]
         with workers.spawned(argv, 3, tmp_path, lambda _: None):
             pass
         assert len(seen) == 2

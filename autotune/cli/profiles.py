@@ -16,7 +16,7 @@ from autotune.cli.flags import folder, parse_devices, parse_duration, parse_laun
 
 def add_profile_commands(sub: Any) -> None:
     def common(p: argparse.ArgumentParser, json_out: bool = True) -> None:
-        p.add_argument("--profiles-dir", type=Path, default=Path("profiles"),
+        p.add_argument("--profiles-dir", type=Path, default=DEFAULT_DIR,
                        help="where profiles are kept (default profiles/)")
         if json_out:
             p.add_argument("--json", action="store_true", help="JSON on standard output")
@@ -72,6 +72,7 @@ def _dump(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+DEFAULT_DIR = Path("profiles")
 SHIPPED_NOTE = ("shipped with autotune, measured on the project's machines (`profiles show` "
                 "names each): on yours a first candidate, not a verdict (a run measures it "
                 "again side by side)")
@@ -81,9 +82,13 @@ def cmd_list(ns: argparse.Namespace) -> int:
     from autotune.profiles.catalog import find_profiles, list_rows, shipped_root
     from autotune.report.tables import table
 
-    where = profiles_root(ns.profiles_dir)
-    entries = find_profiles(where)
     shipped = shipped_root()
+    fresh = ns.profiles_dir == DEFAULT_DIR and not ns.profiles_dir.exists()
+    if fresh and shipped is not None:
+        where, entries = DEFAULT_DIR, []  # no run wrote one yet: the catalog is still listed
+    else:
+        where = profiles_root(ns.profiles_dir)
+        entries = find_profiles(where)
     if shipped is not None and shipped.resolve() == where.resolve():
         shipped = None  # run from the project's checkout: its catalog is this folder
     extra = find_profiles(shipped, shipped=True) if shipped is not None else []
@@ -97,7 +102,7 @@ def cmd_list(ns: argparse.Namespace) -> int:
         header, rows = list_rows(entries)
         print(table(rows, header))
     else:
-        print(f"no profiles under {ns.profiles_dir}")
+        print(f"no profiles under {ns.profiles_dir}" + (" yet" if fresh else ""))
     if extra:
         header, rows = list_rows(extra)
         print(f"\n{SHIPPED_NOTE}:\n{table(rows, header)}")

@@ -38,7 +38,7 @@ def worker_argv(argv: Sequence[str]) -> tuple[list[str], str | None]:
     storage: str | None = None
     it = iter(argv)
     for a in it:
-        for flag, shortest in (("--json", 6), ("--storage", 5)):
+        for flag, shortest in (("--json", 3), ("--storage", 5)):
             if _is(a, flag, shortest):
                 value = a.split("=", 1)[1] if "=" in a else next(it, "")
                 if flag == "--storage":

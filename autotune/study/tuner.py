@@ -397,6 +397,10 @@ def tune(space: SearchSpace, cfg: StudyConfig, runner: TrialRunner, attrs: dict[
                     else:
                         study.enqueue_trial(unseen)
             else:
+                # a second look at the budget: a trial's start time is taken before the
+                # storage has it, so one that started a moment earlier may be visible only now
+                if surplus(study, trial.number, total):
+                    hand_back(study, trial, "the budget was used up by other workers' trials")
                 result = runner(params, trial.number, prune_check)
         except Surplus:
             raise
