@@ -19,32 +19,56 @@ eval "$(scripts/postgres.sh)"
 .venv/bin/ruff check autotune tests bench
 # the packages' one-way import rule (pyproject.toml's [tool.importlinter] contracts)
 .venv/bin/lint-imports
-if [ $# -gt 0 ]; then
-    .venv/bin/mypy autotune bench
-    exec .venv/bin/python -m pytest "$@"
-fi
-# mypy checks the types while the first part runs; its verdict is read before the second
+# Stop every background part on the way out, whatever ends the script (Ctrl-C included)
+parts=()
+logs=()
+cleanup() {
+    for pid in "${parts[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -f "${logs[@]}"
+}
+trap cleanup EXIT
+# mypy checks the types while the tests run; its verdict is printed at the end
 types_log="$(mktemp)"
-trap 'rm -f "$types_log"' EXIT
+logs+=("$types_log")
 .venv/bin/mypy autotune bench >"$types_log" 2>&1 &
 types=$!
-# Most tests wait on stand-in servers, or check what a real server does rather than how fast:
-# three at a time. Those marked `alone` compare figures measured on real servers; another test's
-# load beside them would move those figures, so they run last, one at a time.
-# Beside the first part, the tests that need no engine run once more on the lowest versions
-# pyproject.toml allows (scripts/lowest.sh: its own venv, uv's lowest-direct resolution), so a
-# declared range cannot drift below what the code uses.
-# Every part runs whatever another found; the script fails if anything failed.
-lowest_log="$(mktemp)"
-trap 'rm -f "$types_log" "$lowest_log"' EXIT
-scripts/lowest.sh -q -n 2 >"$lowest_log" 2>&1 &
-lowest=$!
+parts+=("$types")
 status=0
-.venv/bin/python -m pytest -n 3 --dist worksteal -m "not alone" || status=$?
+if [ $# -gt 0 ]; then
+    # most tests wait on stand-in servers: six at a time (a later -n in "$@" wins)
+    .venv/bin/python -m pytest -n 6 --dist worksteal "$@" || status=$?
+    wait "$types" || status=1
+    cat "$types_log"
+    exit "$status"
+fi
+# Three parts at once, every one run whatever another found; the script fails if any failed.
+# - Everything not marked `serial`, three at a time (pytest-xdist): most wait on stand-in
+#   servers, and the real-engine ones check what a server does (fails, dies, leaves behind,
+#   answers, counts), never how fast, so the load beside them moves no verdict.
+# - Those marked `serial`, in one process beside it: each module shares one real server (or one
+#   real run) across its tests, which spread over workers would start once per worker.
+# - The tests that need no engine once more, on the lowest versions pyproject.toml allows
+#   (scripts/lowest.sh: its own venv, uv's lowest-direct resolution), so a declared range
+#   cannot drift below what the code uses.
+serial_log="$(mktemp)"
+serial_tmp="$(mktemp -d)"
+lowest_log="$(mktemp)"
+logs+=("$serial_log" "$lowest_log")
+trap 'cleanup; rm -rf "$serial_tmp"' EXIT
+.venv/bin/python -m pytest -m serial -p no:cacheprovider --basetemp="$serial_tmp" \
+    >"$serial_log" 2>&1 &
+serial=$!
+parts+=("$serial")
+scripts/lowest.sh -q -n 3 >"$lowest_log" 2>&1 &
+lowest=$!
+parts+=("$lowest")
+.venv/bin/python -m pytest -n 3 --dist worksteal -m "not serial" || status=$?
 wait "$types" || status=1
 cat "$types_log"
+echo "== the tests that share one real server or run (marked serial), in one process"
+wait "$serial" || status=1
+cat "$serial_log"
 echo "== the tests that need no engine, on the lowest allowed versions (scripts/lowest.sh)"
 wait "$lowest" || status=1
 tail -n 25 "$lowest_log"
-.venv/bin/python -m pytest -m alone || status=$?
 exit "$status"

@@ -103,7 +103,6 @@ def test_one_trial_finds_the_stand_ins_capacity_and_its_latencies_agree(tmp_path
 
 
 @pytest.mark.engine
-@pytest.mark.alone  # latencies at each level, compared with the SLO
 def test_a_capacity_trial_on_the_real_engine_agrees_with_its_own_latencies(
         tiny_model: Path, tmp_path: Path) -> None:
     """The real CPU engine admitting 2 sequences at a time: above that, requests queue behind

@@ -1,4 +1,4 @@
-"""`autotune retune` on the stand-in server: keep on noise (ten nights in a row), replace
+"""`autotune retune` on the stand-in server: keep on noise, replace
 beyond noise with a history entry, widen when conditions changed, the regression alarm,
 exit codes, the JSON summary and the profile's lock."""
 
@@ -65,38 +65,32 @@ def current(tpot_ms: float | None, **kw: object) -> str:
     return PROFILE.read_text()
 
 
-def test_ten_retunes_on_an_unchanged_machine_keep_the_profile(
+def test_a_night_on_an_unchanged_machine_keeps_the_profile_and_says_what_it_could_have_seen(
         in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # the first night finds 1 ms per token (twice the defaults' speed); after it, every
-    # candidate at that speed serves alike (max-num-seqs at or above the concurrency of 4):
-    # whatever separates them is noise, and noise must never replace the profile (3 rounds,
-    # as a real confirmation would have: with 2, two rounds that agree by chance give a
-    # narrow interval)
+    # the profile serves at 1 ms per token, twice the defaults' speed; every candidate at that
+    # speed serves alike (max-num-seqs at or above the concurrency of 4): what separates them
+    # is noise. Noise must not replace the profile; that it does so at most 5% of the time at
+    # the 5% bar is the decision's own test (test_verdict.py, A/A drawn a thousand times).
+    # Here the bar is 50%, which the stand-in's A/A noise cannot reach, so the night's verdict
+    # does not rest on the minute's load.
+    before = current(1.0)
     tuned = ("{fake-tpot-ms: {type: categorical, choices: [null, 1]}, "
              "max-num-seqs: {type: categorical, choices: [8, 16, 32, 64]}}")
-    # the first night writes it: a 2x gain, confirmed in 5 rounds (3 left it within noise
-    # about once in 15 runs on a busy machine)
-    (in_tmp / "first").mkdir()
-    first_sp = space(in_tmp / "first", tuned, enqueue=({"fake-tpot-ms": 1, "max-num-seqs": 16},),
-                     rounds=5)
-    assert main(retune(first_sp, "--trials", "2")) == UPDATED
     sp = space(in_tmp, tuned, rounds=3)
-    assert read_profile(PROFILE).settings["fake-tpot-ms"] == 1
-    first = PROFILE.read_text()
-    for night in range(10):
-        # exit 11, the regression alarm (the profile measured worse than its own record
-        # beyond both intervals: a busy machine that night), keeps the profile too, as it
-        # should; a replacement (10) or a failure (1) would not
-        assert main(retune(sp, "--trials", "1")) in (UNCHANGED, REGRESSION), night
-        assert PROFILE.read_text() == first
-    out = capsys.readouterr().out
-    assert out.count("re-tune: unchanged (exit 0)") + out.count(
-        "re-tune: regression (exit 11)") == 10
-    assert "nothing beat the current profile beyond noise (by at least 5%)" in out
-    # and each says what it could have seen, from the night's own paired variance
-    assert out.count("or more would have been found with 80% probability at the noise "
-                     "measured in this run") >= out.count("re-tune: unchanged (exit 0)")
+    doc = yaml.safe_load(sp.read_text())
+    doc["confirm"]["replace_gain"] = 0.5
+    sp.write_text(yaml.safe_dump(doc))
+    assert main(retune(sp, "--trials", "1", "--json", "s.json")) == UNCHANGED
+    assert PROFILE.read_text() == before
     assert not (PROFILE.parent / "history").exists()
+    out = capsys.readouterr().out
+    assert "re-tune: unchanged (exit 0)" in out
+    assert "nothing beat the current profile beyond noise (by at least 50%)" in out
+    # and it says what it could have seen, from the night's own paired variance
+    assert ("or more would have been found with 80% probability at the noise measured in "
+            "this run") in out
+    summary = json.loads((in_tmp / "s.json").read_text())
+    assert summary["status"] == "unchanged" and summary["written"] is False
 
 
 def test_a_poor_profile_is_replaced_with_its_gain_logged_in_history(

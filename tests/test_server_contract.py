@@ -35,7 +35,7 @@ from tests.conftest import FAKE_LAUNCHER, ONE_PROCESS_ENV, REAL_LAUNCHER
 KEY = "-contract-key"  # a leading dash, as a random key may have: it must not read as an option
 MAX_LEN = 512
 # the real server's memory samples and /metrics are counted while it serves a timed load
-REAL = [pytest.mark.engine, pytest.mark.alone]
+REAL = [pytest.mark.engine, pytest.mark.serial]  # one real server for the module
 
 
 @pytest.fixture(scope="module", params=["fake", pytest.param("real", marks=REAL)])
