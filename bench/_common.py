@@ -18,9 +18,10 @@ import aiohttp
 
 from autotune.engine.argv import ServerSpec
 from autotune.engine.server import VllmServer, free_port
-from autotune.measure.client import Target, run_workload
+from autotune.measure.client import run_workload
 from autotune.measure.metrics import summarize
 from autotune.measure.plan import Plan
+from autotune.measure.server_api import Target
 from autotune.measure.workload import Workload
 from autotune.model.builtin import TINY_QWEN3, ensure_builtin_model
 from autotune.model.tokens import ModelTokenizer

@@ -32,9 +32,10 @@ import psutil
 
 from autotune.engine.argv import vllm_version
 from autotune.engine.probes import cpu_flags, cpu_name
-from autotune.measure.client import LevelRun, Next, Target, run_workload
+from autotune.measure.client import LevelRun, Next, run_workload
 from autotune.measure.plan import Plan
 from autotune.measure.records import atomic_write
+from autotune.measure.server_api import Target
 from autotune.model.builtin import TINY_QWEN3, ensure_builtin_model
 from autotune.model.tokens import ModelTokenizer
 from autotune.space.search import baseline_params, load_space

@@ -45,8 +45,9 @@ from autotune.profiles.profile import Profile, ProfileMeta
 from autotune.profiles.warm import WarmStart, warm_starts
 from autotune.space.params import TrialParams
 from autotune.space.search import SearchSpace, load_space
+from autotune.study.opening import StudyConfig
 from autotune.study.samplers import SAMPLERS
-from autotune.study.tuner import StudyConfig, tune
+from autotune.study.tuner import tune
 
 DATA = Path(__file__).resolve().parent / "data" / "grid-cpu-avx512.json"
 SPACE = Path(__file__).resolve().parent / "spaces" / "grid-cpu.yaml"

@@ -36,8 +36,9 @@ from autotune.measure.result import PruneCheck, TrialResult
 from autotune.space.params import TrialParams
 from autotune.space.search import SearchSpace, parse_space
 from autotune.study.budget import handed_back
+from autotune.study.opening import StudyConfig
 from autotune.study.trials import counted_trials, params_of
-from autotune.study.tuner import StudyConfig, tune
+from autotune.study.tuner import tune
 
 TRIAL_S = 0.5
 

@@ -59,7 +59,7 @@ trap 'cleanup; rm -rf "$serial_tmp"' EXIT
     >"$serial_log" 2>&1 &
 serial=$!
 parts+=("$serial")
-scripts/lowest.sh -q -n 3 >"$lowest_log" 2>&1 &
+scripts/lowest.sh -q -n 2 >"$lowest_log" 2>&1 &
 lowest=$!
 parts+=("$lowest")
 .venv/bin/python -m pytest -n 3 --dist worksteal -m "not serial" || status=$?

@@ -19,9 +19,11 @@ from optuna.trial import FrozenTrial
 
 from autotune.app import resume
 from autotune.app.conclude import conclude
+from autotune.app.guard import guard, reference_outputs
 from autotune.app.inputs import Inputs, RunConfig, option_values, prepare, run_profile_path
+from autotune.app.prechecks import chain, gpu_precheck, memory_baseline, memory_precheck
 from autotune.app.trial import TrialSetup, run_trial
-from autotune.core.errors import ConfigError, FailureReason
+from autotune.core.errors import ConfigError
 from autotune.decide.confirm import (
     BASELINE_NAME,
     INCUMBENT_NAME,
@@ -35,16 +37,13 @@ from autotune.decide.confirm import (
 )
 from autotune.decide.scoring import derive
 from autotune.engine.argv import default_launcher, vllm_version
-from autotune.engine.fit import Target as FitTarget
-from autotune.engine.fit import need, numa_node_bytes, read_shape
-from autotune.engine.hardware import HardwareInfo, resolve_target
-from autotune.engine.memory import MemoryBaseline
+from autotune.engine.hardware import resolve_target
 from autotune.engine.probes import Probe, SystemProbe
 from autotune.engine.slots import Pool, gpus_needed
-from autotune.measure.quality import AGREEMENT, agreement, changes_numerics, prompts_for
+from autotune.measure.quality import prompts_for
 from autotune.measure.records import write_json
 from autotune.measure.result import PruneCheck, TrialResult
-from autotune.model.tokens import context_length, local_file
+from autotune.model.tokens import context_length
 from autotune.profiles import warm
 from autotune.profiles.identity import identity_digest, study_identity
 from autotune.profiles.incumbent import Incumbent, find_incumbent
@@ -55,6 +54,7 @@ from autotune.space.combos import scheduler_check
 from autotune.space.params import TrialParams
 from autotune.space.search import SearchSpace, baseline_params, resolve
 from autotune.study.front import front_record
+from autotune.study.opening import StudyConfig, StudyMismatch
 from autotune.study.storage import redact_url
 from autotune.study.trials import (
     best_trial,
@@ -64,7 +64,7 @@ from autotune.study.trials import (
     is_baseline,
     pareto_trials,
 )
-from autotune.study.tuner import Precheck, StudyConfig, StudyMismatch, TrialCallback, tune
+from autotune.study.tuner import Precheck, TrialCallback, tune
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def _search_and_conclude(cfg: RunConfig, inp: Inputs, path: Path, probe: Probe,
                        gpu_indices=tuple(g.index for g in inp.hardware.gpus),
                        api_key=secrets.token_hex(16), objective_level=space.objective.level,
                        objective_metric=space.objective.metric,
-                       baseline=_memory_baseline(cfg, probe, inp.hardware),
+                       baseline=memory_baseline(cfg.parallel, probe, inp.hardware),
                        quality_prompts=tuple(prompts_for(space.quality, inp.plan.tok,
                                                          space.workload.seed))
                        if space.quality else (),
@@ -194,23 +194,6 @@ def _beating(on_round: RoundCallback | None, beat: Callable[[], None]) -> RoundC
         if on_round is not None:
             on_round(r, arm, result)
     return each
-
-
-def _memory_baseline(cfg: RunConfig, probe: Probe, hardware: HardwareInfo) -> MemoryBaseline:
-    base = MemoryBaseline.take(probe, [g.index for g in hardware.gpus])
-    # beside other trials only the trial's own GPUs can be checked
-    return base.side_by_side() if cfg.parallel > 1 else base
-
-
-def gpu_precheck(pool: Pool, model_args: dict[str, Any]) -> Precheck | None:
-    """Refuses, without a start, a candidate that needs more GPUs than the run has."""
-    if not pool.gpus:
-        return None
-
-    def check(params: TrialParams) -> tuple[FailureReason, str] | None:
-        why = pool.fits(gpus_needed({**model_args, **params.args}))
-        return None if why is None else (FailureReason.CANNOT_FIT, f"cannot fit: {why}")
-    return check
 
 
 def _confirm_and_conclude(outcome: RunOutcome, cfg: RunConfig, inp: Inputs, path: Path,
@@ -310,70 +293,6 @@ def in_slot(pool: Pool | None, setup: TrialSetup, params: TrialParams,
         result = measure(dataclasses.replace(setup, gpu_indices=slot.gpus or setup.gpu_indices,
                                              cpus=slot.cpus))
         return result.model_copy(update={"slot": slot.describe()})
-
-
-def chain(*checks: Precheck | None) -> Precheck | None:
-    """The first reason any of the checks gives (None: every one lets the candidate start)."""
-    live = [c for c in checks if c is not None]
-    if not live:
-        return None
-
-    def check(params: TrialParams) -> tuple[FailureReason, str] | None:
-        return next((why for c in live if (why := c(params)) is not None), None)
-    return check
-
-
-def reference_outputs(storage: str, study: str) -> list[list[int]]:
-    """vLLM's defaults' greedy outputs, as recorded on the study's baseline trial."""
-    s = optuna.load_study(study_name=study, storage=storage)
-    return next((list(t.user_attrs.get("quality_outputs") or []) for t in s.trials
-                 if is_baseline(t) and t.user_attrs.get("status") == "ok"), [])
-
-
-def guard(space: SearchSpace, params: TrialParams, result: TrialResult, setup: TrialSetup,
-          reference: Callable[[], list[list[int]]]) -> TrialResult:
-    """The quality guard (quality.py): a candidate that changes numerics and whose greedy
-    outputs agree less than `min_agreement` with vLLM's defaults' fails as low_agreement."""
-    spec = space.quality
-    if spec is None or result.status != "ok" or not changes_numerics(
-            spec, params.args, baseline_params(space).args):
-        return result
-    ref = reference()
-    if not ref or len(result.quality_outputs) != len(ref):
-        why = ("vLLM's defaults have no greedy outputs to compare with" if not ref else
-               "its greedy outputs could not be read")
-        return result.model_copy(update={
-            "status": "failed", "reason": FailureReason.LOW_AGREEMENT,
-            "detail": f"quality guard: {why}"})
-    agree = agreement(ref, result.quality_outputs)
-    result = result.model_copy(update={"metrics": {**result.metrics, AGREEMENT: agree}})
-    if agree.value >= spec.min_agreement:
-        return result
-    return result.model_copy(update={
-        "status": "failed", "reason": FailureReason.LOW_AGREEMENT,
-        "detail": f"greedy outputs agree {agree.value:.0%} with vLLM's defaults' on "
-                  f"{agree.n} fixed prompts (min {spec.min_agreement:.0%}): its numerics "
-                  "change what the model says"})
-
-
-def memory_precheck(model_path: str, model_args: dict[str, Any], hardware: HardwareInfo
-                    ) -> Precheck | None:
-    """Refuses, without a start, a candidate whose weights and one max-model-len sequence of
-    KV cache cannot fit its memory budget (fit.py); None when the model's config is not
-    readable here (nothing is refused then)."""
-    shape = read_shape(local_file(model_path, "config.json"))
-    if shape is None:
-        return None
-    gpu = hardware.gpus[0].memory_total_bytes if hardware.gpus else None
-    target = FitTarget(gpu, numa_node_bytes(hardware.memory_total_bytes))
-    context = context_length(model_path)
-
-    def check(params: TrialParams) -> tuple[FailureReason, str] | None:
-        n = need(shape, {**model_args, **params.args}, params.env, target, context)
-        if n is None or n.fits:
-            return None
-        return FailureReason.CANNOT_FIT, f"cannot fit: {n.why_not()}"
-    return check
 
 
 def _record(result: TrialResult, trial_dir: Path, cfg: RunConfig, study: str,

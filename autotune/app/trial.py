@@ -24,14 +24,13 @@ from autotune.measure.client import (
     Next,
     ServerGone,
     ServerHung,
-    Target,
-    greedy_outputs,
     run_workload,
 )
 from autotune.measure.metrics import LevelResult, RequestSample, aggregate, load_mismatch, summarize
 from autotune.measure.plan import Plan
 from autotune.measure.records import write_samples
 from autotune.measure.result import PruneCheck, TrialResult, watched_metric
+from autotune.measure.server_api import Target, greedy_outputs
 from autotune.measure.stopping import next_step, time_to_finish
 from autotune.measure.workload import Level, Workload, capacity_level
 from autotune.space.params import TrialParams

@@ -32,9 +32,10 @@ from autotune.core.stats import Estimate, mean_interval, t_quantile
 from autotune.engine.argv import ServerSpec
 from autotune.engine.probes import Probe
 from autotune.engine.server import VllmServer, free_port
-from autotune.measure.client import LevelRun, Next, Target, run_workload
+from autotune.measure.client import LevelRun, Next, run_workload
 from autotune.measure.metrics import RequestSample, summarize
 from autotune.measure.plan import Plan
+from autotune.measure.server_api import Target
 from autotune.measure.workload import Workload
 from autotune.model.tokens import load_tokenizer
 from autotune.profiles.profile import DEFAULT_CHECK, Profile

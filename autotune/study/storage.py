@@ -1,6 +1,6 @@
 """The study database's URL as it may be shown (no password), and opening it read-only.
 
-`autotune run` creates its storage (autotune.study.tuner.make_storage); `report`, `pareto` and a
+`autotune run` creates its storage (autotune.study.opening.make_storage); `report`, `pareto` and a
 re-tune's look back only read one, so they open it as it is: a database that is not there
 stays not there (no empty autotune.db left behind), and nothing in it is written.
 """

@@ -1,7 +1,8 @@
-"""Reading finished trials back from a study: roles, figures, feasibility, best and finalists.
+"""A trial's result written into the study, and finished trials read back: roles, figures,
+feasibility, best and finalists.
 
 What a trial measured is stored in its user attrs as serialised `Estimate`s and read back
-through the same model here; nothing else parses them.
+through the same model here; nothing else writes or parses them.
 """
 
 from __future__ import annotations
@@ -115,6 +116,35 @@ def measured_twin(study: optuna.Study, space: SearchSpace, params: TrialParams,
         if (baseline_params(space) if is_baseline(t) else resolve(space, t.params)) == params:
             return t
     return None
+
+
+def record(trial: optuna.Trial, result: TrialResult, constraints: dict[str, float]) -> None:
+    trial.set_user_attr("status", result.status)
+    trial.set_user_attr("reason", result.reason.value if result.reason else None)
+    trial.set_user_attr("detail", result.detail)
+    trial.set_user_attr("command", result.command)
+    trial.set_user_attr("env", result.env)
+    trial.set_user_attr("metrics", {k: v.model_dump(mode="json")
+                                    for k, v in result.metrics.items()})
+    trial.set_user_attr("measure_s", result.measure_s)
+    # every level's figures with their intervals (result.json beside the log has the rounds)
+    trial.set_user_attr("levels", [
+        {"label": lv.label, "level": lv.level, "server": lv.server,
+         "metrics": {k: v.model_dump(mode="json") for k, v in lv.metrics.items()}}
+        for lv in result.levels])
+    trial.set_user_attr("round_values", result.round_values)
+    if result.status == "pruned":
+        trial.set_user_attr("saved_s", result.saved_s)
+    if result.log_tail:
+        trial.set_user_attr("log_tail", result.log_tail[-2000:])
+    if result.slot:
+        trial.set_user_attr("slot", result.slot)
+    if result.cores:
+        trial.set_user_attr("cores", result.cores)
+    if result.quality_outputs:
+        trial.set_user_attr("quality_outputs", result.quality_outputs)
+    for key, value in constraints.items():
+        trial.set_constraint(key, value)
 
 
 def result_of(twin: FrozenTrial) -> TrialResult:

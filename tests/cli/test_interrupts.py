@@ -1,0 +1,120 @@
+"""Ctrl-C and SIGTERM stop the tuner wherever they land: in a garbage collector's callback
+(where Python swallows them) and in the study's database code (where they wait until it is
+left)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from autotune.cli.interrupts import in_deferred_code
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A signal that lands in a weakref callback: the callback sends it and spins until Python has
+# run the handler there. Without autotune.cli.interrupts the KeyboardInterrupt is "ignored" and the
+# loop runs on to its end.
+SWALLOWED = """
+import os, signal, sys, time, weakref
+from autotune.cli.interrupts import delivered
+
+class Referent:
+    pass
+
+def callback(_):
+    os.kill(os.getpid(), signal.{sig})
+    t = time.monotonic()
+    while time.monotonic() - t < 0.5:
+        pass
+
+with delivered():
+    try:
+        ref = weakref.ref(Referent(), callback)
+        t = time.monotonic()
+        while time.monotonic() - t < 20:
+            time.sleep(0.01)
+        print("went on")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted after", round(time.monotonic() - t, 1), "s")
+        sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_an_interrupt_swallowed_in_a_gc_callback_is_delivered_again(sig: str) -> None:
+    p = subprocess.run([sys.executable, "-c", SWALLOWED.format(sig=sig)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
+    assert p.returncode == 130, p.stdout + p.stderr
+    assert "interrupted after" in p.stdout
+    assert "Exception ignored" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_an_interrupt_is_held_while_the_study_database_runs() -> None:
+    def at(module: str) -> types.FrameType:
+        """A frame of a function defined in `module`, called from this test."""
+        code = compile("def f():\n    import sys\n    return sys._getframe()\n", module, "exec")
+        ns: dict[str, object] = {"__name__": module}
+        exec(code, ns)
+        frame = ns["f"]()  # type: ignore[operator]
+        assert isinstance(frame, types.FrameType)
+        return frame
+
+    for module in ("sqlalchemy.orm.session", "optuna.storages._rdb.storage", "weakref"):
+        assert in_deferred_code(at(module)), module
+    for module in ("autotune.study.tuner", "optuna.study.study", "sqlalchemyish", "subprocess"):
+        assert not in_deferred_code(at(module)), module
+    assert not in_deferred_code(sys._getframe())
+
+
+DEFERRED = """
+import os, signal, sys, time, types
+from autotune.cli.interrupts import delivered
+
+code = compile('''
+def commit(spin):
+    import os, signal, time
+    os.kill(os.getpid(), signal.SIGTERM)
+    t = time.monotonic()
+    while time.monotonic() - t < spin:
+        pass
+    print("committed", flush=True)
+''', "sqlalchemy.engine.base", "exec")
+ns = {"__name__": "sqlalchemy.engine.base"}
+exec(code, ns)
+with delivered():
+    t = time.monotonic()
+    try:
+        ns["commit"](1.0)  # the signal lands in it and waits until it returns
+        while time.monotonic() - t < 20:
+            time.sleep(0.01)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted after", round(time.monotonic() - t, 1), "s")
+        sys.exit(130)
+"""
+
+
+def test_an_interrupt_in_database_code_is_raised_once_it_is_left() -> None:
+    p = subprocess.run([sys.executable, "-c", DEFERRED], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 130, p.stdout + p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "committed" and lines[1].startswith("interrupted after"), p.stdout
+
+
+def test_outside_the_block_the_handlers_are_what_they_were() -> None:
+    from autotune.cli.interrupts import delivered
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    hook = sys.unraisablehook
+    with delivered():
+        assert signal.getsignal(signal.SIGTERM) is not before[0]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    assert sys.unraisablehook is hook

