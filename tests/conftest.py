@@ -47,6 +47,14 @@ def engine_problem() -> str | None:
     return engine_problem()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # a module marked `serial` shares one real server or run across its tests: under
+    # `--dist loadgroup` (scripts/test.sh with arguments) it stays on one worker
+    for item in items:
+        if item.get_closest_marker("serial") is not None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     # before any fixture, so a module's engine fixture never hides the reason
     if item.get_closest_marker("engine") is not None:

@@ -1,7 +1,7 @@
 """The benchmarks keep running: they drive vLLM's own client through its internals (its random
 dataset, its `benchmark` coroutine), which can move between vLLM releases. One short round of
-each against the stand-in server; the figures themselves are the benchmarks' job, but on the
-stand-in's fixed timing (5 ms per token) both clients must read the same TPOT."""
+each against the stand-in server; the figures themselves are the benchmarks' job (on the
+stand-in's 5 ms tokens, neither client may read a TPOT below that sleep)."""
 
 from __future__ import annotations
 

