@@ -16,7 +16,7 @@ if ! command -v chromium >/dev/null; then
 fi
 # many workers on one study: a real PostgreSQL server (Debian's package), started here
 eval "$(scripts/postgres.sh)"
-.venv/bin/ruff check autotune tests bench
+.venv/bin/ruff check autotune tests bench scripts
 # the packages' one-way import rule (pyproject.toml's [tool.importlinter] contracts)
 .venv/bin/lint-imports
 # Each part runs in a session of its own (setsid): however the script ends (a failure, Ctrl-C,

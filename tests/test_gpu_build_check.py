@@ -1,10 +1,10 @@
-"""scripts/check_gpu_build.py's module check, on wheels laid out by hand: an import autotune
-tries from two places (one per vLLM release) passes when a wheel has either, and names both
-when it has neither. (The check itself runs by hand against the real wheels: docs/gpu-build.md.)"""
+"""scripts/check_gpu_build.py's module check (scripts/gpu_build/imports.py), on wheels laid out
+by hand: an import autotune tries from two places (one per vLLM release) passes when a wheel has
+either, and names both when it has neither. (The check itself runs by hand against the real
+wheels: docs/gpu-build.md.)"""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,12 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("check_gpu_build",
-                                                  ROOT / "scripts" / "check_gpu_build.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["check_gpu_build"] = mod  # its dataclasses look themselves up here
-    spec.loader.exec_module(mod)
+    """The check's module check (scripts/gpu_build/imports.py), with the report it fills."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from scripts.gpu_build import common, imports
+
+    mod = ModuleType("check")
+    mod.vllm_imports = imports.vllm_imports  # type: ignore[attr-defined]
+    mod.check_imports = imports.check_imports  # type: ignore[attr-defined]
+    mod.Report = common.Report  # type: ignore[attr-defined]
     return mod
 
 

@@ -189,5 +189,5 @@ def test_sigterm_ends_the_tuner_in_seconds_whatever_its_server_does(tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out
-    assert took < 8, f"{took:.1f} s"  # not the 30 s stop timeout: the server ignores SIGTERM
+    assert took < 20, f"{took:.1f} s"  # not the 30 s stop timeout: the server ignores SIGTERM
     assert gone(servers) and strays(f"cwd={tmp_path}") == []

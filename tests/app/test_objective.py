@@ -240,7 +240,7 @@ def test_server_death_mid_benchmark_is_detected_at_once(tmp_path: Path) -> None:
     assert r.reason is FailureReason.DIED_DURING_BENCHMARK
     assert "fatal error" in r.log_tail
     # 200 requests x 50 tokens x 20 ms would take minutes: the death stopped the load
-    assert time.monotonic() - t0 < 15
+    assert time.monotonic() - t0 < 45
 
 
 def test_preemption_storm_is_oom_under_load(tmp_path: Path) -> None:
@@ -289,7 +289,7 @@ def test_a_server_that_hangs_under_load_is_noticed_in_seconds(tmp_path: Path) ->
     assert r.status == "failed" and r.reason is FailureReason.HUNG_UNDER_LOAD, (r.reason,
                                                                               r.detail)
     assert "no answer to /health" in (r.detail or "")
-    assert took < 20  # not the 120 s request timeout
+    assert took < 60  # not the 120 s request timeout
 
 
 @pytest.mark.parametrize(("args", "said"), [

@@ -97,7 +97,7 @@ def test_crash_at_startup_is_classified_quickly(tmp_path: Path) -> None:
         pass
     assert e.value.reason is FailureReason.STARTUP_CRASH
     assert "Engine core initialization failed" in e.value.log_tail
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 25  # neither the 60 s deadline nor the 30 s stop timeout
 
 
 def test_memory_refusal_is_oom(tmp_path: Path) -> None:
@@ -156,7 +156,7 @@ def test_engine_death_in_the_log_ends_the_start_at_once_even_if_the_server_linge
         pass
     assert e.value.reason is FailureReason.STARTUP_CRASH
     assert "its log says so" in e.value.detail
-    assert time.monotonic() - t0 < 10  # neither the 60 s deadline nor the 30 s stop timeout
+    assert time.monotonic() - t0 < 25  # neither the 60 s deadline nor the 30 s stop timeout
     assert s.proc is None
 
 

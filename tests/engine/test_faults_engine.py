@@ -57,7 +57,7 @@ def test_bad_flag_fails_as_invalid_args(tiny_model: Path, tmp_path: Path) -> Non
                   tmp_path / "t")
     assert r.status == "failed" and r.reason is FailureReason.INVALID_ARGS
     assert "unrecognized arguments: --max-num-seqz" in r.log_tail
-    assert time.monotonic() - t0 < 60
+    assert time.monotonic() - t0 < 150  # the parser's refusal, not the 300 s start-up deadline
     assert vllm_descendants() == []
 
 
@@ -69,7 +69,7 @@ def test_memory_the_machine_cannot_give_fails_like_an_oom(tiny_model: Path, tmp_
                   setup(tiny_model, tmp_path), tmp_path / "t")
     assert r.status == "failed" and r.reason is FailureReason.OOM_AT_STARTUP, r.detail
     assert "memory" in r.log_tail
-    assert time.monotonic() - t0 < 120
+    assert time.monotonic() - t0 < 200  # vLLM's refusal, not the 300 s start-up deadline
     assert vllm_descendants() == []
 
 
