@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,9 +16,7 @@ if TYPE_CHECKING:
     from autotune.space.search import SearchSpace
 
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]  # on sys.path already: the entry script put it there
 # the entry script: a child Python runs it again (argv.ask_child)
 SCRIPT = REPO / "scripts" / "check_gpu_build.py"
 
