@@ -93,11 +93,11 @@ def test_kill_bench_counts_what_each_kill_leaves_on_the_stand_in() -> None:
     assert codes["SIGKILL"] == -9, out
     # a tuner stopped by SIGINT or SIGTERM stops its servers and exits 130 (0: it had ended);
     # one still loading Python's modules (a loaded machine can take seconds: the phase says
-    # no server was started) dies of the signal itself, with nothing to stop
+    # no server was started) may die of a signal, with nothing to stop (CI once saw a SIGTERM
+    # end in -2 there; the handler's edges are now inside main's `try`: test_interrupts.py)
     for r in rows:
         if r[0] != "SIGKILL":
-            sig = -2 if r[0] == "SIGINT" else -15
-            allowed = (130, 0, sig) if r[1] == "before any server" else (130, 0)
+            allowed = (130, 0, -2, -15) if r[1] == "before any server" else (130, 0)
             assert int(r[2]) in allowed, out
     assert all(r[4] == "0" and r[5] == "0" for r in rows), out
     assert "total: 3 kills, 0 server processes left, 0 MiB of them" in out

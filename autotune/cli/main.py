@@ -176,6 +176,48 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checked) else USAGE_ERROR
 
 
+def dispatch(ns: argparse.Namespace) -> int:
+    """The command, with its errors as one line and an exit code."""
+    try:
+        if ns.command == "run":
+            from autotune.cli.run import cmd_run
+
+            return cmd_run(ns)
+        if ns.command == "retune":
+            from autotune.cli.run import cmd_retune
+
+            return cmd_retune(ns)
+        if ns.command in PROFILE_COMMANDS:
+            from autotune.cli.profiles import run_profile_command
+
+            return run_profile_command(ns)
+        if ns.command == "pareto":
+            return cmd_pareto(ns)
+        if ns.command == "report":
+            from autotune.cli.report import cmd_report
+
+            return cmd_report(ns)
+        return cmd_validate(ns)
+    except Busy as exc:
+        print(f"autotune: {exc}", file=sys.stderr)
+        return BUSY
+    except UserError as exc:
+        if ns.debug:
+            raise
+        print(f"autotune: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except AutotuneError as exc:
+        if ns.debug:
+            raise
+        print(f"autotune: {exc}", file=sys.stderr)
+        return RUN_FAILED
+    except OSError as exc:  # a file or folder the checks above could not foresee
+        if ns.debug:
+            raise
+        print(f"autotune: error: {os_error_line(exc)}", file=sys.stderr)
+        return RUN_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     # `autotune serve PROFILE -- --port 8001`: what follows `--` goes to vLLM as is
@@ -194,49 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM takes the same path as Ctrl-C, so `with` blocks stop their servers; neither
     # is lost where Python would swallow it (autotune.cli.interrupts)
-    with delivered():
-        try:
-            if ns.command == "run":
-                from autotune.cli.run import cmd_run
-
-                return cmd_run(ns)
-            if ns.command == "retune":
-                from autotune.cli.run import cmd_retune
-
-                return cmd_retune(ns)
-            if ns.command in PROFILE_COMMANDS:
-                from autotune.cli.profiles import run_profile_command
-
-                return run_profile_command(ns)
-            if ns.command == "pareto":
-                return cmd_pareto(ns)
-            if ns.command == "report":
-                from autotune.cli.report import cmd_report
-
-                return cmd_report(ns)
-            return cmd_validate(ns)
-        except Busy as exc:
-            print(f"autotune: {exc}", file=sys.stderr)
-            return BUSY
-        except UserError as exc:
-            if ns.debug:
-                raise
-            print(f"autotune: error: {exc}", file=sys.stderr)
-            return USAGE_ERROR
-        except KeyboardInterrupt:
-            print("autotune: interrupted; finished trials are saved, run again to continue",
-                  file=sys.stderr)
-            return 130
-        except AutotuneError as exc:
-            if ns.debug:
-                raise
-            print(f"autotune: {exc}", file=sys.stderr)
-            return RUN_FAILED
-        except OSError as exc:  # a file or folder the checks above could not foresee
-            if ns.debug:
-                raise
-            print(f"autotune: error: {os_error_line(exc)}", file=sys.stderr)
-            return RUN_FAILED
+    try:
+        with delivered():
+            return dispatch(ns)
+    except KeyboardInterrupt:  # also one landing as the handlers are put in place or back
+        print("autotune: interrupted; finished trials are saved, run again to continue",
+              file=sys.stderr)
+        return 130
 
 
 def unrecognized(ns: argparse.Namespace, unknown: list[str]) -> str:

@@ -118,3 +118,28 @@ def test_outside_the_block_the_handlers_are_what_they_were() -> None:
         assert signal.getsignal(signal.SIGTERM) is not before[0]
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
     assert sys.unraisablehook is hook
+
+
+@pytest.mark.parametrize("where", ["entry", "exit"])
+def test_an_interrupt_landing_as_the_handlers_are_put_in_place_or_back_ends_in_one_line(
+        where: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The handler is in place a few instructions before the command's own `try`, and stays
+    a few after it: a SIGTERM there ends the tuner as anywhere else (130, one line), not by
+    Python's own death from an uncaught KeyboardInterrupt."""
+    import contextlib
+    from collections.abc import Iterator
+
+    from autotune.cli import main as cli_main
+
+    @contextlib.contextmanager
+    def landing() -> Iterator[None]:
+        if where == "entry":
+            raise KeyboardInterrupt
+        yield
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "delivered", landing)
+    monkeypatch.setattr(cli_main, "dispatch", lambda ns: 0)
+    assert cli_main.main(["validate", "x.yaml"]) == 130
+    assert capsys.readouterr().err == ("autotune: interrupted; finished trials are saved, "
+                                       "run again to continue\n")

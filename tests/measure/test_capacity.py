@@ -76,16 +76,17 @@ def test_capacity_settings_are_checked() -> None:
 
 
 def test_one_trial_finds_the_stand_ins_capacity_and_its_latencies_agree(tmp_path: Path) -> None:
-    """Up to max-num-seqs (8) requests run at once and TTFT stays low; above it requests
-    queue behind a whole request (16 tokens x 20 ms: 320 ms, twice the SLO, while a busy
-    machine's scheduling delays stay far under it). The trial must find 8, on one server."""
-    w = Workload(input_tokens=8, output_tokens=16, num_requests=48, warmup_requests=8,
-                 capacity=Capacity(over="concurrency", low=2, high=32,
-                                   slo={"p95_ttft_ms": 160.0}))
+    """Up to max-num-seqs (8) requests run at once and TTFT is one token (100 ms); above it
+    requests queue behind a whole request (8 tokens x 100 ms: 800 ms). The SLO (450 ms) sits
+    350 ms from both, beyond a busy machine's scheduling delays (a 20 ms token under a 160 ms
+    SLO was not: CI saw 4 in flight break it). The trial must find 8, on one server."""
+    w = Workload(input_tokens=8, output_tokens=8, num_requests=40, warmup_requests=4,
+                 capacity=Capacity(over="concurrency", low=2, high=16,
+                                   slo={"p95_ttft_ms": 450.0}))
     setup = TrialSetup(model="fake-model", launcher=FAKE_LAUNCHER, plan=Plan(w, WordTokenizer()),
                        engine=EngineSettings(startup_timeout_s=15, stop_timeout_s=5),
                        probe=FakeProbe(), api_key="k", objective_metric="capacity")
-    r = run_trial(TrialParams(args={"max-num-seqs": 8, "fake-tpot-ms": 20}), setup, tmp_path)
+    r = run_trial(TrialParams(args={"max-num-seqs": 8, "fake-tpot-ms": 100}), setup, tmp_path)
     assert r.status == "ok", r.detail
     cap = r.metrics["capacity"]
     assert cap.basis == "bracket" and cap.low == cap.value
@@ -94,8 +95,8 @@ def test_one_trial_finds_the_stand_ins_capacity_and_its_latencies_agree(tmp_path
     assert len(by_level) == len(r.levels) >= 3  # several levels, one server start
     held, broke = by_level[cap.value], by_level[cap.high]
     # the reported capacity agrees with the latencies measured at it and just above it
-    assert held.metrics["p95_ttft_ms"].value <= 160.0
-    assert broke.metrics["p95_ttft_ms"].value > 160.0
+    assert held.metrics["p95_ttft_ms"].value <= 450.0
+    assert broke.metrics["p95_ttft_ms"].value > 450.0
     # the trial's figures are those of the level at capacity
     assert r.metrics["p95_ttft_ms"] == held.metrics["p95_ttft_ms"]
     assert "capacity" in r.detail and "levels on one server" in r.detail
