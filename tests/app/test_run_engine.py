@@ -223,8 +223,9 @@ def test_a_soak_of_the_written_profile_reports_drift_and_memory_growth(
     assert (proc.returncode == 0) == (doc["breaches"] == [])
     windows = doc["windows"]
     # 15 s in 2 s windows: how many ended in the 15 s is the machine's (beside a full CI run
-    # 4 or 5); the drift needs 6 windows and the growth 4, and says it has none under that
-    assert len(windows) >= 3 and all(w["errors"] == 0 for w in windows)
+    # 4 or 5, at half that speed 2); the drift needs 6 windows and the growth 4, and says it
+    # has none under that
+    assert len(windows) >= 2 and all(w["errors"] == 0 for w in windows)
     assert all(w["memory_bytes"] > 100 * 2**20 for w in windows)  # the real server's tree
     assert all(0 < w["p99_ttft_ms"] < w["p99_e2el_ms"] for w in windows)
     drift, growth = doc["latency_drift"], doc["memory_growth_mib_per_h"]

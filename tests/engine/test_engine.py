@@ -77,7 +77,7 @@ def test_kv_cache_tokens_from_log() -> None:
 def fake_server(tmp_path: Path, **args: object) -> VllmServer:
     spec = ServerSpec(model="fake", args=args, port=free_port(), api_key="secret",
                       launcher=FAKE_LAUNCHER)
-    return VllmServer(spec, tmp_path / "server.log", startup_timeout_s=15, stop_timeout_s=5,
+    return VllmServer(spec, tmp_path / "server.log", startup_timeout_s=30, stop_timeout_s=5,
                       poll_interval_s=0.05)
 
 
@@ -140,7 +140,7 @@ def test_exception_inside_block_still_stops_server(tmp_path: Path) -> None:
 def test_server_env_reaches_process(tmp_path: Path) -> None:
     spec = ServerSpec(model="fake", port=free_port(), env={"AUTOTUNE_PROBE_VAR": "42"},
                       launcher=FAKE_LAUNCHER)
-    with VllmServer(spec, tmp_path / "s.log", startup_timeout_s=15) as s:
+    with VllmServer(spec, tmp_path / "s.log", startup_timeout_s=30) as s:
         assert s.pid is not None
         assert psutil.Process(s.pid).environ().get("AUTOTUNE_PROBE_VAR") == "42"
     assert os.environ.get("AUTOTUNE_PROBE_VAR") is None

@@ -90,31 +90,44 @@ def test_without_the_engine_real_engine_tests_fail_rather_than_skip(tmp_path: Pa
     assert "skipped" not in r.stdout and "xfail" not in r.stdout, r.stdout[-2000:]
 
 
-@pytest.mark.engine
 def test_the_parsers_answers_are_cached_per_question_python_and_path(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache alone: the child is a stand-in that answers as vLLM's parser would (the
+    real child is asked by the tests above)."""
+    import json
+
     import autotune.engine.vllm_args as va
 
     monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("PYTHONPATH")  # an engine-free test's hides vLLM (conftest.py)
     children: list[list[str]] = []
-    real_run = subprocess.run
 
-    def counted(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    def child(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
         children.append(cmd)
-        return real_run(cmd, **kw)  # type: ignore[call-overload, no-any-return]
+        if os.environ.get("PYTHONPATH") == str(NO_VLLM):
+            return subprocess.CompletedProcess(cmd, va.MISSING, "", "vLLM is not installed\n")
+        sets = json.loads(str(kw["input"]))["option_sets"]
+        said = [{name: "unknown vLLM option" for name in options if name.endswith("z")}
+                for options in sets]
+        return subprocess.CompletedProcess(cmd, 0, "loading vLLM\n" + json.dumps(said), "")
 
-    monkeypatch.setattr(va.subprocess, "run", counted)
+    monkeypatch.setattr(va.subprocess, "run", child)
     bad = {"max-num-seqs": [4], "max-num-seqz": [4]}
     for _ in range(2):  # the second answer comes from the cache, with the same problem
         with pytest.raises(ConfigError, match=r"args\.max-num-seqz: unknown vLLM option"):
             check_options(bad, "space.yaml")
     assert len(children) == 1
     check_options({"max-num-seqs": [4]}, "space.yaml")  # another question: a child
+    check_options({"max-num-seqs": [4]}, "space.yaml")
     assert len(children) == 2
+    other = tmp_path / "python"
+    other.symlink_to("/bin/true")  # another Python: asked again
+    check_options({"max-num-seqs": [4]}, "space.yaml", python=str(other))
+    assert len(children) == 3 and children[-1][0] == str(other)
     # another PYTHONPATH may hide vLLM: asked again, and a failure is never kept
     monkeypatch.setenv("PYTHONPATH", str(NO_VLLM))
-    for n in (3, 4):
+    for n in (4, 5):
         with pytest.raises(ConfigError, match="vLLM is not installed"):
             check_options(bad, "space.yaml")
         assert len(children) == n
-    assert len(list((tmp_path / "cache" / "vllm-args").glob("*.json"))) == 2
+    assert len(list((tmp_path / "cache" / "vllm-args").glob("*.json"))) == 3

@@ -75,7 +75,9 @@ def standin_profile(tmp: Path, **check: float) -> Path:
     path = tmp / "profiles" / "cpu" / "m.yaml"
     write_profile(Profile(settings={"model": str(ensure_builtin_model(TINY_QWEN3)),
                                     "fake-startup-s": 0.1, "max-num-seqs": 8,
-                                    "fake-tpot-ms": 1, **({"fake-leak-kib-per-request": 512}
+                                    # 10 ms tokens: latency is the stand-in's clock,
+                                    # not a busy machine's cores
+                                    "fake-tpot-ms": 10, **({"fake-leak-kib-per-request": 512}
                                                           if check else {})},
                           meta=meta(env={}, check=check, workload={
                               "num_requests": 8, "concurrency": 4, "input_tokens": 8,
@@ -87,15 +89,17 @@ def standin_profile(tmp: Path, **check: float) -> Path:
 def test_a_soak_of_the_stand_in_reports_windows_and_passes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = standin_profile(tmp_path)
-    assert main(["check", str(path), "--soak", "4", "--window", "0.5", "--launcher",
+    assert main(["check", str(path), "--soak", "6", "--window", "0.5", "--launcher",
                  shlex.join(FAKE_LAUNCHER), "--runs-dir", str(tmp_path / "runs"),
                  "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert len(doc["windows"]) >= 6 and doc["ok"] and doc["breaches"] == []
+    assert len(doc["windows"]) >= 4 and doc["ok"] and doc["breaches"] == []
     assert all(w["memory_bytes"] > 10 * 2**20 and w["errors"] == 0 for w in doc["windows"])
     # an SLO no request of the stand-in can meet: goodput 0 while the throughput is not
     assert all(w["request_goodput"] == 0 < w["request_throughput"] for w in doc["windows"])
-    assert doc["latency_drift"]["n"] >= 4 and doc["memory_growth_mib_per_h"] is not None
+    # drift from 6 windows on (a busy minute makes windows fewer, never a breach)
+    assert (doc["latency_drift"] is None) == (len(doc["windows"]) < 6)
+    assert doc["memory_growth_mib_per_h"] is not None
 
 
 def test_a_leaking_server_fails_the_check(tmp_path: Path,

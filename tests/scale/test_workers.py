@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import optuna
 import psutil
@@ -200,23 +201,26 @@ def test_the_other_workers_get_the_storage_in_their_environment_not_their_comman
 # -- many workers on one study in PostgreSQL ------------------------------------------------
 
 def _sleepy(params: TrialParams, number: int, prune: PruneCheck) -> TrialResult:
-    """A stand-in trial: a fixed time, a figure from the settings, the worker that ran it."""
-    time.sleep(0.3)
+    """A stand-in trial: a fixed time (long beside a busy machine's start of a study), a
+    figure from the settings, the worker that ran it."""
+    time.sleep(1.5)
     v = 100.0 / float(params.args.get("fake-tpot-ms") or 2)
     return TrialResult(status="ok", command=["x"], env={"pid": str(os.getpid())},
                        metrics={"output_throughput": Estimate(value=v, low=v, high=v, n=2)},
                        round_values=[v, v])
 
 
-def _worker(url: str, name: str, budget: int) -> None:
+def _worker(url: str, name: str, budget: int, ready: Any) -> None:
     space = parse_space(SPACE_DICT)
+    ready.wait(timeout=120)  # all three have loaded their modules: none takes the whole budget
     tune(space, StudyConfig(url, name, budget, shared=True), _sleepy, {})
 
 
 def test_three_workers_share_one_budget_in_postgresql(postgres_url: str) -> None:
     name = f"w3-{uuid.uuid4().hex[:8]}"
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(postgres_url, name, 6)) for _ in range(3)]
+    ready = ctx.Barrier(3)
+    procs = [ctx.Process(target=_worker, args=(postgres_url, name, 6, ready)) for _ in range(3)]
     for p in procs:
         p.start()
     for p in procs:
@@ -300,7 +304,7 @@ def test_two_workers_in_postgresql_keep_the_budget_and_confirm_once(
 
 def test_a_worker_killed_mid_trial_has_its_candidate_retried_by_the_other(
         postgres_url: str, tmp_path: Path) -> None:
-    name, argv = _workers_on(postgres_url, tmp_path, "wk", startup=3, trials=4)
+    name, argv = _workers_on(postgres_url, tmp_path, "wk", startup=6, trials=4)
     a = _start(argv, tmp_path / "a")
     deadline = time.monotonic() + 120
     victim = None
@@ -313,10 +317,10 @@ def test_a_worker_killed_mid_trial_has_its_candidate_retried_by_the_other(
             continue
         victim = next((t for t in study.get_trials(states=(TrialState.RUNNING,))
                        if t.user_attrs.get("worker", "").endswith(f":{a.pid}")), None)
-    b = _start(argv, tmp_path / "b")
-    time.sleep(1.0)
+    # killed at once: the victim's start (6 s) is still running, however slow the poll was
     a.send_signal(signal.SIGKILL)
     a.wait()
+    b = _start(argv, tmp_path / "b")
     out_b, _ = b.communicate(timeout=600)
     assert b.returncode == 0, out_b
     assert "of a worker that stopped answering" in out_b, out_b
