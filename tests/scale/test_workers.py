@@ -27,6 +27,7 @@ from autotune.engine.slots import Pool, Slot, core_sets, cpu_list, gpus_needed
 from autotune.measure.result import PruneCheck, TrialResult
 from autotune.space.params import TrialParams
 from autotune.space.search import parse_space
+from autotune.study.budget import DRAWN
 from autotune.study.opening import StudyConfig
 from autotune.study.trials import counted_trials, params_of, shown
 from autotune.study.tuner import tune
@@ -316,8 +317,9 @@ def test_a_worker_killed_mid_trial_has_its_candidate_retried_by_the_other(
         except KeyError:
             continue
         victim = next((t for t in study.get_trials(states=(TrialState.RUNNING,))
-                       if t.user_attrs.get("worker", "").endswith(f":{a.pid}")), None)
-    # killed at once: the victim's start (6 s) is still running, however slow the poll was
+                       if t.user_attrs.get("worker", "").endswith(f":{a.pid}")
+                       and t.user_attrs.get(DRAWN)), None)
+    # killed at once once its settings are drawn: its server's start (6 s) still runs
     a.send_signal(signal.SIGKILL)
     a.wait()
     b = _start(argv, tmp_path / "b")
