@@ -319,10 +319,12 @@ def test_a_worker_killed_mid_trial_has_its_candidate_retried_by_the_other(
         victim = next((t for t in study.get_trials(states=(TrialState.RUNNING,))
                        if t.user_attrs.get("worker", "").endswith(f":{a.pid}")
                        and t.user_attrs.get(DRAWN)), None)
-    # killed at once once its settings are drawn: its server's start (6 s) still runs
+    # the other worker running when a dies, which it notices by a's silence; a's trial has
+    # its settings drawn and its server's start (6 s) still runs when a is killed
+    b = _start(argv, tmp_path / "b")
+    time.sleep(1.0)
     a.send_signal(signal.SIGKILL)
     a.wait()
-    b = _start(argv, tmp_path / "b")
     out_b, _ = b.communicate(timeout=600)
     assert b.returncode == 0, out_b
     assert "of a worker that stopped answering" in out_b, out_b
