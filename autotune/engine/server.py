@@ -178,6 +178,9 @@ class VllmServer:
         assert self.proc is not None
         deadline = self._t0 + self.startup_timeout_s
         headers = {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
+        # asked often at first, then every poll_interval_s: a quick server is seen at once,
+        # and a slow one (a real engine's half minute) is not asked 20 times a second
+        pause = min(0.05, self.poll_interval_s)
         with httpx.Client(timeout=2.0, headers=headers) as http:
             while True:
                 code = self.proc.poll()
@@ -208,7 +211,8 @@ class VllmServer:
                     raise TrialFailure(FailureReason.STARTUP_TIMEOUT,
                                        f"not healthy after {self.startup_timeout_s:.0f} s",
                                        self.log_tail())
-                time.sleep(self.poll_interval_s)
+                time.sleep(pause)
+                pause = min(pause * 1.5, self.poll_interval_s)
 
     def _listens(self) -> bool:
         """Whether the port is bound by this server's own processes (True where the system

@@ -39,7 +39,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--load-format", default="auto")
-    p.add_argument("--fake-startup-s", type=float, default=0.2)
+    # the default from the environment: one tuner's servers start slowly, another's sharing its
+    # study (and space) do not
+    p.add_argument("--fake-startup-s", type=float,
+                   default=float(os.environ.get("FAKE_VLLM_STARTUP_S", "0.2")))
     p.add_argument("--fake-tpot-ms", type=float, default=2.0)
     p.add_argument("--fake-tpot-scale", type=float, default=1.0,
                    help="every token takes this many times --fake-tpot-ms: long tokens keep the "

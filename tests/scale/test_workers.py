@@ -54,9 +54,14 @@ sampler: {{n_startup_trials: 2, seed: 0}}
 """
 
 
-def space_file(tmp: Path, startup: float) -> Path:
+def space_file(tmp: Path, startup: float | None) -> Path:
+    """The space; with no `startup`, the stand-in's start time is each tuner's to set
+    (FAKE_VLLM_STARTUP_S in its environment)."""
     p = tmp / "space.yaml"
-    p.write_text(SPACE_TEXT.format(startup=startup))
+    text = SPACE_TEXT.format(startup=startup)
+    if startup is None:
+        text = text.replace("  fake-startup-s: None\n", "")
+    p.write_text(text)
     return p
 
 
@@ -234,12 +239,14 @@ def test_three_workers_share_one_budget_in_postgresql(postgres_url: str) -> None
     assert not [t for t in study.trials if t.state is TrialState.RUNNING]
 
 
-def _start(argv: list[str], cwd: Path) -> subprocess.Popen[str]:
+def _start(argv: list[str], cwd: Path, startup_s: float | None = None
+           ) -> subprocess.Popen[str]:
+    env = None if startup_s is None else {**os.environ, "FAKE_VLLM_STARTUP_S": str(startup_s)}
     return subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, env=env)
 
 
-def _workers_on(url: str, tmp: Path, prefix: str, startup: float, trials: int
+def _workers_on(url: str, tmp: Path, prefix: str, startup: float | None, trials: int
                 ) -> tuple[str, list[str]]:
     """A new study's name, and the `autotune run` command of its workers (each started in
     its own directory, tmp/a or tmp/b, as on its own machine)."""
@@ -305,8 +312,9 @@ def test_two_workers_in_postgresql_keep_the_budget_and_confirm_once(
 
 def test_a_worker_killed_mid_trial_has_its_candidate_retried_by_the_other(
         postgres_url: str, tmp_path: Path) -> None:
-    name, argv = _workers_on(postgres_url, tmp_path, "wk", startup=6, trials=4)
-    a = _start(argv, tmp_path / "a")
+    # a's servers take 6 s to start, b's (the same space, the same study) 0.2 s
+    name, argv = _workers_on(postgres_url, tmp_path, "wk", startup=None, trials=4)
+    a = _start(argv, tmp_path / "a", startup_s=6)
     deadline = time.monotonic() + 120
     victim = None
     while victim is None:  # wait for a trial that worker a is measuring
