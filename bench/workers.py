@@ -1,5 +1,5 @@
 """Many workers on one study in PostgreSQL: the speed-up of N workers over one on the same
-budget, the coordination's cost, and the storage under 8 workers.
+budget, the coordination's cost, and the storage under many workers (8 unless `--many`).
 
 Each worker is a process running autotune's own search loop (`tuner.tune`: the shared budget,
 the hand-back of a trial beyond it, the heartbeat) on one study, with a stand-in trial that
@@ -11,7 +11,7 @@ one-worker time over the median N-worker time, with the range of the rounds.
     .venv/bin/python -m bench.workers              # PostgreSQL from scripts/postgres.sh
     .venv/bin/python -m bench.workers --rounds 5 --budget 24 --trial-s 1
 
-Targets: speed-up near N (overhead per trial small against a real trial's minutes); with 8
+Targets: speed-up near N (overhead per trial small against a real trial's minutes); with many
 workers, the budget exactly, no candidate twice, no result lost, no trial left RUNNING.
 """
 
@@ -124,6 +124,8 @@ def main() -> None:
     ap.add_argument("--trial-s", type=float, default=TRIAL_S)
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--storage", help="a storage URL (default: scripts/postgres.sh's)")
+    ap.add_argument("--many", type=int, default=8,
+                    help="then this many workers on 4 trials each: the budget kept exactly")
     a = ap.parse_args()
     url = a.storage or postgres_url()
     ns = [int(x) for x in a.workers.split(",")]
@@ -147,12 +149,12 @@ def main() -> None:
         print(f"{n:<8} {med:6.2f} [{min(w):.2f}, {max(w):.2f}]   "
               f"x{base / med:.2f} [{base / max(w):.2f}, {base / min(w):.2f}] (ideal x{n})   "
               f"{(med - ideal) * n / a.budget:.3f}")
-    budget8 = max(a.budget, 32)
-    wall, study = one_run(url, 8, budget8, a.trial_s)
-    c = check(study, budget8)
-    ok = (c["counted"] == budget8 and not c["duplicates"] and not c["lost"]
+    budget_many = max(a.budget, 4 * a.many)
+    wall, study = one_run(url, a.many, budget_many, a.trial_s)
+    c = check(study, budget_many)
+    ok = (c["counted"] == budget_many and not c["duplicates"] and not c["lost"]
           and not c["running"])
-    print(f"\n8 workers, {budget8} trials: {wall:.2f} s; {c}: "
+    print(f"\n{a.many} workers, {budget_many} trials: {wall:.2f} s; {c}: "
           f"{'budget exact, no duplicate, no lost result' if ok else 'FAILED'}")
     if not ok:
         raise SystemExit(1)

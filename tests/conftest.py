@@ -47,9 +47,11 @@ def engine_problem() -> str | None:
     return engine_problem()
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # a module marked `serial` shares one real server or run across its tests: under
     # `--dist loadgroup` (scripts/test.sh with arguments) it stays on one worker
+    # (tests/test_suite.py)
     for item in items:
         if item.get_closest_marker("serial") is not None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

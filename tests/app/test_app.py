@@ -3,6 +3,7 @@ confirmation round, the stated gain, and what happens to the profile that was al
 
 from __future__ import annotations
 
+import itertools
 import json
 import shlex
 from pathlib import Path
@@ -88,20 +89,18 @@ def test_a_faster_candidate_wins_beyond_noise_and_the_profile_states_the_gain(
     assert f"confirmation: {n} interleaved rounds (budget 5)" in out
     assert "vs vLLM defaults" in out
     assert f"profile: {PROFILE}" in out
-
-
-def test_the_rounds_are_interleaved_each_on_a_fresh_server(in_tmp: Path) -> None:
-    assert main(run("--trials", "3")) == 0
-    study = read_profile(PROFILE).meta.study
-    rounds = sorted(p.name for p in (in_tmp / "autotune-runs" / study / "confirm").iterdir()
-                    if p.is_dir())
-    assert rounds == ["round-01-trial-1", "round-01-vllm-defaults", "round-02-trial-1",
-                      "round-02-vllm-defaults", "round-03-trial-1", "round-03-vllm-defaults"]
-    logs = [in_tmp / "autotune-runs" / study / "confirm" / r / "server.log" for r in rounds]
-    starts = sorted((log.stat().st_mtime, log.parent.name) for log in logs)
-    order = [name.split("-", 2)[2] for _, name in starts]
-    # every round measures both before the next round starts: A B, B A, A B
-    assert order[0:2] != order[2:4] and set(order[0:2]) == set(order[2:4]) == set(order[4:6])
+    # the rounds interleaved, each arm on a fresh server: every round measures both before
+    # the next starts, in alternating order (A B, B A, A B, ...)
+    rounds = sorted(r for r in (in_tmp / "autotune-runs" / p.meta.study / "confirm").iterdir()
+                    if r.is_dir())
+    assert [r.name for r in rounds] == [f"round-{k:02d}-{arm}" for k in range(1, n + 1)
+                                        for arm in ("trial-1", "vllm-defaults")]
+    logs = [r / "server.log" for r in rounds]
+    order = [log.parent.name.split("-", 2)[2]
+             for log in sorted(logs, key=lambda log: log.stat().st_mtime)]
+    pairs = [order[i:i + 2] for i in range(0, 2 * n, 2)]
+    assert all(set(pair) == {"trial-1", "vllm-defaults"} for pair in pairs), order
+    assert all(a != b for a, b in itertools.pairwise(pairs)), order
     for log in logs:
         assert log.read_text().count("fake vLLM starting") == 1
 

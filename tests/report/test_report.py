@@ -47,6 +47,11 @@ def report(work: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict[s
     return doc
 
 
+# the tests of the one stand-in study (study_dir) on one worker: the run is made once
+ONE_STUDY = pytest.mark.xdist_group("report-study")
+
+
+@ONE_STUDY
 def test_the_report_names_failures_infeasible_trials_and_the_confirmation(
         study_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     doc = report(study_dir, capsys, "--study", "cpu.builtin-tiny-qwen3.report")
@@ -71,6 +76,7 @@ def test_the_report_names_failures_infeasible_trials_and_the_confirmation(
     assert "<link" not in markup
 
 
+@ONE_STUDY
 def test_a_report_from_a_profile_reports_the_study_that_made_it(
         study_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     doc = report(study_dir, capsys, str(here_profile()), "--out", "mine")
@@ -81,6 +87,7 @@ def test_a_report_from_a_profile_reports_the_study_that_made_it(
     assert (study_dir / "mine" / "report.html").stat().st_size > 1_000_000  # plotly inline
 
 
+@ONE_STUDY
 def test_a_study_that_is_not_there_is_one_line(study_dir: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.MonkeyPatch.context() as mp:

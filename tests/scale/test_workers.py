@@ -4,7 +4,6 @@ workers.py) with the stand-in engine."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shlex
 import signal
@@ -15,22 +14,16 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import optuna
 import psutil
 import pytest
 from optuna.trial import TrialState
 
-from autotune.core.stats import Estimate
 from autotune.engine.slots import Pool, Slot, core_sets, cpu_list, gpus_needed
-from autotune.measure.result import PruneCheck, TrialResult
-from autotune.space.params import TrialParams
 from autotune.space.search import parse_space
 from autotune.study.budget import DRAWN
-from autotune.study.opening import StudyConfig
 from autotune.study.trials import counted_trials, params_of, shown
-from autotune.study.tuner import tune
 from tests.conftest import FAKE_LAUNCHER, here_profile
 
 SPACE_TEXT = """\
@@ -204,40 +197,8 @@ def test_the_other_workers_get_the_storage_in_their_environment_not_their_comman
         ["run", "--study", "s", "--search-only", "--quiet"], None)
 
 
-# -- many workers on one study in PostgreSQL ------------------------------------------------
-
-def _sleepy(params: TrialParams, number: int, prune: PruneCheck) -> TrialResult:
-    """A stand-in trial: a fixed time (long beside a busy machine's start of a study), a
-    figure from the settings, the worker that ran it."""
-    time.sleep(1.5)
-    v = 100.0 / float(params.args.get("fake-tpot-ms") or 2)
-    return TrialResult(status="ok", command=["x"], env={"pid": str(os.getpid())},
-                       metrics={"output_throughput": Estimate(value=v, low=v, high=v, n=2)},
-                       round_values=[v, v])
-
-
-def _worker(url: str, name: str, budget: int, ready: Any) -> None:
-    space = parse_space(SPACE_DICT)
-    ready.wait(timeout=120)  # all three have loaded their modules: none takes the whole budget
-    tune(space, StudyConfig(url, name, budget, shared=True), _sleepy, {})
-
-
-def test_three_workers_share_one_budget_in_postgresql(postgres_url: str) -> None:
-    name = f"w3-{uuid.uuid4().hex[:8]}"
-    ctx = multiprocessing.get_context("spawn")
-    ready = ctx.Barrier(3)
-    procs = [ctx.Process(target=_worker, args=(postgres_url, name, 6, ready)) for _ in range(3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-        assert p.exitcode == 0
-    study = optuna.load_study(study_name=name, storage=postgres_url)
-    assert_budget_kept(study, 6)
-    workers = {t.user_attrs["env"]["pid"] for t in measured(study)}
-    assert len(workers) >= 2, "the other workers measured nothing"
-    assert not [t for t in study.trials if t.state is TrialState.RUNNING]
-
+# -- many workers on one study in PostgreSQL (several at once: tests/test_bench.py, the
+# workers bench) ----------------------------------------------------------------------
 
 def _start(argv: list[str], cwd: Path, startup_s: float | None = None
            ) -> subprocess.Popen[str]:
