@@ -268,10 +268,10 @@ def test_a_profile_of_this_model_on_other_hardware_is_measured_right_after_the_d
                           meta=meta(env={})), elsewhere)
     space = space_with(in_tmp, [{"fake-tpot-ms": 8}])
     space.write_text(space.read_text().replace("seed: 0}", "seed: 0, warm_start: true}"))
-    assert main(run("--trials", "2", space=space)) == 0
+    assert main(run("--trials", "2", "--search-only", space=space)) == 0
     out = capsys.readouterr().out
     assert "warm start: h100/builtin-tiny-qwen3.yaml -> {'fake-tpot-ms': 1}\n" in out
-    study = optuna.load_study(study_name=read_profile(PROFILE).meta.study,
+    study = optuna.load_study(study_name="cpu.builtin-tiny-qwen3.standin",
                               storage="sqlite:///autotune.db")
     first, warm, queued = study.trials[:3]
     assert first.params == {"fake-tpot-ms": None} and warm.params == {"fake-tpot-ms": 1}

@@ -124,18 +124,23 @@ def test_a_tensor_parallel_candidate_takes_its_gpus_and_the_next_waits(tmp_path:
 
 # -- trials side by side on one host (the stand-in engine) ----------------------------------
 
-def test_parallel_trials_run_side_by_side_on_disjoint_cores(tmp_path: Path) -> None:
+def test_parallel_trials_run_side_by_side_on_disjoint_cores_and_the_password_stays_hidden(
+        postgres_url: str, tmp_path: Path) -> None:
     space = space_file(tmp_path, startup=2)
-    # the storage named on the command line reaches the other worker through its environment
-    env = {k: v for k, v in os.environ.items() if k != "AUTOTUNE_STORAGE"}
-    proc = subprocess.run([*run_argv(space, "--trials", "4", "--parallel", "2",
-                                     "--storage=sqlite:///side.db")],
+    # the storage named on the command line, its password planted in the URL (libpq would
+    # read it from PGPASSWORD otherwise), reaches the other worker through its environment
+    password = os.environ["PGPASSWORD"]
+    user, rest = postgres_url.split("://", 1)[1].split("@", 1)
+    url = f"{postgres_url.split('://')[0]}://{user}:{password}@{rest}"
+    name = f"side-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if k not in ("AUTOTUNE_STORAGE", "PGPASSWORD")}
+    proc = subprocess.run([*run_argv(space, "--trials", "4", "--parallel", "2", "--storage",
+                                     url, "--study", name, "--json", "summary.json")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "worker 1 (pid" in proc.stdout and "verdict:" in proc.stdout
     assert (tmp_path / here_profile()).exists()
-    study = optuna.load_study(study_name="cpu.builtin-tiny-qwen3.workers",
-                              storage=f"sqlite:///{tmp_path / 'side.db'}")
+    study = optuna.load_study(study_name=name, storage=postgres_url)
     assert not (tmp_path / "autotune.db").exists()
     assert counted_trials(study) == 4
     started = [t for t in measured(study) if t.user_attrs.get("slot")]
@@ -160,6 +165,18 @@ def test_parallel_trials_run_side_by_side_on_disjoint_cores(tmp_path: Path) -> N
     assert "search done (--search-only)" in worker_log
     assert not [p for p in psutil.process_iter(["cmdline", "cwd"]) if p.info["cwd"] ==
                 str(tmp_path) and "fake_vllm" in " ".join(p.info["cmdline"] or [])]
+    # the run's summary, profile and logs, then the report of its study: the password
+    # printed and written nowhere
+    report = subprocess.run([sys.executable, "-m", "autotune.cli", "report", "--study", name,
+                             "--storage", url, "--json"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert report.returncode == 0, report.stdout + report.stderr
+    printed = proc.stdout + proc.stderr + report.stdout + report.stderr
+    assert password not in printed and f"{user}:***@" in printed
+    files = [f for f in tmp_path.rglob("*") if f.is_file()]
+    assert any(f.name == "summary.json" for f in files) and any(f.suffix == ".html"
+                                                                 for f in files)
+    assert [f for f in files if password.encode() in f.read_bytes()] == []
 
 
 def test_the_other_workers_get_the_storage_in_their_environment_not_their_command_line(
@@ -217,33 +234,6 @@ def _workers_on(url: str, tmp: Path, prefix: str, startup: float | None, trials:
     (tmp / "a").mkdir()
     (tmp / "b").mkdir()
     return name, argv
-
-
-def test_a_run_with_its_password_in_the_storage_url_prints_and_writes_it_nowhere(
-        postgres_url: str, tmp_path: Path) -> None:
-    # the password planted in the URL (libpq would read it from PGPASSWORD otherwise): a
-    # run of two workers, its summary, its profile, its logs, then the report of its study
-    password = os.environ["PGPASSWORD"]
-    user, rest = postgres_url.split("://", 1)[1].split("@", 1)
-    url = f"{postgres_url.split('://')[0]}://{user}:{password}@{rest}"
-    name = f"pw-{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
-    run = subprocess.run([*run_argv(space_file(tmp_path, startup=0.2), "--storage", url,
-                                    "--study", name, "--trials", "3", "--parallel", "2",
-                                    "--json", "summary.json")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "worker 1 (pid" in run.stdout  # the other worker ran, its URL in its environment
-    report = subprocess.run([sys.executable, "-m", "autotune.cli", "report", "--study", name,
-                             "--storage", url, "--json"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert report.returncode == 0, report.stdout + report.stderr
-    printed = run.stdout + run.stderr + report.stdout + report.stderr
-    assert password not in printed and f"{user}:***@" in printed
-    files = [f for f in tmp_path.rglob("*") if f.is_file()]
-    assert any(f.name == "worker-1.log" for f in files) and any(f.suffix == ".html"
-                                                                 for f in files)
-    assert [f for f in files if password.encode() in f.read_bytes()] == []
 
 
 def test_two_workers_in_postgresql_keep_the_budget_and_confirm_once(
