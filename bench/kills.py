@@ -78,6 +78,7 @@ class Kill:
     left: int
     left_mib: float
     available_short_mib: float
+    said: str = ""  # the tuner's last line on standard error
 
 
 def one_kill(name: str, delay_s: float, launcher: str | None, trials: int) -> Kill:
@@ -90,20 +91,22 @@ def one_kill(name: str, delay_s: float, launcher: str | None, trials: int) -> Ki
             argv += ["--launcher", launcher, "--no-verify-options"]
         # SIGINT as at a terminal, even when this bench runs in the background (where the
         # shell makes it ignored, and children inherit that)
-        proc = subprocess.Popen(argv, cwd=work, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        time.sleep(delay_s)
-        where = phase(work)
-        t0 = time.monotonic()
-        if proc.poll() is None:
-            os.kill(proc.pid, SIGNALS[name])
-        try:
-            code = proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        exit_s = time.monotonic() - t0
+        with (work / "stderr.txt").open("w") as err:
+            proc = subprocess.Popen(argv, cwd=work, stdout=subprocess.DEVNULL, stderr=err,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                     signal.SIG_DFL))
+            time.sleep(delay_s)
+            where = phase(work)
+            t0 = time.monotonic()
+            if proc.poll() is None:
+                os.kill(proc.pid, SIGNALS[name])
+            try:
+                code = proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+            exit_s = time.monotonic() - t0
+        lines = (work / "stderr.txt").read_text(errors="replace").strip().splitlines()
         deadline = time.monotonic() + 30
         left = server_processes(work)
         while left and time.monotonic() < deadline:
@@ -115,7 +118,8 @@ def one_kill(name: str, delay_s: float, launcher: str | None, trials: int) -> Ki
                 p.kill()
         time.sleep(2)
         short_mib = max(0.0, (before - psutil.virtual_memory().available) / 2**20)
-    return Kill(name, delay_s, where, code, exit_s, len(left), left_mib, short_mib)
+    return Kill(name, delay_s, where, code, exit_s, len(left), left_mib, short_mib,
+                lines[-1][:160] if lines else "")
 
 
 def main() -> int:
@@ -149,6 +153,11 @@ def main() -> int:
               f"memory left {sum(r.left_mib for r in mine):.0f} MiB, exit in "
               f"{exits[len(exits) // 2]:.1f} s median, {exits[-1]:.1f} s max")
     print(f"phases hit: {', '.join(sorted({r.phase for r in rows}))}")
+    # an exit other than the interrupt's own (130; 0: the run had ended; -9: SIGKILL): what
+    # the tuner said last
+    for i, r in enumerate(rows):
+        if r.exit_code not in (130, 0, -9):
+            print(f"kill {i} ({r.signal}) exit {r.exit_code}, the tuner's last line: {r.said!r}")
     total = sum(r.left for r in rows)
     print(f"total: {len(rows)} kills, {total} server processes left, "
           f"{sum(r.left_mib for r in rows):.0f} MiB of them")

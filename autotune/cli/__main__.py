@@ -2,6 +2,6 @@
 
 import sys
 
-from autotune.cli.main import main
+from autotune.cli.entry import run
 
-sys.exit(main())
+sys.exit(run())

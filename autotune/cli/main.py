@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune import __version__
+from autotune.cli.entry import EXIT_INTERRUPTED, INTERRUPTED
 from autotune.cli.flags import (
     add_storage,
     folder,
@@ -219,6 +220,15 @@ def dispatch(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _command(argv)
+    except KeyboardInterrupt:  # also one landing as the handlers are put in place or back,
+        # or while the arguments are read
+        print(INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _command(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     # `autotune serve PROFILE -- --port 8001`: what follows `--` goes to vLLM as is
     extra = args[args.index("--") + 1:] if "--" in args else []
@@ -236,13 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM takes the same path as Ctrl-C, so `with` blocks stop their servers; neither
     # is lost where Python would swallow it (autotune.cli.interrupts)
-    try:
-        with delivered():
-            return dispatch(ns)
-    except KeyboardInterrupt:  # also one landing as the handlers are put in place or back
-        print("autotune: interrupted; finished trials are saved, run again to continue",
-              file=sys.stderr)
-        return 130
+    with delivered():
+        return dispatch(ns)
 
 
 def unrecognized(ns: argparse.Namespace, unknown: list[str]) -> str:

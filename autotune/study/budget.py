@@ -163,11 +163,14 @@ def handed_back(study: optuna.Study) -> int:
 
 class _QuietSurplus(logging.Filter):
     """Optuna logs every failed trial with its traceback, then once more without a value;
-    a hand-back is not a failure, and autotune says what failed in its own words."""
+    a hand-back is not a failure, an interrupt is said in one line (autotune.cli.entry), and
+    autotune says what failed in its own words."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        return "Surplus(" not in text and not text.endswith("failed with value None.")
+        interrupted = record.exc_info is not None and record.exc_info[0] is KeyboardInterrupt
+        return ("Surplus(" not in text and not interrupted
+                and not text.endswith("failed with value None."))
 
 
 logging.getLogger("optuna.study._optimize").addFilter(_QuietSurplus())

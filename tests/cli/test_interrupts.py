@@ -120,7 +120,7 @@ def test_outside_the_block_the_handlers_are_what_they_were() -> None:
     assert sys.unraisablehook is hook
 
 
-@pytest.mark.parametrize("where", ["entry", "exit"])
+@pytest.mark.parametrize("where", ["entry", "exit", "arguments"])
 def test_an_interrupt_landing_as_the_handlers_are_put_in_place_or_back_ends_in_one_line(
         where: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The handler is in place a few instructions before the command's own `try`, and stays
@@ -138,8 +138,59 @@ def test_an_interrupt_landing_as_the_handlers_are_put_in_place_or_back_ends_in_o
         yield
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_main, "delivered", landing)
+    def reading() -> None:
+        raise KeyboardInterrupt
+
+    if where == "arguments":  # Ctrl-C while the arguments are read, before any handler
+        monkeypatch.setattr(cli_main, "build_parser", reading)
+    else:
+        monkeypatch.setattr(cli_main, "delivered", landing)
     monkeypatch.setattr(cli_main, "dispatch", lambda ns: 0)
     assert cli_main.main(["validate", "x.yaml"]) == 130
     assert capsys.readouterr().err == ("autotune: interrupted; finished trials are saved, "
                                        "run again to continue\n")
+
+
+# Ctrl-C while Python loads the command's modules: the import of autotune.cli.main interrupted
+LOADING = """
+import sys
+
+class Interrupting:
+    def find_spec(self, name, path=None, target=None):
+        if name == "autotune.cli.main":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, Interrupting())
+from autotune.cli.entry import run
+sys.exit(run())
+"""
+
+
+def test_an_interrupt_while_the_modules_load_ends_in_one_line() -> None:
+    """The command's entry (the `autotune` script, `python -m autotune.cli`) loads the rest
+    inside its own `try`: a Ctrl-C a second after the start is one line and 130, not a
+    traceback from whichever module was loading."""
+    run = subprocess.run([sys.executable, "-c", LOADING], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 130, run.stderr
+    assert run.stderr == ("autotune: interrupted; finished trials are saved, run again to "
+                          "continue\n")
+
+
+def test_optuna_says_nothing_of_an_interrupted_trial() -> None:
+    """Optuna logs a trial ended by an exception with its traceback; for Ctrl-C or SIGTERM
+    the command's one line says it (tests/app/test_lifecycle.py interrupts a real run)."""
+    import logging
+
+    import autotune.study.budget  # noqa: F401  (puts the filter on Optuna's logger)
+
+    logger = logging.getLogger("optuna.study._optimize")
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        return logger.makeRecord(logger.name, logging.WARNING, __file__, 1,
+                                 "Trial 3 failed with parameters: {} because of the following "
+                                 "error: %r.", (exc,), (type(exc), exc, None))
+
+    assert not logger.filter(record(KeyboardInterrupt()))
+    assert logger.filter(record(ValueError("a bug")))  # a bug's traceback still shows
