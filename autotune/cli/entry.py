@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import sys
 
-INTERRUPTED = "autotune: interrupted; finished trials are saved, run again to continue"
-EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
+from autotune.cli.interrupts import EXIT_INTERRUPTED, INTERRUPTED
 
 
 def run() -> int:

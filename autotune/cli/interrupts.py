@@ -22,6 +22,10 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+# what the command says and returns when interrupted (autotune.cli.entry, autotune.cli.main)
+INTERRUPTED = "autotune: interrupted; finished trials are saved, run again to continue"
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
+
 AGAIN_S = 0.05  # how soon an interrupt that could not be raised is delivered again
 # modules an interrupt is not raised in: it waits until the main thread has left them
 DEFERRED = ("sqlalchemy", "optuna.storages", "sqlite3", "psycopg2", "weakref")

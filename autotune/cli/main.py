@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from autotune import __version__
-from autotune.cli.entry import EXIT_INTERRUPTED, INTERRUPTED
 from autotune.cli.flags import (
     add_storage,
     folder,
@@ -25,7 +24,7 @@ from autotune.cli.flags import (
     parse_weights,
     with_debug,
 )
-from autotune.cli.interrupts import delivered
+from autotune.cli.interrupts import EXIT_INTERRUPTED, INTERRUPTED, delivered
 from autotune.cli.profiles import add_profile_commands
 from autotune.cli.report import add_report_command
 from autotune.core.errors import AutotuneError, UserError
