@@ -55,3 +55,15 @@ def test_every_imported_package_is_declared() -> None:
             missing.append(f"{module} (imported in {where.relative_to(ROOT)}; distribution "
                            f"{dists.get(module)})")
     assert missing == []
+
+
+def test_the_installed_command_is_the_light_entry() -> None:
+    """The `autotune` script pyproject.toml installs starts at autotune.cli.entry (which
+    loads the rest where an interrupt is one line: tests/cli/test_interrupts.py)."""
+    import subprocess
+
+    script = Path(sys.executable).with_name("autotune")
+    assert "from autotune.cli.entry import run" in script.read_text()
+    run = subprocess.run([str(script), "--version"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith("autotune "), run.stdout + run.stderr
