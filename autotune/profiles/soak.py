@@ -146,13 +146,19 @@ def analyse(windows: Sequence[Window], profile: Profile) -> SoakReport:
     return report
 
 
+# The fewest windows every judgement is made on (the drift compares two thirds of at least two
+# windows each; the growth's slope needs a few windows after the first): a soak goes on past its
+# duration until it has them, so a slow machine gets a later verdict, not a blind one.
+MIN_WINDOWS = 6
+
+
 def soak(path: Path, profile: Profile, duration_s: float, launcher: tuple[str, ...],
          probe: Probe, log_path: Path, startup_timeout_s: float = 600.0,
          gpu_indices: Sequence[int] = (), on_window: Any = None,
          window_s: float | None = None) -> list[Window]:
     """Start the profile's server (its file as `--config`, its environment) and hold its
     workload for `duration_s`, in rounds back to back, summed up in windows of `window_s`
-    (default: a twentieth of the soak, 5 to 60 s)."""
+    (default: a twentieth of the soak, 5 to 60 s), and on until there are MIN_WINDOWS."""
     window_s = window_s if window_s is not None else min(max(duration_s / 20, 5.0), 60.0)
     workload = Workload.model_validate(profile.meta.workload)
     plan = Plan(workload, load_tokenizer(str(profile.settings["model"])))
@@ -166,7 +172,7 @@ def soak(path: Path, profile: Profile, duration_s: float, launcher: tuple[str, .
         def after(run: LevelRun) -> Next:
             pending.extend(run.samples)
             now = time.monotonic() - start
-            done = now >= duration_s
+            done = now >= duration_s and len(windows) + 1 >= MIN_WINDOWS
             if now < (windows[-1].t_s if windows else 0.0) + window_s and not done:
                 return "continue"  # rounds until the window is long enough
             m = summarize(pending, {str(k): v for k, v in workload.slo.items()})

@@ -20,6 +20,7 @@ import pytest
 
 from autotune.measure.records import read_samples
 from autotune.profiles.profile import Profile, read_profile
+from autotune.profiles.soak import MIN_WINDOWS
 from autotune.space.search import load_space
 from autotune.study.trials import is_baseline, metrics_of
 from tests.browser import browser_page, wait_for_plots
@@ -222,18 +223,14 @@ def test_a_soak_of_the_written_profile_reports_drift_and_memory_growth(
     doc = json.loads(proc.stdout)
     assert (proc.returncode == 0) == (doc["breaches"] == [])
     windows = doc["windows"]
-    # 15 s in 2 s windows: how many ended in the 15 s is the machine's (beside a full CI run
-    # 4 or 5, at half that speed 2); the drift needs 6 windows and the growth 4, and says it
-    # has none under that
-    assert len(windows) >= 2 and all(w["errors"] == 0 for w in windows)
+    # 15 s in 2 s windows: how many end in the 15 s is the machine's (beside a full CI run
+    # 4 or 5); the soak goes on until it has the windows the drift and the growth need
+    assert len(windows) >= MIN_WINDOWS and all(w["errors"] == 0 for w in windows)
     assert all(w["memory_bytes"] > 100 * 2**20 for w in windows)  # the real server's tree
     assert all(0 < w["p99_ttft_ms"] < w["p99_e2el_ms"] for w in windows)
     drift, growth = doc["latency_drift"], doc["memory_growth_mib_per_h"]
-    assert (drift is None) == (len(windows) < 6) and (growth is None) == (len(windows) < 4)
-    if drift is not None:
-        assert drift["low"] <= drift["value"] <= drift["high"] and drift["basis"] == "windows"
-    if growth is not None:
-        assert growth["low"] <= growth["value"] <= growth["high"]
+    assert drift["low"] <= drift["value"] <= drift["high"] and drift["basis"] == "windows"
+    assert growth["low"] <= growth["value"] <= growth["high"]
     assert doc["recorded"]["output_throughput"]["n"] == 3  # the confirmation's figure
     assert "checking " in proc.stderr and "t=" in proc.stderr
     # a fresh server from the profile served: vLLM read the options from the file

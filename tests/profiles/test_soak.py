@@ -11,7 +11,7 @@ import pytest
 
 from autotune.cli.main import main
 from autotune.profiles.profile import Profile, write_profile
-from autotune.profiles.soak import Window, analyse, drift, slope
+from autotune.profiles.soak import MIN_WINDOWS, Window, analyse, drift, slope
 from tests.conftest import FAKE_LAUNCHER
 from tests.profiles.test_profile import meta
 
@@ -89,17 +89,19 @@ def standin_profile(tmp: Path, **check: float) -> Path:
 def test_a_soak_of_the_stand_in_reports_windows_and_passes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = standin_profile(tmp_path)
-    assert main(["check", str(path), "--soak", "6", "--window", "0.5", "--launcher",
+    # a soak too short for the windows every judgement needs goes on until it has them
+    assert main(["check", str(path), "--soak", "1", "--window", "0.5", "--launcher",
                  shlex.join(FAKE_LAUNCHER), "--runs-dir", str(tmp_path / "runs"),
                  "--json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert len(doc["windows"]) >= 4 and doc["ok"] and doc["breaches"] == []
+    out, err = capsys.readouterr()
+    assert f"past the 1 s asked, to reach the {MIN_WINDOWS} windows" in err
+    doc = json.loads(out)
+    assert len(doc["windows"]) >= MIN_WINDOWS and doc["ok"] and doc["breaches"] == []
     assert all(w["memory_bytes"] > 10 * 2**20 and w["errors"] == 0 for w in doc["windows"])
     # an SLO no request of the stand-in can meet: goodput 0 while the throughput is not
     assert all(w["request_goodput"] == 0 < w["request_throughput"] for w in doc["windows"])
-    # drift from 6 windows on (a busy minute makes windows fewer, never a breach)
-    assert (doc["latency_drift"] is None) == (len(doc["windows"]) < 6)
-    assert doc["memory_growth_mib_per_h"] is not None
+    # a busy minute makes the soak longer, never its verdict blind
+    assert doc["latency_drift"] is not None and doc["memory_growth_mib_per_h"] is not None
 
 
 def test_a_leaking_server_fails_the_check(tmp_path: Path,
