@@ -100,7 +100,7 @@ def test_engine_killed_mid_benchmark(tiny_model: Path, tmp_path: Path) -> None:
     assert r.status == "failed"
     assert r.reason is FailureReason.DIED_DURING_BENCHMARK, (r.reason, r.detail)
     # 400 requests x 200 tokens would take minutes: the death ended the trial at once
-    assert done - killed[0] < 30
+    assert done - killed[0] < 90
     assert vllm_descendants() == []
 
 

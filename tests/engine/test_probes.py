@@ -81,7 +81,7 @@ def test_process_tree_memory_counts_children_and_shared_pages_once(tmp_path: Pat
             "time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, "-c", code])
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         tree = process_tree_memory(parent.pid)
         while len(tree.pids) < 4 and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -86,7 +86,7 @@ def test_one_trial_finds_the_stand_ins_capacity_and_its_latencies_agree(tmp_path
                  capacity=Capacity(over="concurrency", low=2, high=16,
                                    slo={"p95_ttft_ms": 450.0}))
     setup = TrialSetup(model="fake-model", launcher=FAKE_LAUNCHER, plan=Plan(w, WordTokenizer()),
-                       engine=EngineSettings(startup_timeout_s=30, stop_timeout_s=5),
+                       engine=EngineSettings(startup_timeout_s=120, stop_timeout_s=5),
                        probe=FakeProbe(), api_key="k", objective_metric="capacity")
     r = run_trial(TrialParams(args={"max-num-seqs": 8, "fake-tpot-ms": 100}), setup, tmp_path)
     assert r.status == "ok", r.detail

@@ -156,7 +156,7 @@ def test_serve_starts_the_server_with_the_profile_and_its_environment(tmp_path: 
                              "--", "--port", str(port)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while True:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:

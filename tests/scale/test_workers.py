@@ -89,7 +89,9 @@ SPACE_DICT = {"name": "workers", "args": {"fake-tpot-ms": {
 
 def test_parallel_trials_run_side_by_side_on_disjoint_cores_and_the_password_stays_hidden(
         postgres_url: str, tmp_path: Path) -> None:
-    space = space_file(tmp_path, startup=2)
+    # 5 s starts: the first worker cannot finish all four trials before the second, a cold
+    # Python, has joined on a busy machine
+    space = space_file(tmp_path, startup=5)
     # the storage named on the command line, its password planted in the URL (libpq would
     # read it from PGPASSWORD otherwise), reaches the other worker through its environment
     password = os.environ["PGPASSWORD"]
@@ -226,9 +228,10 @@ def test_two_workers_in_postgresql_keep_the_budget_and_confirm_once(
 
 def test_a_worker_killed_mid_trial_has_its_candidate_retried_by_the_other(
         postgres_url: str, tmp_path: Path) -> None:
-    # a's servers take 6 s to start, b's (the same space, the same study) 0.2 s
+    # a's servers take 30 s to start (it is killed in the first), b's (the same space, the
+    # same study) 0.2 s
     name, argv = _workers_on(postgres_url, tmp_path, "wk", startup=None, trials=4)
-    a = _start(argv, tmp_path / "a", startup_s=6)
+    a = _start(argv, tmp_path / "a", startup_s=30)
     deadline = time.monotonic() + 120
     victim = None
     while victim is None:  # wait for a trial that worker a is measuring
@@ -242,7 +245,7 @@ def test_a_worker_killed_mid_trial_has_its_candidate_retried_by_the_other(
                        if t.user_attrs.get("worker", "").endswith(f":{a.pid}")
                        and t.user_attrs.get(DRAWN)), None)
     # the other worker running when a dies, which it notices by a's silence; a's trial has
-    # its settings drawn and its server's start (6 s) still runs when a is killed
+    # its settings drawn and its server's start (30 s) still runs when a is killed
     b = _start(argv, tmp_path / "b")
     time.sleep(1.0)
     a.send_signal(signal.SIGKILL)
