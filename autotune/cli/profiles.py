@@ -191,7 +191,7 @@ def cmd_check(ns: argparse.Namespace) -> int:
     from autotune.engine.probes import SystemProbe
     from autotune.profiles.catalog import locate
     from autotune.profiles.profile import read_profile
-    from autotune.profiles.soak import MIN_WINDOWS, Window, analyse, soak
+    from autotune.profiles.soak import MIN_WINDOWS, Window, analyse, soak, went_on
 
     path = locate(ns.profile, ns.profiles_dir)
     prof = read_profile(path)
@@ -212,7 +212,7 @@ def cmd_check(ns: argparse.Namespace) -> int:
     windows = soak(path, prof, ns.soak, launcher, SystemProbe(), log, gpu_indices=ns.devices,
                    on_window=on_window, window_s=ns.window)
     report = analyse(windows, prof)
-    if windows and windows[-1].t_s > ns.soak + 1:
+    if went_on(windows, ns.soak):
         print(f"ran {windows[-1].t_s:.0f} s, past the {ns.soak:.0f} s asked, to reach the "
               f"{MIN_WINDOWS} windows every judgement needs", file=out, flush=True)
     if ns.json:

@@ -152,6 +152,12 @@ def analyse(windows: Sequence[Window], profile: Profile) -> SoakReport:
 MIN_WINDOWS = 6
 
 
+def went_on(windows: Sequence[Window], duration_s: float) -> bool:
+    """Whether the soak went on past its duration for MIN_WINDOWS: a window before the last
+    had already ended at the duration (a soak that has its windows stops at the first)."""
+    return len(windows) >= 2 and windows[-2].t_s >= duration_s
+
+
 def soak(path: Path, profile: Profile, duration_s: float, launcher: tuple[str, ...],
          probe: Probe, log_path: Path, startup_timeout_s: float = 600.0,
          gpu_indices: Sequence[int] = (), on_window: Any = None,

@@ -11,7 +11,7 @@ import pytest
 
 from autotune.cli.main import main
 from autotune.profiles.profile import Profile, write_profile
-from autotune.profiles.soak import MIN_WINDOWS, Window, analyse, drift, slope
+from autotune.profiles.soak import MIN_WINDOWS, Window, analyse, drift, slope, went_on
 from tests.conftest import FAKE_LAUNCHER
 from tests.profiles.test_profile import meta
 
@@ -42,6 +42,14 @@ def test_drift_compares_the_last_third_with_the_first() -> None:
 def window(t: float, mib: float, p99: float = 50.0) -> Window:
     return Window(t_s=t, p99_ttft_ms=10, p99_e2el_ms=p99, request_throughput=5,
                   request_goodput=5, output_throughput=100, memory_bytes=int(mib * 2**20), errors=0)
+
+
+def test_a_soak_went_on_only_when_a_window_before_its_last_ended_past_its_duration() -> None:
+    # 10 s windows, a 30 s soak: the third window ends it unless windows were still missing
+    assert not went_on([window(10 * i, 1) for i in range(1, 4)], 30)
+    # a last round that overran the duration is not going on
+    assert not went_on([window(t, 1) for t in (10, 20, 37)], 30)
+    assert went_on([window(10 * i, 1) for i in range(1, MIN_WINDOWS + 1)], 30)
 
 
 def test_a_leak_breaks_the_threshold_a_steady_server_does_not() -> None:
