@@ -181,7 +181,11 @@ def test_a_multi_objective_run_confirms_on_every_goal_and_writes_its_front(
         "  fake-tpot-ms: {type: categorical, choices: [null, 1, 8]}",
         "  fake-tpot-ms: {type: categorical, choices: [null, 0.25]}\n"
         "  fake-resident-mib: {type: categorical, choices: [null, 300]}").replace(
-        "confirm: {finalists: 1, rounds: 3}", "confirm: {finalists: 2, rounds: 5}").replace(
+        # at most 25% lost on memory: PSS moves by a per cent or two between starts as the
+        # processes sharing its libraries come and go, which a 5% bound over 5 rounds could
+        # not always clear; the 300 MiB arm (some +65%) still loses beyond it
+        "confirm: {finalists: 1, rounds: 3}",
+        "confirm: {finalists: 2, rounds: 5, max_loss: 0.25}").replace(
         # token time, not overhead, decides, by a gap the noise cannot close: 10 ms a token for
         # vLLM's defaults, 1.25 for the candidate (at 10 and 5 ms, a CI machine running three
         # parts at once left them within noise)
@@ -202,7 +206,7 @@ def test_a_multi_objective_run_confirms_on_every_goal_and_writes_its_front(
     assert p.meta.objective["pareto"] == [{"metric": "peak_memory_bytes",
                                            "direction": "minimize"}]
     assert "beyond noise on output_throughput" in p.meta.verdict
-    assert "loses at most 5% on peak_memory_bytes" in p.meta.verdict
+    assert "loses at most 25% on peak_memory_bytes" in p.meta.verdict
     # a confirmed candidate that holds 300 MiB more never wins on memory grounds
     for c in p.meta.confirmation["comparisons"]:
         if c["challenger"] != "trial 1":

@@ -80,8 +80,9 @@ def test_one_trial_finds_the_stand_ins_capacity_and_its_latencies_agree(tmp_path
     requests queue behind a whole request (8 tokens x 100 ms: 800 ms). The SLO (450 ms) sits
     350 ms from both (a 20 ms token under a 160 ms SLO was not: CI saw 4 in flight break it).
     Above 8 every level breaks it, whatever the load; below, a long enough stall still could,
-    so the trial must report a capacity near or under 8 that agrees with the latencies it
-    measured at it and just above it, on one server (bench.capacity prints where it lands)."""
+    so the trial must report a capacity near or under 8 (0 when stalls broke the lowest level)
+    that agrees with the latencies it measured at it and just above it, on one server
+    (bench.capacity prints where it lands)."""
     w = Workload(input_tokens=8, output_tokens=8, num_requests=40, warmup_requests=4,
                  capacity=Capacity(over="concurrency", low=2, high=16,
                                    slo={"p95_ttft_ms": 450.0}))
@@ -92,10 +93,17 @@ def test_one_trial_finds_the_stand_ins_capacity_and_its_latencies_agree(tmp_path
     assert r.status == "ok", r.detail
     cap = r.metrics["capacity"]
     assert cap.basis == "bracket" and cap.low == cap.value
-    assert 2 <= cap.value <= 10, r.detail
+    assert cap.value <= 10, r.detail  # never above what the stand-in can hold
     by_level = {lv.level["concurrency"]: lv for lv in r.levels}
+    broke = by_level[cap.high]
+    if cap.value == 0:
+        # stalls broke even the lowest level (two requests at once, 40 of them: three first
+        # tokens 350 ms late): said so, and agreeing with what was measured there
+        assert "capacity below 2 sessions in flight" in r.detail
+        assert broke.metrics["p95_ttft_ms"].value > 450.0
+        return
     assert len(by_level) == len(r.levels) >= 3  # several levels, one server start
-    held, broke = by_level[cap.value], by_level[cap.high]
+    held = by_level[cap.value]
     # the reported capacity agrees with the latencies measured at it and just above it
     assert held.metrics["p95_ttft_ms"].value <= 450.0
     assert broke.metrics["p95_ttft_ms"].value > 450.0

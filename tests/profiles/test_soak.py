@@ -98,8 +98,10 @@ def test_a_soak_of_the_stand_in_reports_windows_and_passes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # the server's memory is its tree's PSS, which moves by a MiB or two as neighbouring
     # processes sharing its libraries come and go: over a few seconds that reads as
-    # thousands of MiB per hour, so this soak's threshold is set above it
-    path = standin_profile(tmp_path, max_memory_growth_mib_per_h=1e5)
+    # thousands of MiB per hour, so this soak's threshold is set above it; likewise its P99
+    # drift, judged on two windows of a second or so against two, which a busy minute over
+    # the last ones can double (the rule itself is tested on recorded windows above)
+    path = standin_profile(tmp_path, max_memory_growth_mib_per_h=1e5, max_latency_drift=1e3)
     # a soak too short for the windows every judgement needs goes on until it has them
     assert main(["check", str(path), "--soak", "1", "--window", "0.5", "--launcher",
                  shlex.join(FAKE_LAUNCHER), "--runs-dir", str(tmp_path / "runs"),
