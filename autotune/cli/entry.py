@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import sys
 
-from autotune.cli.interrupts import EXIT_INTERRUPTED, INTERRUPTED
+from autotune.cli.interrupts import EXIT_INTERRUPTED, INTERRUPTED, settle
 
 
 def run() -> int:
     try:
         from autotune.cli.main import main
     except KeyboardInterrupt:
+        settle()
         print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
-    return main()
+    return main(ending=True)

@@ -99,3 +99,26 @@ def delivered() -> Iterator[None]:
         sys.unraisablehook = hook
         for s, h in before.items():
             signal.signal(s, h)
+
+
+def settle() -> None:
+    """For a process about to end on an interrupt it has acted on (servers stopped, the
+    trial queued again): another Ctrl-C or SIGTERM has nothing left to stop, and from here
+    to the exit it is ignored, so it cannot turn the exit status 130, said in one line, into
+    a death by signal or a traceback from Python's shutdown. And CPython is told the
+    interrupt was handled (below)."""
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+    handled()
+
+
+def handled() -> None:
+    """Clears CPython's mark of a Ctrl-C nobody caught. A KeyboardInterrupt raised in code run
+    by `exec` or `eval` from a string (dataclasses and namedtuple make their methods so, as
+    modules load) sets that mark even when it is caught further up, as the command catches
+    it; under `python -m` the interpreter then kills itself with SIGINT as it exits, after
+    the command has said its line and returned 130 (a tuner interrupted as its server
+    started died so about once in a hundred tries, and once on CI). Evaluating a string
+    clears the mark (CPython's run_eval_code_obj, 3.11 to 3.13)."""
+    exec("")

@@ -24,7 +24,7 @@ from autotune.cli.flags import (
     parse_weights,
     with_debug,
 )
-from autotune.cli.interrupts import EXIT_INTERRUPTED, INTERRUPTED, delivered
+from autotune.cli.interrupts import EXIT_INTERRUPTED, INTERRUPTED, delivered, handled, settle
 from autotune.cli.profiles import add_profile_commands
 from autotune.cli.report import add_report_command
 from autotune.core.errors import AutotuneError, UserError
@@ -218,11 +218,17 @@ def dispatch(ns: argparse.Namespace) -> int:
         return RUN_FAILED
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, ending: bool = False) -> int:
+    """The command; `ending`: the process ends when it returns (autotune.cli.entry), so an
+    interrupt's signals are ignored from its line to the exit (interrupts.settle)."""
     try:
         return _command(argv)
     except KeyboardInterrupt:  # also one landing as the handlers are put in place or back,
         # or while the arguments are read
+        if ending:
+            settle()
+        else:
+            handled()
         print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
 
@@ -266,4 +272,4 @@ def os_error_line(exc: OSError) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(ending=True))

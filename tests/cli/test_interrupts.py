@@ -4,9 +4,11 @@ left)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -174,6 +176,79 @@ def test_an_interrupt_while_the_modules_load_ends_in_one_line() -> None:
     run = subprocess.run([sys.executable, "-c", LOADING], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 130, run.stderr
+    assert run.stderr == ("autotune: interrupted; finished trials are saved, run again to "
+                          "continue\n")
+
+
+# An interrupted command whose exit takes a second (Python's shutdown of a large process)
+EXITING = """
+import atexit, sys, time
+import autotune.cli.main
+
+def slow_exit():
+    t = time.monotonic()
+    while time.monotonic() - t < 1:
+        time.sleep(0.01)
+
+def interrupted(argv):
+    raise KeyboardInterrupt
+
+atexit.register(slow_exit)
+autotune.cli.main._command = interrupted
+from autotune.cli.entry import run
+sys.exit(run())
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_the_interrupt_is_said_leaves_the_exit_130(sig: signal.Signals) -> None:
+    """Ctrl-C pressed again (or SIGTERM from a supervisor) while the interrupted command
+    exits: nothing is left to stop, and the exit stays 130 with its one line, not a death by
+    the signal or a traceback from Python's shutdown."""
+    p = subprocess.Popen([sys.executable, "-c", EXITING], cwd=ROOT, stderr=subprocess.PIPE,
+                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                     signal.SIG_DFL))
+    try:
+        assert p.stderr is not None
+        line = p.stderr.readline()
+        sent = 0
+        while p.poll() is None and sent < 1000:
+            p.send_signal(sig)
+            sent += 1
+            time.sleep(0.005)
+        rest = p.communicate(timeout=60)[1]
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert sent > 0 and p.returncode == 130, (sent, p.returncode, rest)
+    assert line + rest == "autotune: interrupted; finished trials are saved, run again to " \
+                          "continue\n"
+
+
+# `python -m autotune.cli` interrupted where a Ctrl-C can land as modules load: inside a
+# method that dataclasses or namedtuple made by evaluating a string
+IN_EXEC = """
+import runpy
+import autotune.cli.main
+
+def interrupted(argv):
+    exec("raise KeyboardInterrupt")
+
+autotune.cli.main._command = interrupted
+runpy.run_module("autotune.cli", run_name="__main__")
+"""
+
+
+def test_an_interrupt_raised_in_code_evaluated_from_a_string_still_exits_130(
+        tmp_path: Path) -> None:
+    """CPython marks a KeyboardInterrupt leaving an `exec` of a string as one nobody caught,
+    and under `python -m` kills itself with SIGINT as it exits: without the mark cleared the
+    command said its line and died of SIGINT (-2), not 130."""
+    (tmp_path / "interrupted_cli.py").write_text(IN_EXEC)
+    run = subprocess.run([sys.executable, "-m", "interrupted_cli"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 130, (run.returncode, run.stderr)
     assert run.stderr == ("autotune: interrupted; finished trials are saved, run again to "
                           "continue\n")
 
