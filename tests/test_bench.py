@@ -60,23 +60,31 @@ def test_capacity_bench_reports_both_rates() -> None:
 
 @pytest.mark.parametrize("data", sorted((ROOT / "bench" / "data").glob("noise-*.json.gz")),
                          ids=lambda p: p.name)
-def test_verdicts_bench_keeps_false_wins_within_five_percent(data: Path) -> None:
+def test_verdicts_bench_replays_the_shipped_rule_and_keeps_false_wins_low(data: Path) -> None:
+    import dataclasses
+
     from autotune.decide.sequential import Rule
-    from bench.verdicts import MEASURE, Recording, simulate
+    from bench.verdicts import MEASURE, Case, Recording, mean_starts, share, simulate
 
     rec = Recording(data)
     assert len(rec.rounds) >= 20 and all(len(r) >= 3 for r in rec.rounds)
-    # A/A with 1-3 challengers, the sequential rule and the fixed one: at most 5% false wins
-    for rule, rounds in ((Rule(max_rounds=12, detect=0.10), 12), (None, 5)):
-        for arms in (2, 3, 4):
-            aa, _, secs = simulate(rec, MEASURE, rounds, arms, 1.0, 400, arms, rule)
-            assert aa <= 0.05, (data.name, rule, arms, aa)
-            assert secs > 0
-    # a 2x gain settles in the first looks and always wins; a loss never does
     rule = Rule(max_rounds=12, detect=0.10)
-    doubled, rounds, _ = simulate(rec, MEASURE, 12, 2, 2.0, 200, 1, rule)
-    halved, _, _ = simulate(rec, MEASURE, 12, 2, 0.5, 200, 1, rule)
-    assert doubled > 0.95 and rounds <= 4.5 and halved == 0.0
+    # A/A with 1-3 challengers, one goal or two, vLLM's defaults or a current profile as the
+    # reference: at most 5% false wins in 300 confirmations (the stated 2.5%, with room for
+    # the Monte Carlo error of so few)
+    for case in (Case(1), Case(3), Case(2, 2), Case(2, 2, incumbent=True)):
+        aa = simulate(rec, MEASURE, case, rule, 300, case.challengers)
+        assert share(aa) <= 0.05, (data.name, case, share(aa))
+    # a 2x gain settles in the first looks and always wins; a loss never does
+    doubled = simulate(rec, MEASURE, Case(effect=2.0), rule, 200, 1)
+    halved = simulate(rec, MEASURE, Case(effect=0.5), rule, 200, 2)
+    assert share(doubled) > 0.95 and mean_starts(doubled) <= 9 and share(halved) == 0.0
+    # stopping the unsettleable saves starts on an A/A and never adds a win on the same draws
+    aa_off = simulate(rec, MEASURE, Case(), dataclasses.replace(rule, stop_below=0.0), 200, 3)
+    aa_on = simulate(rec, MEASURE, Case(), rule, 200, 3)
+    assert mean_starts(aa_on) < mean_starts(aa_off)
+    assert all(on.won <= off.won for on, off in zip(aa_on, aa_off, strict=True))
+
 
 
 def test_kill_bench_counts_what_each_kill_leaves_on_the_stand_in() -> None:

@@ -5,28 +5,32 @@ Arms are measured in interleaved rounds, a fresh server each time, in a balanced
 (Williams' design: over each block of rounds every arm takes every position in the round once,
 and follows every other arm equally often), so drift of the machine, the position in a round
 and the arm before hit every arm alike. After each complete round from the rule's minimum on,
-the decision is looked at; the rounds stop once every challenger is settled, or at the budget
-(sequential.py). A slot the machine could not measure (EnvironmentFailure: memory not back,
-a port taken) is measured again; rounds already measured are passed in by `previous`, so an
-interrupted confirmation resumes where it stopped. Numbers from the search (or from another
-run, day or machine) never enter the decision.
+the decision is looked at; a challenger settled without a win, or that can no longer be
+settled, is measured no further, and the rounds stop once every challenger is settled or
+stopped, or at the budget (looks.py, sequential.py). A slot the machine could not measure
+(EnvironmentFailure: memory not back, a port taken) is measured again; rounds already
+measured are passed in by `previous`, so an interrupted confirmation resumes where it
+stopped. Numbers from the search (or from another run, day or machine) never enter the
+decision.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
 from autotune.core.errors import EnvironmentFailure
 from autotune.core.stats import Estimate, mean_interval, paired_ratio
+from autotune.decide.findings import Comparison, Verdict
+from autotune.decide.looks import drive
+from autotune.decide.pairs import ArmFigures, Role
 from autotune.decide.scoring import score
 from autotune.decide.sequential import Rule
-from autotune.decide.verdict import ArmFigures, Comparison, Role, Verdict, decide
-from autotune.decide.verdict_goals import decide_pareto
+from autotune.decide.verdict import judge
 from autotune.measure.result import TrialResult
 from autotune.space.goals import Objective
 from autotune.space.params import TrialParams
@@ -146,16 +150,18 @@ def confirm(arms: Sequence[Arm], rounds: Rule | int, objective: Objective,
             previous: Callable[[str], TrialResult | None] | None = None,
             retries: int = 2) -> Confirmation:
     """Measure the arms round after round until the rule settles every challenger (an int:
-    exactly that many rounds), and decide. `previous(where)`: a slot's result already
-    measured by an interrupted run of the same confirmation."""
+    exactly that many rounds), and decide (looks.py drives the rounds). `previous(where)`: a
+    slot's result already measured by an interrupted run of the same confirmation."""
     rule = rounds if isinstance(rounds, Rule) else Rule(max_rounds=rounds,
                                                         min_rounds=max(2, rounds))
     results: dict[int, list[TrialResult]] = {i: [] for i in range(len(arms))}
-    frozen: dict[str, Comparison] = {}
-    conf = None
-    for r in range(rule.max_rounds):
+    changes = _changes(arms)
+    goals = [(g.metric, g.direction) for g in objective.goals()] if objective.multi else [
+        (objective.metric, objective.direction)]
+
+    def measure_round(r: int, active: Sequence[int]) -> None:
         slots = [(i, f"confirm/round-{r + 1:02d}-{_slug(arms[i].name)}")
-                 for i in order(len(arms), r)]
+                 for i in order(len(arms), r) if i in active]
         # a round measured whole before an interruption is taken as it was; a part of one is
         # measured again whole, so that every round's arms were measured side by side
         kept = [previous(where) for _, where in slots] if previous is not None else []
@@ -167,17 +173,33 @@ def confirm(arms: Sequence[Arm], rounds: Rule | int, objective: Objective,
             results[i].append(result)
             if on_round is not None:
                 on_round(r, arms[i], result)
-        if rule.looks_at(r + 1) or r + 1 == rule.max_rounds:
-            conf = _decide(arms, results, objective, rule, min_gain, max_loss, replace_gain,
-                           frozen)
-            # a challenger settled at this look keeps its decision (the test ends there)
-            frozen.update({c.challenger: c for c in conf.verdict.comparisons
-                           if c.settled and c.challenger not in frozen})
-            if conf.verdict.settled:
-                break
-    if conf is None:  # no arm: nothing measured
-        conf = _decide(arms, results, objective, rule, min_gain, max_loss, replace_gain)
-    return conf
+
+    def figures() -> list[ArmFigures]:
+        return [_arm_figures(rec, changes[i])
+                for i, rec in enumerate(_records(arms, results, objective))]
+
+    def judge_now(figs: Sequence[ArmFigures], frozen: Mapping[str, Comparison]) -> Verdict:
+        return judge(figs, goals, min_gain, max_loss if objective.multi else 0.0,
+                     replace_gain, rule, frozen)
+
+    verdict = drive(rule, [(a.name, a.role) for a in arms], judge_now, measure_round,
+                    figures)
+    if verdict is None:  # no arm: nothing measured
+        verdict = judge_now(figures(), {})
+    return _confirmation(arms, results, objective, rule, verdict)
+
+
+def _changes(arms: Sequence[Arm]) -> list[int]:
+    """How many settings each arm changes from vLLM's defaults (the baseline arm's)."""
+    base = next((a.params for a in arms if a.role == "baseline"), None)
+    ref_args = dict(base.args) if base is not None else {}
+    ref_env = dict(base.env) if base is not None else {}
+    out = []
+    for a in arms:
+        args, env = dict(a.params.args), dict(a.params.env)
+        out.append(sum(args.get(k) != ref_args.get(k) for k in {*args, *ref_args})
+                   + sum(env.get(k) != ref_env.get(k) for k in {*env, *ref_env}))
+    return out
 
 
 def _measure(runner: ConfirmRunner, params: TrialParams, where: str, retries: int
@@ -193,9 +215,8 @@ def _measure(runner: ConfirmRunner, params: TrialParams, where: str, retries: in
     raise AssertionError("unreachable")
 
 
-def _decide(arms: Sequence[Arm], results: dict[int, list[TrialResult]], objective: Objective,
-            rule: Rule, min_gain: float, max_loss: float, replace_gain: float,
-            frozen: dict[str, Comparison] | None = None) -> Confirmation:
+def _records(arms: Sequence[Arm], results: dict[int, list[TrialResult]],
+             objective: Objective) -> list[ArmRecord]:
     records = []
     for i, arm in enumerate(arms):
         values: list[float | None] = []
@@ -225,19 +246,23 @@ def _decide(arms: Sequence[Arm], results: dict[int, list[TrialResult]], objectiv
             env=dict(arm.params.env), objective=values, goals=goals, failure=failure,
             highs=highs if any(h is not None for h in highs) else [],
             figures=_figures(results[i])))
-    figures = [ArmFigures(a.name, a.role, tuple(a.objective), a.failure,
-                          tuple(tuple(v) for v in a.goals.values()), tuple(a.highs))
-               for a in records]
-    if objective.multi:
-        verdict = decide_pareto(figures, [(g.metric, g.direction) for g in objective.goals()],
-                                min_gain, max_loss, replace_gain, rule, frozen)
-    else:
-        verdict = decide(figures, objective.direction, min_gain, replace_gain, rule, frozen)
+    return records
+
+
+def _arm_figures(a: ArmRecord, changes: int) -> ArmFigures:
+    return ArmFigures(a.name, a.role, tuple(a.objective), a.failure,
+                      tuple(tuple(v) for v in a.goals.values()), tuple(a.highs), changes)
+
+
+def _confirmation(arms: Sequence[Arm], results: dict[int, list[TrialResult]],
+                  objective: Objective, rule: Rule, verdict: Verdict) -> Confirmation:
+    records = _records(arms, results, objective)
     base = next((i for i, a in enumerate(arms) if a.role == "baseline"), None)
     if base is not None:
         for i, rec in enumerate(records):
-            rec.vs_baseline = {m: paired_ratio(_per_round(results[i], m),
-                                               _per_round(results[base], m))
+            n = min(len(results[i]), len(results[base]))  # the rounds both were measured
+            rec.vs_baseline = {m: paired_ratio(_per_round(results[i][:n], m),
+                                               _per_round(results[base][:n], m))
                                for m in dict.fromkeys((*(g.metric for g in
                                                           objective.goals()), *KEY_METRICS))}
             # the winner's gain on what was decided is stated with the interval the

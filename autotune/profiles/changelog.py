@@ -53,6 +53,13 @@ def entry(profile: Path, kept: Path, old: Profile | None, new: Profile,
         lines.append(f"- decided on: x{comparison.decision_interval.describe(3)} "
                      f"({conf.verdict.level:.1%} interval, adjusted for the finalists and the "
                      "looks taken)")
+        if comparison.on_failures:
+            lines.append(f"- why: the replaced profile failed or broke a constraint in "
+                         f"{comparison.reference_failed} of {comparison.look} rounds that "
+                         f"{winner} served; {winner} failed none and is not worse beyond "
+                         "noise")
+        if conf.verdict.choice:
+            lines.append(f"- chosen among several winners: {conf.verdict.choice}")
     elif conf is not None and conf.verdict.broken:
         lines.append(f"- {conf.verdict.broken} in this run's confirmation, so it was not "
                      "the reference: no ratio to it to state")

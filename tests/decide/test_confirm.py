@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -118,12 +119,24 @@ def test_a_clear_gain_settles_in_the_minimum_rounds_and_a_close_call_uses_the_bu
         jitter = [1.3, 0.75, 1.2, 0.8][k % 4] if params.args else 1.0
         return result(100.0 * jitter)
 
-    close = confirm([base, Arm("trial 3", "finalist", TrialParams(args={"x": 1}), 3)],
-                    rule, Objective(), noisy)
+    arms = [base, Arm("trial 3", "finalist", TrialParams(args={"x": 1}), 3)]
+    every = dataclasses.replace(rule, stop_below=0.0)  # never stopped as unsettleable
+    close = confirm(arms, every, Objective(), noisy)
     assert close.rounds == 12 and close.verdict.winner == "vLLM defaults"
     assert not close.verdict.comparisons[0].settled
-    assert "still unsettled at the budget's end (12 rounds)" in close.verdict.summary
+    assert "1 challenger still unsettled at the budget's end (12 rounds)" in \
+        close.verdict.summary
     assert "more rounds to tell a gain of +5%" in close.verdict.summary
+    # the shipped rule sees at its first look that 9 more rounds of this noise around a nil
+    # gain can neither find a win nor rule out +5%: it stops there and says so
+    calls.clear()
+    short = confirm(arms, rule, Objective(), noisy)
+    (c,) = short.verdict.comparisons
+    assert short.rounds == 3 and c.stopped and not c.settled and short.verdict.settled
+    assert short.verdict.winner == "vLLM defaults"
+    assert "trial 3 stopped after 3 rounds: it could not be settled in the 9 rounds left" \
+        in short.verdict.summary
+    assert c.win_chance is not None and c.win_chance < 0.1
 
 
 def test_a_fault_of_the_machine_is_measured_again_and_earlier_rounds_are_kept() -> None:
@@ -279,3 +292,54 @@ def test_a_round_measured_in_part_before_an_interruption_is_measured_again_whole
     assert partial[0] in calls  # the part measured before is measured again with the rest
     assert sum(w.startswith("confirm/round-02") for w in calls) == 3
     assert again.rounds == 3
+
+
+def test_a_profile_that_breaks_its_slo_in_a_start_is_replaced_and_the_log_says_why(
+        tmp_path: Path) -> None:
+    from autotune.profiles.changelog import entry
+    from autotune.profiles.profile import Profile, ProfileMeta
+
+    def runner(params: TrialParams, where: str) -> TrialResult:
+        if "current-profile" in where and where.startswith("confirm/round-02"):
+            return result(None)  # one start of three fails
+        return result(100.0 if params.args else 50.0)
+
+    arms = [Arm("vLLM defaults", "baseline", TrialParams()),
+            Arm("current profile", "incumbent", TrialParams(args={"x": 100.0})),
+            Arm("trial 1", "finalist", TrialParams(args={"y": 100.0}), trial=1)]
+    conf = confirm(arms, Rule(max_rounds=3), Objective(), runner, replace_gain=0.05)
+    v = conf.verdict
+    assert v.reference == "current profile" and v.broken is None
+    assert v.winner == "trial 1", v.summary
+    assert "failed or broke a constraint in 1 of 3 rounds that trial 1 served" in v.summary
+    meta = ProfileMeta.model_validate({
+        "autotune_version": "0", "created": "2026-12-01T00:00:00+00:00", "target": "cpu",
+        "model": "m", "model_revision": "r", "hardware": {}, "vllm_version": "v",
+        "space": "s", "space_fingerprint": "f", "workload": {}, "study": "s", "trial": None,
+        "objective": {}, "metrics": {}, "gain": {}, "verdict": v.summary,
+        "confirmation": {}, "env": {}, "serve": "vllm serve"})
+    old = Profile(settings={"model": "m", "x": 100}, meta=meta)
+    new = Profile(settings={"model": "m", "y": 100}, meta=meta)
+    text = entry(tmp_path / "m.yaml", tmp_path / "old.yaml", old, new, conf, "trial 1")
+    assert "- why: the replaced profile failed or broke a constraint in 1 of 3 rounds" in text
+
+
+def test_arms_that_cannot_win_are_measured_no_further_and_ties_go_to_fewer_changes() -> None:
+    calls: list[str] = []
+
+    def runner(params: TrialParams, where: str) -> TrialResult:
+        calls.append(where)
+        if params.args.get("slow"):
+            return result(50.0)
+        return result(200.0 if params.args else 100.0)
+
+    base = Arm("vLLM defaults", "baseline", TrialParams())
+    arms = [base, Arm("trial 1", "finalist", TrialParams(args={"a": 1, "b": 2, "c": 3}), 1),
+            Arm("trial 2", "finalist", TrialParams(args={"a": 1}), 2),
+            Arm("trial 3", "finalist", TrialParams(args={"slow": True}), 3)]
+    conf = confirm(arms, Rule(max_rounds=8), Objective(), runner)
+    # the two fast ones tie: the one with one change wins, whatever the list order
+    assert conf.verdict.winner == "trial 2"
+    assert "trial 1, trial 2 cannot be told apart" in conf.verdict.choice
+    # the slow one was ruled out at the first look and every arm settled there
+    assert conf.rounds == 3 and len(calls) == 12

@@ -8,8 +8,10 @@ from statistics import NormalDist
 
 import numpy as np
 import pytest
+from scipy.stats import t as student_t
 
-from autotune.decide.sequential import Rule, detectable, rounds_to_detect, spent, tail_levels
+from autotune.decide.power import detectable, rounds_to_detect
+from autotune.decide.sequential import Rule, spent, t_levels, tail_levels
 
 
 @pytest.mark.parametrize(("first", "last", "total"), [(3, 3, 0.025), (3, 12, 0.025),
@@ -61,10 +63,33 @@ def test_the_comparisons_share_the_rate_over_all_looks() -> None:
     rule = Rule(max_rounds=6, min_rounds=3)
     for k in (2, 3, 6):
         levels = [rule.win_tail(n, k) for n in range(3, 7)]
-        assert levels == list(tail_levels(3, 6, 0.025 / k))
-        rng = np.random.default_rng(k)
-        sums = np.cumsum(rng.standard_normal((200_000, 6)), axis=1)
-        hit = np.zeros(len(sums), dtype=bool)
-        for n, p in zip(range(3, 7), levels, strict=True):
-            hit |= sums[:, n - 1] / math.sqrt(n) > NormalDist().inv_cdf(1 - p)
-        assert hit.mean() <= 0.025 / k * 1.1
+        assert levels == list(t_levels(3, 6, 0.025 / k))
+        assert rule.win_tail(3, k) == pytest.approx(levels[0])
+        hit = _t_crossings(3, 6, levels, seed=k)
+        assert hit <= 0.025 / k * 1.1
+
+
+def _t_crossings(first: int, last: int, levels: list[float], seed: int,
+                 paths: int = 200_000) -> float:
+    """How often the t statistic of normal rounds (no true gain) crosses a look's boundary,
+    on paths drawn apart from those the boundaries were found on."""
+    rng = np.random.default_rng(1000 + seed)
+    x = rng.standard_normal((paths, last))
+    hit = np.zeros(paths, dtype=bool)
+    for n, p in zip(range(first, last + 1), levels, strict=True):
+        xs = x[:, :n]
+        t = xs.mean(axis=1) / (xs.std(axis=1, ddof=1) / math.sqrt(n))
+        hit |= t > student_t.isf(p, n - 1)
+    return float(hit.mean())
+
+
+@pytest.mark.parametrize(("first", "last", "total"), [(3, 6, 0.025), (3, 12, 0.025 / 3),
+                                                      (2, 5, 0.025), (3, 36, 0.025 / 2)])
+def test_the_t_statistics_spend_the_declared_rate_where_normal_boundaries_overspend(
+        first: int, last: int, total: float) -> None:
+    # the normal boundaries' tails applied to t statistics of 2-5 degrees of freedom spend
+    # more than declared; the t statistics' own boundaries spend it
+    normal = _t_crossings(first, last, list(tail_levels(first, last, total)), seed=last)
+    exact = _t_crossings(first, last, list(t_levels(first, last, total)), seed=last)
+    assert exact == pytest.approx(total, rel=0.12)
+    assert normal > total * 1.08

@@ -227,6 +227,6 @@ def test_the_same_speed_with_a_third_of_the_memory_wins_on_memory_and_says_both(
     base3 = ArmFigures("vLLM defaults", "baseline", tput[:3],
                        goal_values=(tput[:3], (6e9, 6e9, 6e9)))
     v = decide_pareto([base3, noisy], goals, max_loss=0.10,
-                      rule=Rule(max_rounds=10, min_rounds=3))
+                      rule=Rule(max_rounds=10, min_rounds=3, stop_below=0.0))
     assert v.winner == "vLLM defaults" and not v.settled
     assert v.comparisons[0].unproven_on == ["output_throughput"]
