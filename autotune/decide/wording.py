@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from autotune.decide.findings import Comparison, Seat
@@ -86,7 +87,39 @@ def kept(st: Seat, reference: ArmFigures, rounds: int, min_gain: float, max_loss
         how = f" (by at least {min_gain:.0%})" if min_gain else ""
     return (f"{prefix}nothing beat {what(reference)} beyond noise{how} in {rounds} "
             f"interleaved rounds{st.note}{power_note(comparisons, goals, max_loss)}"
-            f"{open_note(comparisons, rule, rounds)}; {stays}")
+            f"{open_note(comparisons, rule, rounds)}{best_try(comparisons, goals)}; {stays}")
+
+
+def best_try(comparisons: Sequence[Comparison], goals: Sequence[Goal]) -> str:
+    """The best trade-off measured when nothing won: a challenger better beyond noise on
+    some goal (with several), else the best primary figure, with where it stands."""
+    if not comparisons:
+        return ""
+    if len(goals) > 1:
+        better = [c for c in comparisons if c.better_on]
+        if not better:
+            return ""
+        sign = {m: 1 if d == "maximize" else -1 for m, d in goals}
+
+        def strength(c: Comparison) -> float:
+            m = c.better_on[0]
+            r = c.goals[m].value
+            return sign[m] * math.log(r) if r > 0 else -math.inf
+
+        c = max(better, key=strength)
+        parts = [f"{m} x{c.goals[m].describe(3)}" for m, _ in goals if m in c.goals]
+        why = ("not shown to hold within the loss allowed on " + ", ".join(c.unproven_on)
+               if c.unproven_on else "worse beyond the loss allowed on " + ", ".join(c.worse_on)
+               if c.worse_on else "unsettled")
+    else:
+        direction = goals[0][1]
+        usable = [c for c in comparisons if c.ratio.value > 0]
+        if not usable:
+            return ""
+        c = (max if direction == "maximize" else min)(usable, key=lambda c: c.ratio.value)
+        parts = [f"x{c.ratio.describe(3)}"]
+        why = "stopped" if c.stopped else ("unsettled" if not c.settled else "ruled out")
+    return f"; the best measured: {c.challenger}, " + ", ".join(parts) + f" ({why})"
 
 
 def won(st: Seat, reference: ArmFigures, best: Comparison, goals: Sequence[Goal],

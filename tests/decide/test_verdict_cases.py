@@ -180,3 +180,16 @@ def test_the_stated_power_is_the_power_of_the_test_applied(sd: float, n: int,
     t = x.mean(axis=1) / (x.std(axis=1, ddof=1) / math.sqrt(n))
     from scipy.stats import t as student_t
     assert float(np.mean(t > student_t.isf(tail, n - 1))) == pytest.approx(POWER, abs=0.01)
+
+
+def test_when_nothing_won_the_verdict_names_the_best_trade_off_it_measured() -> None:
+    # a third of the memory at about the same throughput, too noisy to show it held
+    base = ArmFigures("vLLM defaults", "baseline", (3300, 2500, 4000),
+                      goal_values=((3300, 2500, 4000), (4e9, 4.02e9, 3.98e9)))
+    lean = ArmFigures("trial 2", "finalist", (2500, 4200, 3700),
+                      goal_values=((2500, 4200, 3700), (1.41e9, 1.4e9, 1.42e9)), changes=1)
+    v = decide_pareto([base, lean], GOALS, max_loss=0.10)
+    assert v.winner == "vLLM defaults"
+    assert "the best measured: trial 2, output_throughput x1.06 [" in v.summary
+    assert "peak_memory_bytes x0.352 [" in v.summary
+    assert "not shown to hold within the loss allowed on output_throughput" in v.summary
