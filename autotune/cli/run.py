@@ -21,10 +21,18 @@ from autotune.app.inputs import RunConfig
 from autotune.app.run import RunOutcome
 from autotune.cli.live import LiveDisplay, RunView
 from autotune.core.events import listening
+from autotune.core.units import unit
 from autotune.decide.confirm import Arm
 from autotune.measure.records import atomic_write
 from autotune.measure.result import TrialResult
-from autotune.report.tables import confirmation_rows, est, front_text, summary_rows, table
+from autotune.report.tables import (
+    cell,
+    confirmation_rows,
+    est,
+    front_text,
+    summary_rows,
+    table,
+)
 from autotune.study.tuner import TrialReport
 
 RUN_FAILED = 1
@@ -65,7 +73,9 @@ def parallel(ns: argparse.Namespace) -> int:
 
 def measured(r: TrialResult) -> str:
     w = r.metrics.get(r.watched)
-    return (f"{r.watched} {est(w)} ({w.n if w else 0} rounds, {r.measure_s:.0f} s), "
+    u = unit(r.watched)
+    return (f"{r.watched} {cell(r.watched, w)}{' ' + u if u and w else ''} "
+            f"({w.n if w else 0} rounds, {r.measure_s:.0f} s), "
             f"p95 TTFT {est(r.metrics.get('p95_ttft_ms'))} ms")
 
 
@@ -88,8 +98,9 @@ def progress(say: Callable[[str], None], view: RunView | None = None) -> Callbac
             say(f"{who}: the same settings as trial {rep.repeat_of}: answered from its "
                 "measurement, no server started")
         elif r.status == "ok":
+            missed = "; ".join(m.text() for m in rep.missed) or "misses a constraint"
             say(f"{who}: {measured(r)}, startup {r.value('startup_s') or 0:.0f} s"
-                f"{'' if rep.feasible else ' (misses a constraint)'}")
+                f"{'' if rep.feasible else f' (infeasible: {missed})'}")
         elif r.status == "pruned":
             saved = f" (about {r.saved_s:.0f} s of measuring saved)" if r.saved_s >= 1 else ""
             say(f"{who}: pruned, {r.detail}{saved}")

@@ -49,6 +49,7 @@ from autotune.study.opening import (
 )
 from autotune.study.samplers import finite, unseen_candidate
 from autotune.study.screening import SCREEN, enqueue_combination
+from autotune.study.standing import Miss, misses
 from autotune.study.trials import (
     BASELINE,
     NO_START_ATTR,
@@ -82,6 +83,7 @@ class TrialReport:
     repeat_of: int | None = None  # answered from this earlier trial's measurement
     maximize: bool = True  # the direction of `value`
     left: int | None = None  # counted trials the budget still allows after this one
+    missed: tuple[Miss, ...] = ()  # the constraints a measured trial missed (standing.py)
 
 
 TrialCallback = Callable[[TrialReport], None]
@@ -307,7 +309,9 @@ class Tuner:
             self.on_trial(TrialReport(trial.number, dict(trial.params), s.value, s.feasible,
                                       result, baseline, trial.user_attrs.get(REPEAT_OF),
                                       space.objective.direction == "maximize",
-                                      max(0, self.total - counted_trials(study) - counts)))
+                                      max(0, self.total - counted_trials(study) - counts),
+                                      tuple(misses(s.constraints, result.metrics,
+                                                   space.objective))))
         if result.status == "pruned":
             raise optuna.TrialPruned(result.detail)
         return list(s.values) if space.objective.multi else s.value
