@@ -16,9 +16,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from autotune.decide.confirm import Arm
 from autotune.measure.records import write_json
 from autotune.measure.result import TrialResult
+from autotune.study import confirmations
 
 log = logging.getLogger(__name__)
 
@@ -64,5 +67,8 @@ def begin(run_dir: Path, arms: Sequence[Arm]) -> Callable[[str], TrialResult | N
     return previous
 
 
-def finish(run_dir: Path, doc: Any) -> None:
+def finish(run_dir: Path, doc: Any, study: optuna.Study | None = None) -> None:
+    """The mark of a finished confirmation, beside its rounds and in the study's storage."""
     write_json(run_dir / "confirm" / DONE, doc)
+    if study is not None:  # and in the study's storage (study.confirmations)
+        confirmations.keep(study, doc)

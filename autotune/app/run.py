@@ -233,7 +233,7 @@ def _confirm_and_conclude(outcome: RunOutcome, cfg: RunConfig, inp: Inputs, path
         conf = confirm(arms, rule_of(space.confirm), space.objective, measure,
                        _min_gain(space, incumbent, arms), on_round, space.confirm.max_loss,
                        space.confirm.replace_gain, previous=previous)
-        resume.finish(run_dir, conf.model_dump(mode="json"))
+        resume.finish(run_dir, conf.model_dump(mode="json"), study)
         outcome.confirmation = conf
     c = conclude(path, study, cfg, inp, identity, name, incumbent, conf, arms)
     outcome.profile_written, outcome.decided, outcome.note = c.written, c.decided, c.note

@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,20 @@ RUN_FAILED = 1
 BUSY = 75  # another run holds the profile's lock: try again later (EX_TEMPFAIL)
 PROFILE_COMMANDS = ("profiles", "serve", "check")
 
+class _Help(argparse.HelpFormatter):
+    """Help wrapped between words only: a metric list or a path is never cut in two (argparse
+    breaks long words and hyphenated ones at the line's end)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_long_words=False,
+                             break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
     """One line and exit 2 for a usage error; --debug before or after the command."""
 
     def __init__(self, *args: Any, top: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
         super().__init__(*args, **kwargs)
         with_debug(self, top)
 
@@ -66,10 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("pareto", help="list a multi-objective study's Pareto front, or "
                        "export its points as profiles")
-    f.add_argument("--study", required=True, type=parse_study)
+    f.add_argument("--study", required=True, type=parse_study,
+                   help="the multi-objective study's name (autotune run prints it)")
     add_storage(f, reads=True)
     f.add_argument("--export", type=folder, metavar="DIR",
                    help="write every point of the front as a profile in DIR")
+    f.add_argument("--json", action="store_true", help="the front as JSON on standard "
+                   "output: every point's settings and figures (docs/json.md)")
 
     v = sub.add_parser("validate", help="check search spaces, workloads and profiles")
     v.add_argument("files", nargs="+", type=Path)
@@ -94,7 +108,8 @@ def add_run_args(r: argparse.ArgumentParser, trials: int, trials_help: str) -> N
                    "long, e.g. 45m or 2h")
     add_storage(r)
     r.add_argument("--study", type=parse_study, help="study name (default TARGET.MODEL.SPACE)")
-    r.add_argument("--profiles-dir", type=folder, default=Path("profiles"))
+    r.add_argument("--profiles-dir", type=folder, default=Path("profiles"),
+                   help="where profiles are read and written (default profiles)")
     r.add_argument("--runs-dir", type=folder, default=Path("autotune-runs"),
                    help="where server logs and per-trial results go")
     r.add_argument("--gpus", "--devices", dest="devices", type=parse_devices, default=(),
@@ -124,9 +139,8 @@ def add_run_args(r: argparse.ArgumentParser, trials: int, trials_help: str) -> N
 
     o = r.add_argument_group("objective and search (override the space file's)")
     o.add_argument("--objective", type=parse_objective, metavar="METRIC[:max|min],...",
-                   help="one metric, or several for a Pareto front, e.g. "
-                        "output_throughput:max,p95_ttft_ms:min,peak_memory_bytes:min "
-                        "(the first is the primary)")
+                   help="one metric, or several for a Pareto front (the first is the "
+                        "primary), e.g. output_throughput,p95_ttft_ms:min")
     o.add_argument("--weights", type=parse_weights, metavar="METRIC=W,...",
                    help="a weighted score: the product of each metric to its weight, e.g. "
                         "output_throughput=1,p95_ttft_ms=-0.5")
@@ -151,10 +165,18 @@ def cmd_pareto(ns: argparse.Namespace) -> int:
     if not objective.multi:
         raise UserError(f"--study {ns.study}: one objective ({objective.metric}), no Pareto "
                         "front")
-    print(front_text(study, objective.choose))
+    if ns.json:
+        from autotune.app.schema import FrontDoc
+        from autotune.study.front import front_record
+
+        print(FrontDoc.model_validate(front_record(study, objective)).model_dump_json(
+            indent=2))
+    else:
+        print(front_text(study, objective.choose))
     if ns.export:
         for path in export_front(study, ns.export):
-            print(f"wrote {path}")
+            # with --json, standard output is the JSON alone
+            print(f"wrote {path}", file=sys.stderr if ns.json else sys.stdout)
     return 0
 
 

@@ -7,7 +7,6 @@ round), and the profile it made, if one is named: `gather` reads them into `Repo
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -15,17 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from autotune.core.errors import UserError
 from autotune.core.stats import Estimate
-from autotune.core.units import est
+from autotune.core.units import axis_title
 from autotune.decide.confirm import BASELINE_NAME, Confirmation
 from autotune.measure.records import read_samples
 from autotune.profiles.profile import Profile
-from autotune.report.tables import confirmation_rows
+from autotune.report.records import pick, records
+from autotune.report.tables import cell, confirmation_rows
+from autotune.space.goals import Objective
+from autotune.study.standing import INFEASIBLE, Miss, standing, study_objective_or_none
 from autotune.study.storage import redact_url
-from autotune.study.trials import COUNTED, feasible, is_baseline, metrics_of, shown
+from autotune.study.trials import COUNTED, is_baseline, metrics_of, shown
 
 LATENCY = "p95_ttft_ms"
 MEMORY = "peak_memory_bytes"
@@ -34,14 +36,23 @@ MEMORY = "peak_memory_bytes"
 @dataclass
 class TrialRow:
     number: int
-    status: str  # ok | failed | pruned | running
+    status: str  # ok | infeasible | failed | pruned | running (study.standing)
     baseline: bool
-    feasible: bool
     params: dict[str, Any]
     metrics: dict[str, Estimate]
-    reason: str = ""
+    reason: str = ""  # failed: why; infeasible: the constraints missed, by how much
     detail: str = ""
     log_tail: str = ""
+    missed: list[Miss] = field(default_factory=list)
+
+    @property
+    def feasible(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def served(self) -> bool:
+        """Measured a server that served the load (feasible or not)."""
+        return self.status in ("ok", INFEASIBLE)
 
     @property
     def label(self) -> str:
@@ -58,6 +69,7 @@ class ReportData:
     confirmation: Confirmation | None = None
     chosen: int | None = None  # the search trial of the profile (None: vLLM's defaults)
     verdict: str = ""
+    note: str | None = None  # the profile's run is not the one shown: which one is, plainly
     # per-request latencies (ms) of vLLM's defaults and of the chosen settings
     latencies: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     hardware: str = "unknown"  # the hardware key the study was measured on
@@ -68,7 +80,7 @@ class ReportData:
     def header(self) -> list[tuple[str, str]]:
         """What was measured on what, and how to deploy it: the top of the page."""
         return [("hardware", self.hardware), ("vLLM", self.vllm_version),
-                ("profile", self.profile_path or "none named (`autotune report PROFILE` "
+                ("profile", self.profile_path or "none named (autotune report PROFILE "
                  "reports a profile's study)"),
                 ("deploy", self.deploy or "-")]
 
@@ -81,14 +93,13 @@ class ReportData:
         return [t for t in self.trials if t.metrics.get(self.metric) is not None]
 
 
-def _row(t: FrozenTrial) -> TrialRow:
-    status = t.user_attrs.get("status") or ("running" if t.state is TrialState.RUNNING
-                                            else "failed")
-    return TrialRow(number=t.number, status=status, baseline=is_baseline(t),
-                    feasible=feasible(t), params=dict(t.params), metrics=metrics_of(t),
-                    reason=str(t.user_attrs.get("reason") or ""),
+def _row(t: FrozenTrial, objective: Objective | None) -> TrialRow:
+    metrics = metrics_of(t)
+    s = standing(t, objective, metrics)
+    return TrialRow(number=t.number, status=s.status, baseline=is_baseline(t),
+                    params=dict(t.params), metrics=metrics, reason=s.reason or "",
                     detail=str(t.user_attrs.get("detail") or ""),
-                    log_tail=str(t.user_attrs.get("log_tail") or ""))
+                    log_tail=str(t.user_attrs.get("log_tail") or ""), missed=s.missed)
 
 
 # Below this many measured trials an importance is noise: the evaluator compares the best tenth
@@ -117,6 +128,8 @@ def importances(study: optuna.Study, metric: str, maximize: bool) -> dict[str, f
                 f"{MIN_TRIALS_FOR_IMPORTANCE}")
     # a study of just those trials and settings: the evaluator sees nothing else (failed
     # trials' placeholder values, settings held fixed, other goals of a multi-goal study)
+    quiet = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
     try:
         sub = optuna.create_study(storage=optuna.storages.InMemoryStorage(),
                                   direction="maximize" if maximize else "minimize")
@@ -130,6 +143,8 @@ def importances(study: optuna.Study, metric: str, maximize: bool) -> dict[str, f
             found = optuna.importance.get_param_importances(sub, params=varied)
     except (RuntimeError, ValueError) as exc:
         return f"Optuna could not evaluate it: {exc}"
+    finally:
+        optuna.logging.set_verbosity(quiet)
     return {k: float(v) for k, v in found.items()}
 
 
@@ -159,18 +174,17 @@ def gather(storage: str | optuna.storages.BaseStorage, study_name: str, runs_dir
         raise UserError(f"no study {study_name!r} in {where}") from None
     metric = str(study.user_attrs.get("metric", "output_throughput"))
     direction = (study.user_attrs.get("objective") or {}).get("direction", "maximize")
-    trials = [_row(t) for t in study.get_trials(deepcopy=False) if shown(t)]
+    objective = study_objective_or_none(study.user_attrs)
+    trials = [_row(t, objective) for t in study.get_trials(deepcopy=False) if shown(t)]
     run_dir = runs_dir / study_name
-    conf = None
-    conf_path = run_dir / "confirm" / "confirmation.json"
-    if conf_path.exists():
-        conf = Confirmation.model_validate(json.loads(conf_path.read_text()))
+    shown_record, note = pick(records(study.user_attrs, run_dir), profile)
+    conf = None if shown_record is None else shown_record.confirmation
     chosen, verdict = _chosen(trials, metric, direction == "maximize", conf, profile)
-    baseline = next((t.number for t in trials if t.baseline and t.status == "ok"), None)
+    baseline = next((t.number for t in trials if t.baseline and t.served), None)
     maximize = direction == "maximize"
     data = ReportData(study=study_name, metric=metric, maximize=maximize, trials=trials,
                       importances=importances(study, metric, maximize),
-                      confirmation=conf, chosen=chosen, verdict=verdict)
+                      confirmation=conf, chosen=chosen, verdict=verdict, note=note)
     _provenance(data, study.user_attrs, profile, profile_path)
     arms = {BASELINE_NAME: baseline}
     if chosen is not None and chosen != baseline:
@@ -208,16 +222,17 @@ def _chosen(trials: list[TrialRow], metric: str, maximize: bool, conf: Confirmat
 
 
 def trial_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
-    header = ["trial", "status", f"{data.metric} [95% over rounds]", "p95 TTFT ms",
-              "peak memory GiB", "settings"]
+    header = ["trial", "status", f"{axis_title(data.metric)} [95% over rounds]",
+              "p95 TTFT (ms)", "peak memory (GiB)", "settings", "why"]
     rows = []
     for t in data.trials:
-        mem = t.metrics.get(MEMORY)
-        rows.append([t.label, t.status if t.feasible or t.status != "ok" else "infeasible",
-                     est(t.metrics.get(data.metric)), est(t.metrics.get(LATENCY)),
-                     f"{mem.value / 2**30:.2f}" if mem else "-",
+        why = (f"misses {t.reason}" if t.missed else
+               f"{t.reason}: {t.detail}" if t.status == "failed" else "")
+        rows.append([t.label, t.status, cell(data.metric, t.metrics.get(data.metric)),
+                     cell(LATENCY, t.metrics.get(LATENCY)),
+                     cell(MEMORY, t.metrics.get(MEMORY), 3),
                      ", ".join(f"{k}={v}" for k, v in t.params.items() if v is not None)
-                     or "vLLM's defaults"])
+                     or "vLLM's defaults", why])
     return header, rows
 
 
@@ -232,7 +247,8 @@ def markdown(data: ReportData) -> str:
     out = [f"# autotune report: {data.study}", "",
            *(f"- **{k}:** " + (f"`{v}`" if k == "deploy" and data.deploy else v)
              for k, v in data.header()),
-           "", f"**Verdict:** {data.verdict}", ""]
+           "", f"**Verdict:** {data.verdict}", "",
+           *([f"**Note:** {data.note}", ""] if data.note else [])]
     if data.confirmation is not None:
         c = data.confirmation
         budget = f" (budget {c.max_rounds})" if c.max_rounds else ""

@@ -62,7 +62,7 @@ def _scatter(data: ReportData, x_metric: str) -> go.Figure:
     rows = [t for t in data.measured if t.metrics.get(x_metric) is not None]
     kinds: list[tuple[str, list[TrialRow], dict[str, Any]]] = [
         ("feasible", [t for t in rows if t.feasible], {"symbol": "circle", "size": 10}),
-        ("misses a constraint", [t for t in rows if t.status == "ok" and not t.feasible],
+        ("misses a constraint", [t for t in rows if t.missed],
          {"symbol": "x", "size": 10, "color": "#d62728"}),
         ("pruned (fewer rounds)", [t for t in rows if t.status == "pruned"],
          {"symbol": "circle-open", "size": 10, "color": "#999"}),
@@ -215,6 +215,8 @@ def page(data: ReportData) -> str:
     ]
     parts = [f"<h1>autotune report: {html.escape(data.study)}</h1>", _header(data),
              f"<p><b>Verdict:</b> {html.escape(data.verdict)}</p>"]
+    if data.note:
+        parts.append(f"<p id=note><b>Note:</b> {html.escape(data.note)}</p>")
     if data.confirmation is not None:
         parts += [f"<p class=note>Confirmation: {data.confirmation.rounds} interleaved rounds, "
                   "a fresh server each; figures are means over starts, ratios paired by "

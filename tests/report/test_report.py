@@ -19,10 +19,11 @@ from autotune.decide.confirm import BASELINE_NAME
 from autotune.profiles.profile import Profile, read_profile, write_profile
 from autotune.report import html as report_html
 from autotune.report.gather import MIN_TRIALS_FOR_IMPORTANCE, ReportData, gather, importances
-from autotune.report.tables import confirmation_rows
+from autotune.report.tables import confirmation_rows, summary_rows
 from tests.browser import browser_page, wait_for_plots
 from tests.conftest import DATA, FAKE_LAUNCHER, here_profile
 from tests.profiles.test_profile import meta
+from tests.report.documented import check_documented
 
 SPACE = DATA / "report_space.yaml"
 
@@ -34,7 +35,7 @@ def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.chdir(work)
         assert main(["run", "--gpu", "cpu", "--model", "builtin:tiny-qwen3", "--space",
                      str(SPACE), "--trials", "4", "--launcher", shlex.join(FAKE_LAUNCHER),
-                     "--no-verify-options", "--quiet"]) == 0
+                     "--no-verify-options", "--quiet", "--json", "run.json"]) == 0
     return work
 
 
@@ -55,7 +56,7 @@ ONE_STUDY = pytest.mark.xdist_group("report-study")
 def test_the_report_names_failures_infeasible_trials_and_the_confirmation(
         study_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     doc = report(study_dir, capsys, "--study", "cpu.builtin-tiny-qwen3.report")
-    assert doc["trials"] == 4 and doc["failed"] == 1
+    assert len(doc["trials"]) == 4 and doc["failed"] == 1  # type: ignore[arg-type]
     assert doc["chosen_trial"] == 1  # the faster candidate won the confirmation
     assert "beats vLLM defaults beyond noise" in str(doc["verdict"])
     md = (study_dir / str(doc["markdown"])).read_text()
@@ -74,6 +75,50 @@ def test_the_report_names_failures_infeasible_trials_and_the_confirmation(
     assert "<script" in page and not re.search(r"<script[^>]+src=", page)
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", markup)
     assert "<link" not in markup
+
+
+@ONE_STUDY
+def test_every_output_calls_the_infeasible_trial_infeasible_and_names_the_constraint(
+        study_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Trial 2 serves 32 ms per token against a 20 ms maximum: the run's table, its JSON,
+    the report's JSON and its summary all say infeasible, which constraint, and by how much
+    (the run's table and JSON said `ok`, with no reason)."""
+    name = "cpu.builtin-tiny-qwen3.report"
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir}/autotune.db")
+    header, rows = summary_rows(study, "output_throughput")
+    assert header[2] == "output_throughput (tok/s) [95%]"
+    by_trial = {r[0]: r for r in rows}
+    assert [by_trial[n][1] for n in "0123"] == ["ok", "ok", "infeasible", "failed"]
+    assert re.search(r"misses median_tpot_ms [\d.]+ ms \[[\d.]+, [\d.]+\] above its max 20 ms "
+                     r"\(\+\d+%\)", by_trial["2"][-1]), by_trial["2"]
+    run = json.loads((study_dir / "run.json").read_text())
+    report_doc = report(study_dir, capsys, "--study", name)
+    for doc in (run, report_doc):
+        t2 = doc["trials"][2]  # type: ignore[index]
+        assert (t2["number"], t2["status"]) == (2, "infeasible"), t2
+        (miss,) = t2["missed"]
+        assert (miss["metric"], miss["bound"], miss["limit"]) == ("median_tpot_ms", "max", 20)
+        assert miss["by"] > 0.2 and miss["measured"]["value"] > 24
+        assert t2["reason"] == by_trial["2"][-1].partition("; misses ")[2]
+        assert [t["status"] for t in doc["trials"]] == ["ok", "ok", "infeasible", "failed"]  # type: ignore[union-attr]
+    md = (study_dir / str(report_doc["markdown"])).read_text()
+    assert re.search(r"\| trial 2 \| infeasible \| .* \| misses median_tpot_ms .* above its "
+                     r"max 20 ms", md), md
+
+
+@ONE_STUDY
+def test_the_runs_json_follows_its_documented_schema_with_arms_by_id(study_dir: Path) -> None:
+    run = json.loads((study_dir / "run.json").read_text())
+    check_documented("run", run)
+    conf = run["confirmation"]
+    assert set(conf["arms"]) == {"vllm-defaults", "trial-1"}
+    assert conf["arms"]["vllm-defaults"]["name"] == BASELINE_NAME
+    assert conf["winner"] == "trial-1" and run["chosen"] == {
+        "arm": "trial-1", "name": "trial 1", "trial": 1, "vllm_defaults": False}
+    assert {c["challenger"] for c in conf["comparisons"]} == {"trial-1"}
+    fig = conf["arms"]["trial-1"]["figures"]["output_throughput"]
+    assert set(fig) == {"value", "low", "high", "n", "basis"}
+    assert all(isinstance(fig[k], (int, float)) for k in ("value", "low", "high", "n"))
 
 
 @ONE_STUDY
