@@ -2,12 +2,16 @@
 
 A profile is replaced only by settings that beat it beyond noise in this run's confirmation
 round; one measured on other hardware only with --replace. A replaced profile is copied to
-`history/` first, and every write is atomic.
+`history/` first, and every write is atomic. A profile kept because this run measured its
+settings again records this run's confirmation beside the one it was written with, so the
+file always says what the last run found. Rounds in which the chosen settings failed or broke
+a constraint are counted from the rounds' own records and said in the profile's header.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +20,17 @@ import optuna
 
 from autotune import __version__
 from autotune.app.inputs import Inputs, RunConfig
-from autotune.decide.confirm import INCUMBENT_NAME, Arm, Confirmation, same_settings
+from autotune.decide.confirm import INCUMBENT_NAME, Arm, ArmRecord, Confirmation, same_settings
+from autotune.decide.confirm import _slug as slot_slug  # the rounds' folder names
+from autotune.decide.scoring import score
 from autotune.engine.argv import default_launcher, vllm_version
 from autotune.measure.quality import AGREEMENT, numerics_note
+from autotune.measure.result import TrialResult
 from autotune.profiles.changelog import log_replacement
+from autotune.profiles.confirmed import Breaks, Confirmed
 from autotune.profiles.incumbent import Incumbent
-from autotune.profiles.profile import Profile, ProfileMeta, write_profile
+from autotune.profiles.profile import Profile, ProfileMeta, record_confirmation, write_profile
+from autotune.space.goals import Objective
 from autotune.space.search import SearchSpace, baseline_params
 from autotune.study.trials import is_baseline, metrics_of
 
@@ -37,6 +46,7 @@ def conclude(path: Path, study: optuna.Study, cfg: RunConfig, inp: Inputs,
              identity: dict[str, str], name: str, incumbent: Incumbent | None,
              conf: Confirmation | None, arms: list[Arm]) -> Conclusion:
     """Keep or write the profile the verdict chose (`conf`; None: a single arm, unconfirmed)."""
+    breaks = None
     if conf is None:
         winner = arms[0]
         figures = _search_figures(study, winner)
@@ -54,11 +64,20 @@ def conclude(path: Path, study: optuna.Study, cfg: RunConfig, inp: Inputs,
         # vLLM's defaults are not stated against themselves: the finalists' ratios to them
         # are in the confirmation block
         gain = {} if winner.role == "baseline" else record.vs_baseline
-        confirmation = _confirmation_summary(conf)
+        confirmation = _confirmation_summary(conf, inp.space.objective)
+        breaks = breaks_of(record, inp.space.objective,
+                           _rounds_read(cfg.runs_dir / name, record.name, conf.rounds))
     summary = _with_numerics(summary, inp.space, study, winner)
     if incumbent is not None and incumbent.params is not None and incumbent.comparable and (
             winner.role == "incumbent" or same_settings(winner.params, incumbent.params)):
-        return Conclusion(False, True, f"kept {path}: {summary}")
+        record_confirmation(path, Confirmed(
+            date=_now(), autotune_version=__version__, vllm_version=vllm_version(),
+            study=name, arm=winner.name, source="search" if conf is None else "confirmation",
+            rounds=conf.rounds if conf is not None else 0,
+            metrics=figures, gain=gain, verdict=summary, breaks=breaks,
+            confirmation=confirmation))
+        return Conclusion(False, True, f"kept {path}: {summary} (this run's figures are "
+                                       "recorded in it beside those it was written with)")
     if incumbent is not None and not incumbent.comparable and not cfg.replace:
         return Conclusion(False, True, f"kept {path}: {incumbent.why}; this run's result "
                                        f"({winner.name}) was not written (pass --replace to "
@@ -66,7 +85,7 @@ def conclude(path: Path, study: optuna.Study, cfg: RunConfig, inp: Inputs,
     space, model = inp.space, inp.model
     meta = ProfileMeta(
         autotune_version=__version__,
-        created=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        created=_now(),
         target=cfg.target, model=cfg.model, model_revision=identity["model_revision"],
         hardware=inp.hardware.describe(), vllm_version=vllm_version(), space=space.name,
         space_fingerprint=space.fingerprint(), workload=space.workload.model_dump(mode="json"),
@@ -78,7 +97,7 @@ def conclude(path: Path, study: optuna.Study, cfg: RunConfig, inp: Inputs,
                        "choose": space.objective.choose} if space.objective.multi else {}),
                    **({"weights": space.objective.weights} if space.objective.weights
                       else {})},
-        metrics=figures, gain=gain, verdict=summary, confirmation=confirmation,
+        metrics=figures, gain=gain, verdict=summary, confirmation=confirmation, breaks=breaks,
         env=dict(winner.params.env), serve=serve_prefix(default_launcher()))
     settings = {"model": model.path, **model.args, **winner.params.args}
     new = Profile(settings=settings, meta=meta)
@@ -107,10 +126,26 @@ def _search_figures(study: optuna.Study, arm: Arm) -> dict[str, Any]:
     return metrics_of(trial) if trial is not None else {}
 
 
-def _confirmation_summary(conf: Confirmation) -> dict[str, Any]:
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _shown(objective: Objective) -> list[str]:
+    """The figures recorded per arm: the goals, the constrained metrics, peak memory."""
+    return list(dict.fromkeys((*(g.metric for g in objective.goals()),
+                               *objective.constraints, "peak_memory_bytes")))
+
+
+def _confirmation_summary(conf: Confirmation, objective: Objective) -> dict[str, Any]:
     v = conf.verdict
+    shown = _shown(objective)
+
+    def dump(figures: dict[str, Any]) -> dict[str, Any]:
+        return {m: figures[m].model_dump(mode="json") for m in shown if m in figures}
+
     return {
         "rounds": conf.rounds, "max_rounds": conf.max_rounds, "detect": conf.detect,
+        "winner": v.winner,
         "settled": v.settled, "detectable": v.detectable, "more_rounds": v.more_rounds,
         "broken": v.broken,
         "reference": v.reference, "decision_level": round(v.level, 4), "min_gain": v.min_gain,
@@ -119,9 +154,53 @@ def _confirmation_summary(conf: Confirmation) -> dict[str, Any]:
                   if conf.metric in a.figures else None,
                   "vs_baseline": a.vs_baseline[conf.metric].model_dump(mode="json")
                   if conf.metric in a.vs_baseline else None,
-                  "failure": a.failure} for a in conf.arms],
+                  "figures": dump(a.figures),
+                  "ratios": {} if a.role == "baseline" else dump(a.vs_baseline),
+                  "failure": a.failure,
+                  "missed": sum(x is None for x in a.objective)} for a in conf.arms],
         "comparisons": [c.model_dump(mode="json") for c in v.comparisons],
     }
+
+
+def _rounds_read(run_dir: Path, arm: str, rounds: int) -> list[TrialResult | None]:
+    """The arm's result of each round, as the confirmation recorded it (None: not there)."""
+    out: list[TrialResult | None] = []
+    for r in range(rounds):
+        where = run_dir / "confirm" / f"round-{r + 1:02d}-{slot_slug(arm)}" / "result.json"
+        try:
+            doc = json.loads(where.read_text(encoding="utf-8"))
+            out.append(TrialResult.model_validate(
+                {k: v for k, v in doc.items() if k in TrialResult.model_fields}))
+        except (OSError, ValueError, AttributeError):
+            out.append(None)
+    return out
+
+
+def breaks_of(record: ArmRecord, objective: Objective,
+              results: list[TrialResult | None]) -> Breaks | None:
+    """In how many rounds the arm failed or broke a constraint (None: it missed none). Which
+    constraint: from each round's own result, scored as the confirmation scored it."""
+    missed = [i for i, v in enumerate(record.objective) if v is None]
+    if not missed:
+        return None
+    broken: dict[str, int] = {}
+    failed = 0
+    for i in missed:
+        res = results[i] if i < len(results) else None
+        if res is None:
+            continue
+        if res.status != "ok":
+            failed += 1
+            continue
+        for key, excess in score(objective, res).constraints.items():
+            name, _, side = key.rpartition("_")
+            bound = objective.constraints.get(name)
+            if excess > 0 and bound is not None:
+                label = (f"{name} <= {bound.max:g}" if side == "max" and bound.max is not None
+                         else f"{name} >= {bound.min:g}")
+                broken[label] = broken.get(label, 0) + 1
+    return Breaks(rounds=len(record.objective), missed=len(missed), broken=broken,
+                  failed=failed, failure=record.failure)
 
 
 def serve_prefix(launcher: tuple[str, ...]) -> str:
