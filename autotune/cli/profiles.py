@@ -79,7 +79,7 @@ SHIPPED_NOTE = ("shipped with autotune, measured on the project's machines (`pro
 
 
 def cmd_list(ns: argparse.Namespace) -> int:
-    from autotune.profiles.catalog import find_profiles, list_rows, shipped_root
+    from autotune.profiles.catalog import display_name, find_profiles, list_rows, shipped_root
     from autotune.report.tables import table
 
     shipped = shipped_root()
@@ -93,18 +93,19 @@ def cmd_list(ns: argparse.Namespace) -> int:
         shipped = None  # run from the project's checkout: its catalog is this folder
     extra = find_profiles(shipped, shipped=True) if shipped is not None else []
     if ns.json:
-        _dump([{"path": str(e.path), "shipped": e.shipped, "problem": e.problem or None,
+        _dump([{"path": str(e.path), "name": display_name(e, ns.profiles_dir),
+                "shipped": e.shipped, "problem": e.problem or None,
                 "meta": e.profile.meta.model_dump(mode="json") if e.profile else None,
                 "settings": e.profile.settings if e.profile else None}
                for e in [*entries, *extra]])
         return 0
     if entries:
-        header, rows = list_rows(entries)
+        header, rows = list_rows(entries, ns.profiles_dir)
         print(table(rows, header))
     else:
         print(f"no profiles under {ns.profiles_dir}" + (" yet" if fresh else ""))
     if extra:
-        header, rows = list_rows(extra)
+        header, rows = list_rows(extra, ns.profiles_dir)
         print(f"\n{SHIPPED_NOTE}:\n{table(rows, header)}")
     return 0
 
@@ -137,7 +138,7 @@ def cmd_show(ns: argparse.Namespace) -> int:
 
 
 def cmd_diff(ns: argparse.Namespace) -> int:
-    from autotune.profiles.catalog import diff_note, diff_rows, locate
+    from autotune.profiles.catalog import diff_json, diff_note, diff_rows, locate
     from autotune.profiles.profile import read_profile
     from autotune.report.tables import table
 
@@ -146,9 +147,7 @@ def cmd_diff(ns: argparse.Namespace) -> int:
     header, rows = diff_rows(a, b)
     note = diff_note(a, b)
     if ns.json:
-        _dump({"a": str(pa), "b": str(pb), "note": note,
-               "rows": [{"differs": r[0] == "*", "what": r[1], "a": r[2], "b": r[3]}
-                        for r in rows]})
+        _dump({"a": str(pa), "b": str(pb), "note": note, "rows": diff_json(a, b)})
         return 0
     print(f"A: {pa}\nB: {pb}\n")
     print(table(rows, header))
@@ -163,13 +162,20 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 
     path = locate(ns.profile, ns.profiles_dir)
     prof = read_profile(path)
+    extra = list(getattr(ns, "extra", []))  # what followed `--` on the command line
     if not ns.no_verify_options:  # as `validate` does: a misspelt key stops here, not in vLLM
         from autotune.app.validate import profile_options
-        from autotune.engine.vllm_args import check_options
+        from autotune.engine.vllm_args import option_errors
+        from autotune.profiles.catalog import argv_options
 
-        check_options(profile_options(prof), str(path), prefix="")
+        sets = [(profile_options(prof), str(path), "")]
+        if extra:  # checked with the profile's: one question to vLLM's parser
+            sets.append((argv_options(extra), "vLLM options after --", "--"))
+        errors = option_errors(sets)
+        for error in errors:
+            if error is not None:
+                raise error
     launcher = tuple(shlex.split(ns.launcher)) if ns.launcher else default_launcher()
-    extra = list(getattr(ns, "extra", []))  # what followed `--` on the command line
     argv, env = serve_command(path, prof, launcher)
     argv += extra
     if ns.print_only:

