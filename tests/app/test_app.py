@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
 from autotune.cli.main import main
 from autotune.engine.hardware import detect_hardware
@@ -119,7 +120,15 @@ def test_the_current_profile_is_re_measured_and_kept_when_nothing_beats_it(
     out = capsys.readouterr().out
     assert "confirming vLLM defaults, current profile, trial 1" in out
     assert f"verdict: kept {PROFILE}: nothing beat the current profile beyond noise" in out
-    assert PROFILE.read_text() == before
+    # the settings as they were; this run's confirmation recorded beside the first one
+    kept = read_profile(PROFILE)
+    assert kept.settings == yaml.safe_load(before)
+    assert kept.meta.created == "2026-01-01T00:00:00+00:00"
+    (again,) = kept.meta.reconfirmed
+    assert again.arm == "current profile" and again.rounds >= 1
+    assert again.metrics["output_throughput"].value > 0 and "current profile" in again.verdict
+    assert again.confirmation["arms"][0]["name"] == "vLLM defaults"
+    assert "this run's figures are recorded in it" in out
     assert not (PROFILE.parent / "history").exists()
 
 

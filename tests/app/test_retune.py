@@ -81,7 +81,10 @@ def test_a_night_on_an_unchanged_machine_keeps_the_profile_and_says_what_it_coul
     doc["confirm"]["replace_gain"] = 0.5
     sp.write_text(yaml.safe_dump(doc))
     assert main(retune(sp, "--trials", "1", "--json", "s.json")) == UNCHANGED
-    assert PROFILE.read_text() == before
+    # kept: its settings and first record as they were, this night's confirmation beside them
+    kept, was = read_profile(PROFILE), yaml.safe_load(before)
+    assert kept.settings == was and kept.meta.metrics["output_throughput"].value == 123.4
+    assert [c.rounds > 0 for c in kept.meta.reconfirmed] == [True]
     assert not (PROFILE.parent / "history").exists()
     out = capsys.readouterr().out
     assert "re-tune: unchanged (exit 0)" in out
@@ -146,12 +149,14 @@ def test_a_profile_worse_than_its_record_raises_the_regression_alarm(
     # the record says far more than the stand-in can serve: re-measured, it falls short of
     # its own interval, whatever the search finds (a profile of vLLM's defaults is measured
     # as the baseline arm, and found there)
-    before = current(tpot_ms, metrics={"output_throughput": {
+    current(tpot_ms, metrics={"output_throughput": {
         "value": 1e6, "low": 9e5, "high": 1.1e6, "n": 3, "basis": "starts"}})
     code = main(retune(space(in_tmp), "--trials", "1", "--json", "s.json"))
-    # 11 while the profile stays in place; replaced by a confirmed winner (vLLM's defaults
-    # can be beaten), it is 10, with the alarm in the summary all the same
-    assert code == (REGRESSION if PROFILE.read_text() == before else UPDATED)
+    # 11 while the profile stays in place (this night's figures recorded in it); replaced by
+    # a confirmed winner (vLLM's defaults can be beaten), it is 10, with the alarm in the
+    # summary all the same
+    kept = read_profile(PROFILE).meta.reconfirmed
+    assert code == (REGRESSION if kept else UPDATED)
     out = capsys.readouterr().out
     assert "REGRESSION: the current profile now measures output_throughput" in out
     assert "worse beyond both intervals" in out
