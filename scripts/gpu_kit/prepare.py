@@ -32,6 +32,9 @@ IMAGE_ROOTS: tuple[str, ...] = (
 TORCH = ("torch", "torchvision", "torchaudio")
 TORCH_DEPS = ("sympy", "mpmath", "networkx", "jinja2", "markupsafe", "fsspec", "filelock",
               "typing-extensions", "setuptools", "triton", "pillow")
+# what the image is known to lack (docs/gpu-build.md), though a root may declare it (an image's
+# own install may have skipped an optional requirement): always in the kit
+NOT_IN_IMAGE = frozenset({"pydantic", "pydantic-core", "optuna", "scipy"})
 TARGET = {"python_version": "3.12", "platform": "manylinux_2_28_x86_64", "abi": "cp312"}
 MARKERS = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
            "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
@@ -222,6 +225,7 @@ def build_kit(wheel: Path, out: Path, resolve: Resolver = pip_resolve,
         image = closure_of(IMAGE_ROOTS, pkgs) | set(TORCH) | set(TORCH_DEPS) | {
             norm(p.name) for p in pkgs if norm(p.name).startswith("nvidia-")
             and norm(p.name) != "nvidia-ml-py"}
+        image -= NOT_IN_IMAGE
         theirs = closure_of(take, pkgs)
         mine = closure_of(ours, pkgs)
         kit = [p for p in pkgs if norm(p.name) not in image and norm(p.name) != "vllm"]
