@@ -16,7 +16,9 @@ from optuna.distributions import IntDistribution
 
 from autotune.cli.main import main
 from autotune.core.errors import UserError
+from autotune.study.confirmations import keep
 from tests.conftest import DATA
+from tests.report.test_truth import confirmation
 
 SPACE = DATA / "engine_space.yaml"
 SHIPPED_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "cpu.yaml"
@@ -155,9 +157,10 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(
     assert tree(in_tmp) == before, "a refused command created something"
 
 
-def a_study(url: str, name: str = "s") -> optuna.Study:
-    """A finished study as `autotune run` leaves it (three measured trials and a confirmation
-    round's lease marked done), made without a server."""
+def a_study(url: str, name: str = "s", kept: bool = True) -> optuna.Study:
+    """A finished study as `autotune run` leaves it (three measured trials, a confirmation
+    round's lease marked done and, unless not `kept` as by an older autotune, the round's
+    record in the study), made without a server."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=name, storage=url, direction="maximize")
     study.set_user_attr("metric", "output_throughput")
@@ -172,6 +175,9 @@ def a_study(url: str, name: str = "s") -> optuna.Study:
                                                   "n": 3, "basis": "rounds"}}}))
     lease = optuna.create_study(study_name=f"{name}:confirm:3:1", storage=url)
     lease.set_user_attr("done_at", time.time())
+    if kept:
+        keep(study, confirmation(1.2, "trial 1 beats vLLM defaults beyond noise: x1.2",
+                                 trial=1))
     return study
 
 
@@ -227,16 +233,25 @@ def test_the_report_names_the_run_folders_it_cannot_find(
     out, err = capsys.readouterr()
     run_dir = Path("autotune-runs") / "s"
     assert err == f"autotune: report: could not find {run_dir}\n"
-    assert f"no confirmation round found: could not find {run_dir} " in out
+    # the verdict, from the record in the study, and what could not be found beside it
+    assert f"beyond noise: x1.2; could not find {run_dir} " in out
     md = (in_tmp / "autotune-report" / "s" / "report.md").read_text()
-    assert f"**Verdict:** no confirmation round found: could not find {run_dir} " in md
-    # the run folder there, without the confirmation's record the storage says was written
-    # and without the folder of the best trial (trial 1)
+    assert "**Verdict:** trial 1 beats vLLM defaults beyond noise: x1.2; could not find " in md
+    # the run folder there, without the folder of the chosen trial (trial 1)
     (run_dir / "trial-0000").mkdir(parents=True)
     assert cli(["report", "--study", "s"]) == 0
     err = capsys.readouterr().err
-    assert err == (f"autotune: report: could not find {run_dir / 'confirm' / 'confirmation.json'}"
-                   f", {run_dir / 'trial-0001'}\n")
+    assert err == f"autotune: report: could not find {run_dir / 'trial-0001'}\n"
+    # a study confirmed by an autotune that kept the record only in the run folder: without
+    # that record, there is no verdict to report, in one line and exit 1
+    a_study("sqlite:///autotune.db", "old", kept=False)
+    (Path("autotune-runs") / "old" / "trial-0000").mkdir(parents=True)
+    capsys.readouterr()
+    assert cli(["report", "--study", "old"]) == 1
+    assert capsys.readouterr().err == (
+        "autotune: report: the study's confirmation round finished, but its record is in "
+        f"neither the study's storage nor {Path('autotune-runs/old/confirm')}: no verdict to "
+        "report (--runs-dir names the folder the run wrote it under)\n")
 
 
 def test_debug_is_taken_after_the_command_too(capsys: pytest.CaptureFixture[str]) -> None:

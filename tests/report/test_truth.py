@@ -28,8 +28,8 @@ NAME = "h100.qwen.runs"
 SETTINGS = {"max-num-seqs": 128, "dtype": "bfloat16"}
 
 
-def confirmation(gain: float, summary: str) -> dict[str, Any]:
-    """A confirmation record of trial 3 against vLLM's defaults (as Confirmation's JSON)."""
+def confirmation(gain: float, summary: str, trial: int = 3) -> dict[str, Any]:
+    """A confirmation record of `trial` against vLLM's defaults (as Confirmation's JSON)."""
     ratio = {"value": gain, "low": gain * 0.9, "high": gain * 1.1, "n": 5, "basis": "starts"}
     return {"metric": "output_throughput", "direction": "maximize", "rounds": 5,
             "max_rounds": 5,
@@ -37,11 +37,12 @@ def confirmation(gain: float, summary: str) -> dict[str, Any]:
                       "env": {}, "objective": [1000.0] * 5,
                       "figures": {"output_throughput": est(1000.0)},
                       "vs_baseline": {"output_throughput": {"value": 1.0}}},
-                     {"name": "trial 3", "role": "finalist", "trial": 3, "args": {},
+                     {"name": f"trial {trial}", "role": "finalist", "trial": trial,
+                      "args": {},
                       "env": {}, "objective": [1000.0 * gain] * 5,
                       "figures": {"output_throughput": est(1000.0 * gain)},
                       "vs_baseline": {"output_throughput": ratio}}],
-            "verdict": {"reference": BASELINE_NAME, "winner": "trial 3", "rounds": 5,
+            "verdict": {"reference": BASELINE_NAME, "winner": f"trial {trial}", "rounds": 5,
                         "level": 0.95, "min_gain": 0.0, "comparisons": [],
                         "summary": summary}}
 
