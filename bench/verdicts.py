@@ -32,14 +32,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -48,72 +45,10 @@ from autotune.decide.looks import drive
 from autotune.decide.pairs import ArmFigures, Goal, Role
 from autotune.decide.sequential import ALPHA, Rule
 from autotune.decide.verdict import judge
-from autotune.measure.metrics import RequestSample, summarize
-from autotune.measure.stopping import Measure, next_step
+from autotune.measure.stopping import Measure
+from bench.starts import DATA, MEASURE, METRIC, Draw, Recording, Synthetic
 
-DATA = Path(__file__).resolve().parent / "data" / "noise-cpu-avx512.json.gz"
-METRIC = "output_throughput"
-# the shipped CPU space's stopping rule for a start, and the gain the sequential rule must see
-MEASURE = Measure(min_rounds=3, min_s=6, max_s=12, target_ci=0.03)
-DETECT = 0.10
-
-
-class Recording:
-    """The recorded starts; per round, the objective and the round's duration."""
-
-    def __init__(self, path: Path) -> None:
-        with gzip.open(path, "rt") as f:
-            self.doc: dict[str, Any] = json.load(f)
-        self.rounds: list[list[tuple[float, float]]] = []
-        for start in self.doc["starts"]:
-            per = []
-            for rows in start["rounds"]:
-                samples = [RequestSample(start=r[0], end=r[1], ok=r[6], ttft=r[2],
-                                         itl=(() if r[2] is None else (r[3] - r[2],)),
-                                         prompt_tokens=r[4], output_tokens=r[5])
-                           for r in rows]
-                m = summarize(samples).flat()
-                per.append((m[METRIC], m["duration_s"]))
-            self.rounds.append(per)
-
-    @property
-    def startup_s(self) -> list[float]:
-        return [s["startup_s"] for s in self.doc["starts"]]
-
-
-def start_figure(rounds: Sequence[tuple[float, float]], m: Measure, offset: int
-                 ) -> tuple[float, float, int]:
-    """One server start measured by the stopping rule, from round `offset` onwards:
-    (the start's figure, seconds measured, rounds)."""
-    values: list[float] = []
-    durations: list[float] = []
-    for k in range(len(rounds)):
-        v, d = rounds[(offset + k) % len(rounds)]
-        values.append(v)
-        durations.append(d)
-        if next_step(values, durations, m) == "done":
-            break
-    return sum(values) / len(values), sum(durations), len(values)
-
-
-class Draw:
-    """Start figures drawn from a recording: the measurement of one fresh server start."""
-
-    def __init__(self, rec: Recording, m: Measure) -> None:
-        self.rec, self.m = rec, m
-        self.figures: dict[tuple[int, int], tuple[float, float, int]] = {}
-
-    def figure(self, i: int, offset: int) -> tuple[float, float, int]:
-        key = (i, offset)
-        if key not in self.figures:
-            self.figures[key] = start_figure(self.rec.rounds[i], self.m, offset)
-        return self.figures[key]
-
-    def round(self, arms: int, rng: np.random.Generator) -> list[float]:
-        """One round: each arm a distinct recorded start, drawn afresh, each read from a
-        random round onwards."""
-        return [self.figure(int(i), int(rng.integers(len(self.rec.rounds[i]))))[0]
-                for i in rng.choice(len(self.rec.rounds), size=arms, replace=False)]
+DETECT = 0.10  # the shipped CPU space's `confirm.detect`
 
 
 GOALS: list[Goal] = [(METRIC, "maximize"), ("peak_memory_bytes", "minimize")]
@@ -132,6 +67,8 @@ class Case:
     incumbent: bool = False
     effect: float = 1.0  # the first challenger's throughput, as a factor
     memory: float = 1.0  # its memory, as a factor
+    max_loss: float = MAX_LOSS
+    memory_sd: float = MEMORY_SD
 
     def roles(self) -> list[tuple[str, Role]]:
         out: list[tuple[str, Role]] = [("vLLM defaults", "baseline")]
@@ -153,7 +90,7 @@ class Outcome:
     verdict: Verdict
 
 
-def confirmation(draw: Draw, case: Case, rule: Rule, seed: int) -> Outcome:
+def confirmation(draw: Draw | Synthetic, case: Case, rule: Rule, seed: int) -> Outcome:
     """One simulated confirmation, run by the run's own driver and judge (looks.drive,
     verdict.judge). Round r of confirmation `seed` draws the same starts whether or not some
     arms are left out, so a rule with and without stopping can be compared on the same
@@ -166,7 +103,7 @@ def confirmation(draw: Draw, case: Case, rule: Rule, seed: int) -> Outcome:
     def measure_round(r: int, active: Sequence[int]) -> None:
         rng = np.random.default_rng((seed, r))
         figures = draw.round(len(roles), rng)
-        mems = np.exp(rng.normal(0.0, MEMORY_SD, size=len(roles)))
+        mems = np.exp(rng.normal(0.0, case.memory_sd, size=len(roles)))
         for i in active:
             gain = (case.effect, case.memory) if i == first else (1.0, 1.0)
             values[i].append(figures[i] * gain[0])
@@ -180,7 +117,7 @@ def confirmation(draw: Draw, case: Case, rule: Rule, seed: int) -> Outcome:
                 for i, (name, role) in enumerate(roles)]
 
     def judge_now(figs: Sequence[ArmFigures], frozen: Mapping[str, Comparison]) -> Verdict:
-        return judge(figs, GOALS[:case.goals], 0.0, MAX_LOSS if case.goals == 2 else 0.0,
+        return judge(figs, GOALS[:case.goals], 0.0, case.max_loss if case.goals == 2 else 0.0,
                      REPLACE_GAIN if case.incumbent else 0.0, rule, frozen)
 
     verdict = drive(rule, roles, judge_now, measure_round, figures)
@@ -189,10 +126,10 @@ def confirmation(draw: Draw, case: Case, rule: Rule, seed: int) -> Outcome:
                    max(len(v) for v in values), sum(len(v) for v in values), verdict)
 
 
-def simulate(rec: Recording, m: Measure, case: Case, rule: Rule, n: int, seed: int
-             ) -> list[Outcome]:
+def simulate(rec: Recording | Synthetic, m: Measure, case: Case, rule: Rule, n: int,
+             seed: int) -> list[Outcome]:
     """`n` simulated confirmations of one case."""
-    draw = Draw(rec, m)
+    draw = Draw(rec, m) if isinstance(rec, Recording) else rec
     return [confirmation(draw, case, rule, seed * 1_000_003 + i) for i in range(n)]
 
 
@@ -330,6 +267,39 @@ def stop_table(rec: Recording, sims: int) -> None:
                   f"{changed:>8.1%}")
 
 
+GPU_NOISE = (0.02, 0.03, 0.05)  # published start-to-start spread of vLLM's throughput on GPUs
+GPU_MEMORY_SD = 0.005  # vLLM reserves its share of GPU memory up front: it barely moves
+GPU_DETECT = 0.05
+
+
+def gpu_table(sims: int, budgets: Sequence[int]) -> None:
+    """The shipped GPU spaces' confirmation (2 finalists, two goals, detect +5%, max_loss
+    5%) at synthetic start-to-start noise: what it finds, and what it costs."""
+    print(f"GPU spaces' confirmation at synthetic start-to-start noise ({n_sims(sims)} "
+          f"confirmations a cell; 2 finalists and vLLM's defaults, throughput and memory "
+          f"({GPU_MEMORY_SD:.1%} noise), detect +{GPU_DETECT:.0%}, max_loss 5%): false wins, "
+          "the gain an A/A states as found with 80%, how often +5% and +10% win, and the mean "
+          "server starts of each")
+    header = (f"{'noise':>5} {'budget':>6} {'A/A wins':>9} {'stated':>7} {'A/A starts':>11} "
+              f"{'+5% found':>10} {'starts':>7} {'+10% found':>11} {'starts':>7}")
+    print(header + "\n" + "-" * len(header))
+    for cv in GPU_NOISE:
+        source = Synthetic(cv)
+        for b in budgets:
+            rule = Rule(max_rounds=b, min_rounds=3, detect=GPU_DETECT)
+            cells = [simulate(source, MEASURE, Case(2, 2, effect=e, max_loss=0.05,
+                                                    memory_sd=GPU_MEMORY_SD), rule, sims,
+                              int(1000 * cv) * 100 + b + j)
+                     for j, e in enumerate((1.0, 1.05, 1.10))]
+            found = [o.verdict.detectable for o in cells[0]
+                     if o.verdict.detectable is not None]
+            stated = f"+{float(np.median(found)) - 1:.1%}" if found else "-"
+            print(f"{cv:>5.0%} {b:>6} {share(cells[0]):>9.1%} {stated:>7} "
+                  f"{mean_starts(cells[0]):>11.1f} {share(cells[1]):>10.0%} "
+                  f"{mean_starts(cells[1]):>7.1f} {share(cells[2]):>11.0%} "
+                  f"{mean_starts(cells[2]):>7.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, nargs="+", default=sorted(DATA.parent.glob(
@@ -337,9 +307,15 @@ def main() -> None:
     ap.add_argument("--sims", type=int, default=2000, help="confirmations per figure")
     ap.add_argument("--budgets", type=int, nargs="+", default=[3, 6, 12, 24, 36],
                     help="the sequential rule's budgets of rounds")
+    ap.add_argument("--gpu", type=int, nargs="*", metavar="BUDGET",
+                    help="only the GPU spaces' table at synthetic noise, for these budgets "
+                         "(default 6 10 12 16 20)")
     ap.add_argument("--live", type=int, default=0, metavar="R",
                     help="also run an A/A confirmation of R rounds on the real engine")
     ns = ap.parse_args()
+    if ns.gpu is not None:
+        gpu_table(ns.sims, ns.gpu or [6, 10, 12, 16, 20])
+        return
     ok = True
     for path in ns.data:
         ok = report(path, ns.sims, ns.budgets) and ok

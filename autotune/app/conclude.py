@@ -21,7 +21,7 @@ import optuna
 from autotune import __version__
 from autotune.app.inputs import Inputs, RunConfig
 from autotune.decide.confirm import INCUMBENT_NAME, Arm, ArmRecord, Confirmation, same_settings
-from autotune.decide.confirm import _slug as slot_slug  # the rounds' folder names
+from autotune.decide.confirm import slug as slot_slug  # the rounds' folder names
 from autotune.decide.scoring import score
 from autotune.engine.argv import default_launcher, vllm_version
 from autotune.measure.quality import AGREEMENT, numerics_note
@@ -147,7 +147,7 @@ def _confirmation_summary(conf: Confirmation, objective: Objective) -> dict[str,
         "rounds": conf.rounds, "max_rounds": conf.max_rounds, "detect": conf.detect,
         "winner": v.winner,
         "settled": v.settled, "detectable": v.detectable, "more_rounds": v.more_rounds,
-        "broken": v.broken,
+        "broken": v.broken, "choice": v.choice, "stopped": v.stopped,
         "reference": v.reference, "decision_level": round(v.level, 4), "min_gain": v.min_gain,
         "arms": [{"name": a.name, "role": a.role, "trial": a.trial,
                   conf.metric: a.figures[conf.metric].model_dump(mode="json")

@@ -140,7 +140,8 @@ ConfirmRunner = Callable[[TrialParams, str], TrialResult]
 RoundCallback = Callable[[int, Arm, TrialResult], None]
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """An arm's name as its rounds' folder names carry it."""
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
@@ -160,7 +161,7 @@ def confirm(arms: Sequence[Arm], rounds: Rule | int, objective: Objective,
         (objective.metric, objective.direction)]
 
     def measure_round(r: int, active: Sequence[int]) -> None:
-        slots = [(i, f"confirm/round-{r + 1:02d}-{_slug(arms[i].name)}")
+        slots = [(i, f"confirm/round-{r + 1:02d}-{slug(arms[i].name)}")
                  for i in order(len(arms), r) if i in active]
         # a round measured whole before an interruption is taken as it was; a part of one is
         # measured again whole, so that every round's arms were measured side by side
