@@ -1,22 +1,31 @@
-"""Check option names and values against the installed vLLM's own argument parser.
+"""Check option names and values against the installed vLLM's own argument parser, and
+environment variable names against its own list.
 
 The check runs in a child Python (`python -m autotune.engine.vllm_args`) so the tuner never imports
 vLLM and torch itself: a typo costs a few seconds, not a server start-up. The child's answers
 are kept in the cache directory, keyed by the question, the Python and its PYTHONPATH, the
 installed vLLM release and this file, so a second run of the same space does not import vLLM
-again (about 14 s on a 2-core host).
+again (about 14 s on a 2-core host). The options and the scheduler's combinations can be asked
+in one child (`engine_answers`), which imports vLLM once.
+
+Environment variable names are checked against vLLM's own list (`vllm/envs.py`), read as
+source text rather than imported: importing `vllm.envs` imports vLLM and torch (14-17 s here),
+parsing the file takes about 0.1 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import difflib
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,19 +105,29 @@ def problems(parser: argparse.ArgumentParser,
     return out
 
 
-def _ask(payload: str, python: str, timeout_s: float) -> tuple[int, str, str]:
-    """The child's (exit status, stdout, stderr) for `payload`; answers are cached."""
+Note = Callable[[str], None]  # a line for the user while a slow question is asked
+
+
+def _ask(payload: str, python: str, timeout_s: float, note: Note | None = None
+         ) -> tuple[int, str, str]:
+    """The child's (exit status, stdout, stderr) for `payload`; answers are cached. Before a
+    child is started (no cached answer: it imports vLLM), `note` gets one line saying so."""
     from autotune.engine.argv import vllm_version
     from autotune.model.builtin import cache_root
 
+    version = vllm_version()
     key = hashlib.sha256("\0".join([
-        payload, os.path.realpath(python), os.environ.get("PYTHONPATH", ""), vllm_version(),
+        payload, os.path.realpath(python), os.environ.get("PYTHONPATH", ""), version,
         hashlib.sha256(Path(__file__).read_bytes()).hexdigest()]).encode()).hexdigest()
     cached = cache_root() / "vllm-args" / f"{key}.json"
     try:
         return 0, cached.read_text(), ""
     except OSError:
         pass
+    if note is not None:  # a cold check is silent for 14 s or more otherwise
+        release = "vLLM" if version == "unknown" else version.replace("==", " ")
+        note(f"checking options against {release}'s own parser (importing it takes about "
+             "15 s on 2 cores; the answers are cached)...")
     proc = subprocess.run([python, "-m", "autotune.engine.vllm_args"], input=payload,
                           capture_output=True, text=True, timeout=timeout_s, check=False)
     if proc.returncode == 0:
@@ -136,29 +155,54 @@ OptionSet = tuple[Mapping[str, Sequence[Any]], str, str]  # options, source, fie
 
 
 def option_errors(sets: Sequence[OptionSet], python: str = sys.executable,
-                  timeout_s: float = 120.0) -> list[ConfigError | None]:
+                  timeout_s: float = 120.0, note: Note | None = None
+                  ) -> list[ConfigError | None]:
     """For each set (a file's options), its first bad option as a ConfigError naming the
     file, or None; one child for all, so vLLM is imported once. Where the parser cannot be
     asked, every set gets the reason, under its own file."""
     if not sets:
         return []
-    payload = json.dumps({"option_sets": [{k: list(v) for k, v in options.items()}
-                                          for options, _, _ in sets]})
+    return engine_answers(sets, [], python, timeout_s, note).options
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What the installed vLLM said: each option set's first problem, and each scheduler
+    combination's (None: accepted, or not asked because the engine could not be run)."""
+
+    options: list[ConfigError | None]
+    combinations: list[str | None]
+
+
+def engine_answers(sets: Sequence[OptionSet], combos: Sequence[Mapping[str, Any]],
+                   python: str = sys.executable, timeout_s: float = 120.0,
+                   note: Note | None = None) -> Answers:
+    """The parser's verdict on each option set and the scheduler config's on each combination,
+    from one child (vLLM is imported once: a cold `validate` waits for one import, not two)."""
+    request: dict[str, Any] = {}
+    if sets:
+        request["option_sets"] = [{k: list(v) for k, v in options.items()}
+                                  for options, _, _ in sets]
+    if combos:
+        request["combinations"] = [dict(c) for c in combos]
+    if not request:
+        return Answers([], [])
+    unasked: list[str | None] = [None] * len(combos)  # not checked: the options' errors say why
     try:
-        code, stdout, stderr = _ask(payload, python, timeout_s)
+        code, stdout, stderr = _ask(json.dumps(request), python, timeout_s, note)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return [ConfigError(src, None, f"could not run vLLM's argument parser: {exc}")
-                for _, src, _ in sets]
+        return Answers([ConfigError(src, None, f"could not run vLLM's argument parser: {exc}")
+                        for _, src, _ in sets], unasked)
     last = (stderr.strip().splitlines() or ["no output"])[-1]
     if code != 0:
         said = last if code == MISSING else f"vLLM's argument parser failed: {last}"
-        return [ConfigError(src, None, said) for _, src, _ in sets]
-    every: list[dict[str, str]] = json.loads(stdout.strip().splitlines()[-1])
+        return Answers([ConfigError(src, None, said) for _, src, _ in sets], unasked)
+    answer: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     out: list[ConfigError | None] = []
-    for (options, src, prefix), found in zip(sets, every, strict=True):
+    for (options, src, prefix), found in zip(sets, answer.get("option_sets", []), strict=True):
         bad = [name for name in options if name in found]
         out.append(ConfigError(src, f"{prefix}{bad[0]}", found[bad[0]]) if bad else None)
-    return out
+    return Answers(out, list(answer.get("combinations", [])))
 
 
 def engine_problem(python: str = sys.executable, timeout_s: float = 120.0) -> str | None:
@@ -168,6 +212,67 @@ def engine_problem(python: str = sys.executable, timeout_s: float = 120.0) -> st
     except ConfigError as exc:
         return exc.message
     return None
+
+
+# Only these names are checked: vLLM reads every variable of its own from `vllm/envs.py`, and
+# warns of any other VLLM_ name it finds ("Unknown vLLM environment variable detected",
+# Platform.validate_environ; `--fail-on-environ-validation` refuses it). Others (OMP_*,
+# CUDA_*, HF_*, TORCH*, ...) belong to other libraries, which keep no list to check against.
+VLLM_ENV_PREFIX = "VLLM_"
+
+
+@dataclass(frozen=True)
+class EnvNames:
+    """The environment variables the installed vLLM reads, or why they are not known."""
+
+    names: frozenset[str] | None
+    why_not: str = ""
+
+
+def env_names() -> EnvNames:
+    """The keys of `environment_variables` in the installed vLLM's `vllm/envs.py`, read from
+    its source: found where `import vllm` would find it, without importing it."""
+    try:
+        spec = importlib.util.find_spec("vllm")
+    except (ImportError, ValueError):  # hidden (None in sys.modules), or a broken install
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return EnvNames(None, "vLLM is not installed in this Python")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "envs.py"
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.AnnAssign):
+                target: ast.expr = node.target
+                value = node.value
+            elif isinstance(node, ast.Assign):
+                target, value = node.targets[0], node.value
+            else:
+                continue
+            if (isinstance(target, ast.Name) and target.id == "environment_variables"
+                    and isinstance(value, ast.Dict)):
+                return EnvNames(frozenset(k.value for k in value.keys if isinstance(
+                    k, ast.Constant) and isinstance(k.value, str)))
+    return EnvNames(None, "the installed vLLM has no readable vllm/envs.py with its "
+                          f"environment_variables (autotune was checked against vLLM "
+                          f"{CHECKED_VLLM})")
+
+
+def env_problems(names: Iterable[str], known: frozenset[str]) -> dict[str, str]:
+    """{name: problem} for each VLLM_ name (in any case) that vLLM does not read."""
+    out: dict[str, str] = {}
+    for name in names:
+        if not name.upper().startswith(VLLM_ENV_PREFIX) or name in known:
+            continue
+        # upper-cased: a lower-case spelling of a real name gets that name as its hint
+        close = difflib.get_close_matches(name.upper(), sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        out[name] = f"unknown vLLM environment variable{hint}: vLLM reads only those listed " \
+                    "in its vllm/envs.py"
+    return out
 
 
 # vLLM options whose combinations its scheduler config refuses (vllm/config/scheduler.py)
@@ -204,17 +309,10 @@ def _message(text: str) -> str:
 
 
 def combination_problems(combos: Sequence[Mapping[str, Any]], python: str = sys.executable,
-                         timeout_s: float = 120.0) -> list[str | None]:
+                         timeout_s: float = 120.0, note: Note | None = None
+                         ) -> list[str | None]:
     """vLLM's verdict on each combination, from one child process (its parser's imports)."""
-    payload = json.dumps({"combinations": [dict(c) for c in combos]})
-    try:
-        code, stdout, _ = _ask(payload, python, timeout_s)
-    except (OSError, subprocess.TimeoutExpired):
-        return [None] * len(combos)  # not checked: the options check reports the engine
-    if code != 0:
-        return [None] * len(combos)
-    found: list[str | None] = json.loads(stdout.strip().splitlines()[-1])
-    return found
+    return engine_answers([], combos, python, timeout_s, note).combinations
 
 
 def main() -> int:
@@ -224,10 +322,13 @@ def main() -> int:
     except EngineMissing as exc:
         print(exc, file=sys.stderr)
         return MISSING
-    if isinstance(request, dict) and "combinations" in request:
-        print(json.dumps([combination_problem(c) for c in request["combinations"]]))
-        return 0
-    print(json.dumps([problems(parser, options) for options in request["option_sets"]]))
+    answer: dict[str, Any] = {}
+    if "option_sets" in request:
+        answer["option_sets"] = [problems(parser, options)
+                                 for options in request["option_sets"]]
+    if "combinations" in request:
+        answer["combinations"] = [combination_problem(c) for c in request["combinations"]]
+    print(json.dumps(answer))
     return 0
 
 

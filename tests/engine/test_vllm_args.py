@@ -109,7 +109,8 @@ def test_the_parsers_answers_are_cached_per_question_python_and_path(
         sets = json.loads(str(kw["input"]))["option_sets"]
         said = [{name: "unknown vLLM option" for name in options if name.endswith("z")}
                 for options in sets]
-        return subprocess.CompletedProcess(cmd, 0, "loading vLLM\n" + json.dumps(said), "")
+        return subprocess.CompletedProcess(cmd, 0, "loading vLLM\n" + json.dumps(
+            {"option_sets": said}), "")
 
     monkeypatch.setattr(va.subprocess, "run", child)
     bad = {"max-num-seqs": [4], "max-num-seqz": [4]}
@@ -131,3 +132,47 @@ def test_the_parsers_answers_are_cached_per_question_python_and_path(
             check_options(bad, "space.yaml")
         assert len(children) == n
     assert len(list((tmp_path / "cache" / "vllm-args").glob("*.json"))) == 3
+
+
+@pytest.mark.engine  # the installed vLLM's envs.py, read as text (vLLM is not imported)
+def test_the_installed_vllms_variable_names_are_its_own_list() -> None:
+    from autotune.engine.vllm_args import env_names, env_problems
+
+    names = env_names().names
+    assert names is not None and "vllm" not in sys.modules
+    assert {"VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND",
+            "VLLM_ALLOW_LONG_MAX_MODEL_LEN", "VLLM_ENABLE_V1_MULTIPROCESSING"} <= names
+    assert env_problems(["VLLM_CPU_KVCACHE_SPAC", "OMP_NUM_THREADS"], names) == {
+        "VLLM_CPU_KVCACHE_SPAC": "unknown vLLM environment variable (did you mean "
+        "'VLLM_CPU_KVCACHE_SPACE'?): vLLM reads only those listed in its vllm/envs.py"}
+
+
+def test_validate_asks_options_and_combinations_of_one_child_and_says_so_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold `validate` imports vLLM once, not once per question, and says so before it
+    waits; an answer from the cache says nothing. The child is a stand-in."""
+    import json
+
+    import autotune.engine.vllm_args as va
+    from autotune.app.validate import check_files
+
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    children: list[dict[str, object]] = []
+
+    def child(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        request = json.loads(str(kw["input"]))
+        children.append(request)
+        answer = {"option_sets": [{} for _ in request.get("option_sets", [])],
+                  "combinations": [None for _ in request.get("combinations", [])]}
+        return subprocess.CompletedProcess(cmd, 0, json.dumps(answer), "")
+
+    monkeypatch.setattr(va.subprocess, "run", child)
+    space = tmp_path / "s.yaml"
+    space.write_text("name: s\nargs: {max-model-len: 1024, max-num-batched-tokens: 2048, "
+                     "max-num-seqs: {type: categorical, choices: [null, 8]}}\n")
+    said: list[str] = []
+    for n in (1, 1):  # the second time from the cache: no child, nothing said
+        assert [c.ok for c in check_files([space, space], note=said.append)] == [True, True]
+        assert len(children) == n and len(said) == 1
+    assert set(children[0]) == {"option_sets", "combinations"}
+    assert said[0].startswith("checking options against ") and said[0].endswith("...")
