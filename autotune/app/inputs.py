@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,14 +13,24 @@ from autotune.core.config import parse_model
 from autotune.core.errors import ConfigError
 from autotune.engine.hardware import HardwareInfo, detect_hardware
 from autotune.engine.probes import Probe
+from autotune.engine.vllm_args import VLLM_ENV_PREFIX, EnvNames
 from autotune.measure.plan import Plan
 from autotune.measure.workload import load_workload
 from autotune.model.resolve import ResolvedModel, check_weights, resolve_model
-from autotune.model.tokens import context_length, load_tokenizer
+from autotune.model.tokens import context_length, load_tokenizer, local_file
 from autotune.profiles.profile import profile_path
+from autotune.space.limits import (
+    check_args,
+    check_context_limit,
+    check_workload,
+    context_ceiling,
+    model_len,
+)
 from autotune.space.params import CategoricalParam, FloatParam, IntParam
 from autotune.space.search import SearchSpace, load_space
 from autotune.study.samplers import grid_of
+
+log = logging.getLogger(__name__)
 
 SPACES_DIRS = (
     Path(__file__).resolve().parents[1] / "search_spaces",  # installed wheel
@@ -98,29 +111,70 @@ def check_fractions(space: SearchSpace, source: str) -> None:
                 raise ConfigError(source, f"args.{name}", f"{v} is not a fraction in (0, 1]")
 
 
-def check_space(space: SearchSpace, source: str) -> None:
+def check_space(space: SearchSpace, source: str, workload_source: str | None = None) -> None:
     """What `run` refuses of a space itself before any start, with no model, machine or
-    engine: fractions out of (0, 1], a grid over what has none. `validate` calls it too."""
+    engine: fractions out of (0, 1], sizes and limits that cannot be right, SLO bounds no
+    request meets, a grid over what has none. `validate` calls it too. `workload_source`: the
+    `--workload` file that replaced the space's own workload (its errors name that file)."""
     check_fractions(space, source)
+    check_args(space, source)
+    if workload_source is None:
+        check_workload(space.workload, source, "workload.")
+    else:
+        check_workload(space.workload, workload_source)
     if space.sampler.name == "grid":
         grid_of(space, source)
+
+
+def check_env_names(space: SearchSpace, source: str, known: EnvNames | None = None
+                    ) -> str | None:
+    """Refuse a VLLM_ variable in `env:` that the installed vLLM does not read (it would be
+    set, ignored, and tuned for nothing); other names are other libraries'. Returns what to
+    tell the user when vLLM's list cannot be read (nothing is refused then)."""
+    from autotune.engine.vllm_args import env_names, env_problems
+
+    ours = [name for name in space.env if name.upper().startswith(VLLM_ENV_PREFIX)]
+    if not ours:
+        return None
+    known = known if known is not None else env_names()
+    if known.names is None:
+        return f"{source}: env: names not checked against vLLM's list: {known.why_not}"
+    found = env_problems(ours, known.names)
+    if found:
+        name = next(iter(found))
+        raise ConfigError(source, f"env.{name}", found[name])
+    return None
+
+
+def check_model_context(space: SearchSpace, model: ResolvedModel, source: str) -> None:
+    """A max-model-len above the model's own context, which vLLM refuses at start-up."""
+    context = context_length(model.path)
+    path = local_file(model.path, "config.json")
+    if context is None or path is None:
+        return  # the model's config is not readable here: vLLM judges
+    config = json.loads(path.read_text())
+    env = space.env.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN")
+    allowed = env is not None or bool(os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN"))
+    check_context_limit(space, model.args, context_ceiling(config, context), source, allowed)
 
 
 def smallest_context(space: SearchSpace, model: ResolvedModel | None
                      ) -> tuple[int | None, str]:
     """The shortest max-model-len any candidate can get, and where it comes from (without a
-    model, as `validate` has none: what the space's own max-model-len allows)."""
+    model, as `validate` has none: what the space's own max-model-len allows). `auto` (-1)
+    and a value left unset are the model's own context."""
     spec = space.args.get("max-model-len", model.args.get("max-model-len") if model else None)
     default = context_length(model.path) if model else None
     if isinstance(spec, IntParam):
         return spec.low, "args.max-model-len"
-    if isinstance(spec, CategoricalParam):
-        values = [c if c is not None else default for c in spec.choices]
-        known = [int(v) for v in values if isinstance(v, (int, str)) and str(v).isdigit()]
-        return (min(known), "args.max-model-len") if known else (None, "")
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        return spec, "args.max-model-len"
-    return default, "the model's max_position_embeddings" if default is not None else ""
+    model_own = "the model's max_position_embeddings" if default is not None else ""
+    if spec is None or isinstance(spec, FloatParam):
+        return default, model_own
+    choices = spec.choices if isinstance(spec, CategoricalParam) else [spec]
+    given = [n for c in choices if (n := model_len(c)) is not None]
+    if given and (default is None or min(given) <= default):
+        return min(given), "args.max-model-len"
+    return default, model_own
 
 
 def check_context(space: SearchSpace, model: ResolvedModel | None, plan: Plan, source: str,
@@ -170,10 +224,13 @@ def prepare(cfg: RunConfig, probe: Probe) -> Inputs:
     if cfg.trials < 1:
         raise ConfigError("--trials", None, "must be at least 1")
     space_path, space = run_space(cfg)
-    check_space(space, str(space_path))
+    check_space(space, str(space_path), str(cfg.workload_path) if cfg.workload_path else None)
+    if cfg.verify_options and (why := check_env_names(space, str(space_path))):
+        log.warning(why)
     hardware = detect_hardware(cfg.target, probe, cfg.devices, cfg.mismatch_ok)
     model = resolve_model(cfg.model)
     check_weights(model, space.args.get("load-format"))
+    check_model_context(space, model, str(space_path))
     plan = Plan(space.workload, load_tokenizer(model.path))
     check_context(space, model, plan, str(cfg.workload_path or space_path),
                   None if cfg.workload_path else "workload")

@@ -9,8 +9,10 @@ from typing import Any
 
 from autotune.core.config import read_text, read_yaml
 from autotune.core.errors import UserError
+from autotune.engine.vllm_args import Note
 from autotune.measure.workload import load_workload
 from autotune.profiles.profile import META_BEGIN, Profile, read_profile
+from autotune.space.limits import check_workload
 from autotune.space.search import SearchSpace, load_space
 
 SPACE, WORKLOAD, PROFILE = "search space", "workload", "profile"
@@ -43,11 +45,13 @@ class _Read:
     space: SearchSpace | None = None  # for vLLM's scheduler config
 
 
-def check_files(paths: Sequence[Path], verify_options: bool = True) -> list[Checked]:
+def check_files(paths: Sequence[Path], verify_options: bool = True,
+                note: Note | None = None) -> list[Checked]:
     """Every file checked, an error in one never hiding another's. The vLLM options of the
-    spaces and profiles are put to the installed vLLM's parser, and the spaces' scheduler
-    combinations to its scheduler config, as `autotune run` and `autotune serve` do before
-    they start anything (all files in one child process for each)."""
+    spaces and profiles are put to the installed vLLM's parser, the spaces' scheduler
+    combinations to its scheduler config (one child process for all of it) and their VLLM_
+    variables to its list, as `autotune run` and `autotune serve` do before they start
+    anything. `note` gets a line where a check takes long or could not be made."""
     found: dict[int, Checked] = {}
     read: dict[int, _Read] = {}
     for i, path in enumerate(paths):
@@ -56,7 +60,9 @@ def check_files(paths: Sequence[Path], verify_options: bool = True) -> list[Chec
         except UserError as exc:
             found[i] = Checked(path, _kind(path), exc)
     if verify_options:
-        for i, error in _engine_errors(paths, read).items():
+        for i, error in _env_errors(paths, read, note).items():
+            found[i] = Checked(paths[i], read.pop(i).kind, error)
+        for i, error in _engine_errors(paths, read, note).items():
             found[i] = Checked(paths[i], read[i].kind, error)
     return [found.get(i) or Checked(path, read[i].kind) for i, path in enumerate(paths)]
 
@@ -100,29 +106,53 @@ def _read(path: Path) -> _Read:
         _check_context(space, path)
         return _Read(SPACE, {k: list(v) for k, v in option_values(space, {}).items()},
                      "args.", space)
-    load_workload(path)
+    check_workload(load_workload(path), str(path))
     return _Read(WORKLOAD)
 
 
-def _engine_errors(paths: Sequence[Path], read: dict[int, _Read]) -> dict[int, UserError]:
+def _env_errors(paths: Sequence[Path], read: dict[int, _Read], note: Note | None
+                ) -> dict[int, UserError]:
+    """The spaces' VLLM_ variables that the installed vLLM does not read, by file (its list
+    is read once); where the list cannot be read, `note` says so and nothing is refused."""
+    from autotune.app.inputs import check_env_names
+    from autotune.engine.vllm_args import env_names
+
+    spaces = {i: s for i in sorted(read) if (s := read[i].space) is not None and s.env}
+    known = env_names() if spaces else None
+    errors: dict[int, UserError] = {}
+    for i, space in spaces.items():
+        try:
+            why = check_env_names(space, str(paths[i]), known)
+        except UserError as exc:
+            errors[i] = exc
+            continue
+        if why is not None and note is not None:
+            note(why)
+    return errors
+
+
+def _engine_errors(paths: Sequence[Path], read: dict[int, _Read], note: Note | None
+                   ) -> dict[int, UserError]:
     """What the installed vLLM refuses, by file: options first, then (for the spaces whose
-    options pass) combinations its scheduler config refuses every one of."""
-    from autotune.engine.vllm_args import combination_problems, option_errors
+    options pass) combinations its scheduler config refuses every one of. One child asks
+    both, so a cold check imports vLLM once."""
+    from autotune.engine.vllm_args import engine_answers
     from autotune.space.combos import combinations, judge
 
     asked = [i for i in sorted(read) if read[i].options is not None]
-    errors: dict[int, UserError] = {}
     sets = [(read[i].options or {}, str(paths[i]), read[i].prefix) for i in asked]
-    for i, error in zip(asked, option_errors(sets), strict=True):
-        if error is not None:
-            errors[i] = error
     # without a model: only what the space's own max-model-len decides (a base of nothing)
-    spaces = [(i, s, c) for i in asked if i not in errors and (s := read[i].space) is not None
+    spaces = [(i, s, c) for i in asked if (s := read[i].space) is not None
               and (c := combinations(s, {}, None)) is not None]
-    combos = [combo for _, _, c in spaces for combo in c.combos]
-    problems = combination_problems(combos) if combos else []
+    answers = engine_answers(sets, [combo for _, _, c in spaces for combo in c.combos],
+                             note=note)
+    errors: dict[int, UserError] = {i: e for i, e in zip(asked, answers.options, strict=True)
+                                    if e is not None}
+    problems = answers.combinations
     for i, space, c in spaces:
         mine, problems = problems[:len(c.combos)], problems[len(c.combos):]
+        if i in errors:
+            continue  # its options' error comes first
         try:
             judge(space, c, mine, str(paths[i]))
         except UserError as exc:

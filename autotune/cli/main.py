@@ -186,7 +186,10 @@ def cmd_validate(ns: argparse.Namespace) -> int:
 
     from autotune.app.validate import check_files
 
-    checked = check_files(ns.files, not ns.no_verify_options)
+    def note(line: str) -> None:  # before a slow check, or of one that could not be made
+        print(f"autotune: {line}", file=sys.stderr, flush=True)
+
+    checked = check_files(ns.files, not ns.no_verify_options, note)
     if ns.json:
         print(json.dumps([c.summary() for c in checked], indent=2))
     else:

@@ -20,6 +20,7 @@ from typing import Any
 
 from autotune.core.errors import ConfigError, FailureReason
 from autotune.engine.vllm_args import SCHEDULER_OPTIONS, combination_problems
+from autotune.space import limits
 from autotune.space.params import CategoricalParam, FloatParam, IntParam, TrialParams
 from autotune.space.search import SearchSpace
 
@@ -43,12 +44,12 @@ def _values(space: SearchSpace, base_args: dict[str, Any], name: str) -> list[An
 def _combo(args: dict[str, Any], context: int | None) -> dict[str, Any] | None:
     """The scheduler options of one candidate, ready for vLLM; None when not checkable."""
     batched = args.get("max-num-batched-tokens")
-    model_len = args.get("max-model-len")
-    if model_len is None:  # left to vLLM: the model's own context, as vLLM takes it
-        model_len = context
+    # left to vLLM, or `auto` (-1): the model's own context, as vLLM takes it (auto fits it
+    # to memory, which only lowers it); `1k` and `2K` are counts, as vLLM's parser reads them
+    model_len = limits.model_len(args.get("max-model-len")) or context
     if batched is None or model_len is None:
         return None  # vLLM's own default batch budget depends on the host: not checked
-    out = {"max-model-len": model_len}
+    out: dict[str, Any] = {"max-model-len": model_len}
     for name in SCHEDULER_OPTIONS:
         v = args.get(name)
         out[name] = PERMISSIVE.get(name) if v is None else v

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,6 +21,14 @@ class Bound(BaseModel):
     def _one(self) -> Bound:
         if self.max is None and self.min is None:
             raise ValueError("give max or min")
+        # every metric is a count, a rate, a time, a size or a share: none is below 0, so
+        # such a bound (or an empty interval) makes every candidate infeasible
+        if any(b is not None and math.isnan(b) for b in (self.max, self.min)):
+            raise ValueError("nan is not a bound")
+        if self.max is not None and self.max < 0:
+            raise ValueError(f"max {self.max:g} is below 0: no trial can meet it")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is above max ({self.max:g})")
         return self
 
 
@@ -76,6 +85,14 @@ class Objective(BaseModel):
         for name in v:
             if name not in metric_names():
                 raise ValueError(f"unknown metric {name!r}")
+        return v
+
+    @field_validator("constraints")
+    @classmethod
+    def _meetable(cls, v: dict[str, Bound]) -> dict[str, Bound]:
+        for name, bound in v.items():
+            if bound.max == 0 and name.endswith(("_ms", "_s")):
+                raise ValueError(f"{name}: max 0 is met by no trial: nothing takes no time")
         return v
 
     @model_validator(mode="after")

@@ -65,6 +65,16 @@ class Confirm(BaseModel):
                                 "settings that serve alike never replace each other, so "
                                 "nightly re-tunes do not flap")
 
+    @model_validator(mode="after")
+    def _budget(self) -> Confirm:
+        # as `measure:` refuses min_rounds above max_rounds. Left to its default, min_rounds
+        # follows a smaller budget (the first look comes at `rounds`, as decide.sequential's
+        # Rule.first_look takes it), so `rounds: 2` alone stays a 2-round budget.
+        if "min_rounds" in self.model_fields_set and self.min_rounds > self.rounds:
+            raise ValueError(f"min_rounds ({self.min_rounds}) is above rounds "
+                             f"({self.rounds}), the budget")
+        return self
+
 
 class SamplerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
