@@ -108,7 +108,7 @@ def test_a_poor_profile_is_replaced_with_its_gain_logged_in_history(
     summary = json.loads((in_tmp / "summary.json").read_text())
     assert summary["status"] == "updated" and summary["written"] is True
     assert summary["exit_code"] == UPDATED and summary["changes"] == []
-    assert set(summary["confirmation"]["arms"]) >= {"vLLM defaults", "current profile"}
+    assert set(summary["confirmation"]["arms"]) >= {"vllm-defaults", "current-profile"}
     new = read_profile(PROFILE)
     assert new.settings.get("fake-tpot-ms") != 8.0
     (old,) = (PROFILE.parent / "history").glob("*.yaml")

@@ -252,7 +252,7 @@ def test_the_report_of_the_real_study_renders_offline_in_a_real_browser(
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
     page_path = (work / doc["html"]).resolve()
-    assert doc["trials"] == 2 and (work / doc["markdown"]).read_text().startswith(
+    assert len(doc["trials"]) == 2 and (work / doc["markdown"]).read_text().startswith(
         "# autotune report: ")
     requests: list[str] = []
     with browser_page() as page:

@@ -211,7 +211,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (work / "runs" / name / "confirm" / "confirmation.json").write_text(json.dumps(conf))
     path = work / "profiles" / "h100-80gb-x1" / "qwen.yaml"
     write_profile(Profile(settings=settings, meta=meta(
-        hardware=HARDWARE, study=name, trial=9, vllm_version="vllm==0.32.0",
+        hardware=HARDWARE, study=name, trial=9, vllm_version="vllm==0.32.0", target="h100",
         gain={"output_throughput": NEAR_ONE}, env={},
         verdict="trial 9 beats vLLM defaults beyond noise")), path)
     with pytest.MonkeyPatch.context() as mp:
