@@ -19,6 +19,7 @@ import argparse
 import ast
 import difflib
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
@@ -38,8 +39,34 @@ CHECKED_VLLM = "0.32 to 0.34"
 MISSING = 3  # the child's exit status when vLLM is absent or lacks what autotune uses
 
 
+# Where vLLM keeps its serve parser's `make_arg_parser`, newest release first: the one list
+# (scripts/gpu_build's module check and scripts/gpu_kit read it; a release that moves the
+# parser again is added here).
+PARSER_MODULES = (
+    "vllm.entrypoints.common.cli_args",  # 0.33 and later
+    "vllm.entrypoints.launchers.cli_args",  # 0.29 to 0.32
+    "vllm.entrypoints.openai.cli_args",  # 0.24 to 0.28
+)
+
+
 class EngineMissing(Exception):
     """vLLM is not importable, or lacks an internal that autotune uses."""
+
+
+def parser_module() -> str | None:
+    """The first of PARSER_MODULES the installed vLLM has (None: none of them). Only a module
+    that is absent is passed over: one that is there but fails to import raises, so its own
+    error is what the user reads."""
+    for name in PARSER_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and (name == exc.name or name.startswith(f"{exc.name}.")):
+                continue
+            raise
+        if hasattr(module, "make_arg_parser"):
+            return name
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,15 +80,19 @@ def _parser() -> argparse.ArgumentParser:
     try:
         from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-        try:  # vLLM 0.33 and later keep the serve parser here
-            from vllm.entrypoints.common.cli_args import make_arg_parser
-        except ImportError:  # vLLM 0.32
-            from vllm.entrypoints.launchers.cli_args import make_arg_parser
+        where = parser_module()
     except ImportError as exc:
         version = getattr(vllm, "__version__", "of unknown version")
         raise EngineMissing(
             f"the installed vLLM {version} lacks {exc.name or exc} (autotune was checked "
             f"against vLLM {CHECKED_VLLM}: install one of those releases)") from exc
+    if where is None:
+        version = getattr(vllm, "__version__", "of unknown version")
+        raise EngineMissing(
+            f"the installed vLLM {version} has make_arg_parser in none of "
+            f"{', '.join(PARSER_MODULES)} (autotune was checked against vLLM {CHECKED_VLLM}: "
+            "install one of those releases)")
+    make_arg_parser = importlib.import_module(where).make_arg_parser
     parser: argparse.ArgumentParser = make_arg_parser(
         FlexibleArgumentParser())  # type: ignore[no-untyped-call]
     return parser

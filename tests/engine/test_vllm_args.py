@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from autotune.core.errors import ConfigError
-from autotune.engine.vllm_args import _parser, check_options, engine_problem, problems
+from autotune.engine.vllm_args import (
+    CHECKED_VLLM,
+    _parser,
+    check_options,
+    engine_problem,
+    problems,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_VLLM = Path(__file__).resolve().parents[1] / "no_vllm"
@@ -75,6 +81,62 @@ def test_a_missing_or_unfit_engine_is_named(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(ConfigError) as e:
         check_options({"max-num-seqs": [4]}, "space.yaml")
     assert str(e.value) == f"space.yaml: {said}"
+
+
+def parser_release(tmp_path: Path, places: dict[str, str]) -> str:
+    """A PYTHONPATH whose vLLM has `make_arg_parser` in the given places ({"openai": body}):
+    each parser knows --max-num-seqs and a switch naming its place, so the answer says which
+    one autotune's child built."""
+    files = {"vllm/__init__.py": "__version__ = '0.26.0'\n",
+             "vllm/utils/argparse_utils.py": "from argparse import ArgumentParser as "
+                                             "FlexibleArgumentParser\n"}
+    for place, body in places.items():
+        files[f"vllm/entrypoints/{place}/cli_args.py"] = body or (
+            "def make_arg_parser(p):\n"
+            "    p.add_argument('--max-num-seqs', type=int)\n"
+            f"    p.add_argument('--only-{place}', action='store_true')\n"
+            "    return p\n")
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(("places", "built"), [
+    (["openai"], "openai"),  # 0.24 to 0.28
+    (["launchers", "openai"], "launchers"),  # newest first wherever several are there
+    (["common", "launchers", "openai"], "common"),
+])
+def test_the_parser_is_built_from_the_newest_place_the_release_has(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, places: list[str], built: str) -> None:
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHONPATH", parser_release(tmp_path, dict.fromkeys(places, "")))
+    check_options({"max-num-seqs": [4], f"only-{built}": [True]}, "space.yaml")
+    for other in {"common", "launchers", "openai"} - {built}:
+        with pytest.raises(ConfigError, match=rf"args\.only-{other}: unknown vLLM option"):
+            check_options({f"only-{other}": [True]}, "space.yaml")
+
+
+def test_a_release_with_no_parser_place_names_every_place(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHONPATH", parser_release(tmp_path, {"serve": ""}))
+    assert engine_problem() == (
+        "the installed vLLM 0.26.0 has make_arg_parser in none of "
+        "vllm.entrypoints.common.cli_args, vllm.entrypoints.launchers.cli_args, "
+        "vllm.entrypoints.openai.cli_args (autotune was checked against vLLM "
+        f"{CHECKED_VLLM}: install one of those releases)")
+
+
+def test_a_parser_place_that_fails_to_import_is_not_passed_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The newest place is there but its own import fails: that failure is what the user
+    reads, not an older place's parser (which would check against the wrong options)."""
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHONPATH", parser_release(
+        tmp_path, {"common": "import a_module_this_vllm_lacks\n", "openai": ""}))
+    problem = engine_problem()
+    assert problem is not None and "lacks a_module_this_vllm_lacks" in problem, problem
 
 
 def test_without_the_engine_real_engine_tests_fail_rather_than_skip(tmp_path: Path) -> None:
