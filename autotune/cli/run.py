@@ -21,7 +21,7 @@ from autotune.app.inputs import RunConfig
 from autotune.app.run import RunOutcome
 from autotune.cli.live import LiveDisplay, RunView
 from autotune.core.events import listening
-from autotune.core.units import unit
+from autotune.core.units import plural, unit
 from autotune.decide.confirm import Arm
 from autotune.measure.records import atomic_write
 from autotune.measure.result import TrialResult
@@ -161,13 +161,13 @@ def report(outcome: RunOutcome, out: TextIO) -> None:
     say()
     if outcome.saved_s > 0:
         n = sum(1 for r in outcome.results.values() if r.status == "pruned")
-        say(f"pruning stopped {n} hopeless candidate(s) early: about "
+        say(f"pruning stopped {plural(n, 'hopeless candidate')} early: about "
             f"{outcome.saved_s:.0f} s of measuring saved (estimated)")
     refused = [t for t in outcome.study.trials if t.user_attrs.get("no_start")]
     if refused:
         kinds = sorted({str(t.user_attrs.get("reason")) for t in refused})
-        say(f"{len(refused)} candidate(s) refused before a start ({', '.join(kinds)}): "
-            f"{len(refused)} server start-up(s) saved, none counted in the budget")
+        say(f"{plural(len(refused), 'candidate')} refused before a start ({', '.join(kinds)}): "
+            f"{plural(len(refused), 'server start-up')} saved, none counted in the budget")
 
 
 def cmd_run(ns: argparse.Namespace) -> int:

@@ -83,3 +83,8 @@ def describe(metric: str, e: Estimate, digits: int = 4) -> str:
 
 __all__ = ["GiB", "axis_title", "describe", "est", "figure", "ratio", "scale", "scaled",
            "unit"]
+
+
+def plural(n: int, word: str, many: str = "") -> str:
+    """'1 trial', '2 trials' ('1 core', '2 cores'): a count as it is read."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"

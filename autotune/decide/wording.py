@@ -5,13 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from autotune.core.units import plural
 from autotune.decide.findings import Comparison, Seat
 from autotune.decide.pairs import ArmFigures, Goal
 from autotune.decide.sequential import Rule
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def what(reference: ArmFigures) -> str:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from autotune.core.config import parse_model, parse_yaml, read_text, read_yaml
 from autotune.core.errors import ConfigError
 from autotune.core.stats import Estimate
+from autotune.core.units import plural
 from autotune.measure.records import atomic_write
 from autotune.profiles.confirmed import Breaks, Confirmed, Source, breaks_text, describe_when
 
@@ -187,7 +188,7 @@ def headline(meta: ProfileMeta) -> list[str]:
            + f", {describe_when(last.date, last.source, last.rounds)}"]
     if meta.reconfirmed:
         first = meta.metrics.get(metric)
-        out.append(f"Kept by {len(meta.reconfirmed)} later run(s) that measured it again; "
+        out.append(f"Kept by {plural(len(meta.reconfirmed), 'later run')} that measured it again; "
                    "first written with " + (f"{metric} {first.describe()}, " if first else "")
                    + written_when(meta))
     g = last.gain.get(metric)
@@ -245,15 +246,21 @@ def write_profile(profile: Profile, path: Path) -> Path | None:
     return kept
 
 
+KEEP_RECONFIRMED = 10  # a nightly re-tune that keeps a profile adds one record a night
+
+
 def record_confirmation(path: Path, confirmed: Confirmed) -> Profile:
-    """Append a later run's confirmation to the profile at `path`, which that run kept.
+    """Append a later run's confirmation to the profile at `path`, which that run kept; the
+    record it was first written with stays, and the `KEEP_RECONFIRMED` latest later ones (an
+    older one is still in its run's study and run folder).
 
     Only the comment block is written anew: the settings below it stay byte for byte as they
     were (a comment the user added there included), and the write is atomic."""
     text = read_text(path)
     old = read_profile(path)
+    latest = [*old.meta.reconfirmed, confirmed][-KEEP_RECONFIRMED:]
     new = old.model_copy(update={"meta": old.meta.model_copy(
-        update={"reconfirmed": [*old.meta.reconfirmed, confirmed]})})
+        update={"reconfirmed": latest})})
     settings = text.split(META_END, 1)[1].partition("\n")[2]
     atomic_write(path, (header(new, path) + settings).encode())
     return new

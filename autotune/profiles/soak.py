@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.core.stats import Estimate, mean_interval, t_quantile
+from autotune.core.units import plural
 from autotune.engine.argv import ServerSpec
 from autotune.engine.probes import Probe
 from autotune.engine.server import VllmServer, free_port
@@ -124,7 +125,7 @@ def analyse(windows: Sequence[Window], profile: Profile) -> SoakReport:
     report = SoakReport(list(windows), drift(lat), growth, figures, recorded)
     b = report.breaches
     if sum(w.errors for w in windows):
-        b.append(f"{sum(w.errors for w in windows)} request(s) failed during the soak")
+        b.append(f"{plural(sum(w.errors for w in windows), 'request')} failed during the soak")
     d = report.latency_drift
     if d is not None and d.low is not None and d.low > 1 + check["max_latency_drift"]:
         b.append(f"P99 latency drifted x{d.describe(3)} from the first third of the soak to "

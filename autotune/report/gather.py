@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial
 
 from autotune.core.errors import UserError
 from autotune.core.stats import Estimate
-from autotune.core.units import axis_title
+from autotune.core.units import axis_title, plural
 from autotune.decide.confirm import BASELINE_NAME, Confirmation
 from autotune.measure.records import read_samples
 from autotune.profiles.profile import Profile
@@ -114,7 +114,7 @@ def importances(study: optuna.Study, metric: str, maximize: bool) -> dict[str, f
     done = [t for t in study.get_trials(deepcopy=False, states=COUNTED)
             if _measured(metrics_of(t).get(metric))]
     if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
-        return (f"{len(done)} measured trial(s); ranking settings takes at least "
+        return (f"{plural(len(done), 'measured trial')}; ranking settings takes at least "
                 f"{MIN_TRIALS_FOR_IMPORTANCE}")
     varied = sorted(k for k in {k for t in done for k in t.params}
                     if len({repr(t.params[k]) for t in done if k in t.params}) > 1)
@@ -123,7 +123,7 @@ def importances(study: optuna.Study, metric: str, maximize: bool) -> dict[str, f
     # only the trials that set every varied setting (vLLM's defaults may leave some unset)
     used = [t for t in done if all(k in t.params for k in varied)]
     if len(used) < MIN_TRIALS_FOR_IMPORTANCE:
-        return (f"{len(used)} measured trial(s) set every varied setting "
+        return (f"{plural(len(used), 'measured trial')} set every varied setting "
                 f"({', '.join(varied)}); ranking them takes at least "
                 f"{MIN_TRIALS_FOR_IMPORTANCE}")
     # a study of just those trials and settings: the evaluator sees nothing else (failed

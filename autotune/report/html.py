@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from autotune.core.stats import Estimate
-from autotune.core.units import axis_title, figure, ratio, scale
+from autotune.core.units import axis_title, figure, plural, ratio, scale
 from autotune.report.gather import LATENCY, MEMORY, ReportData, TrialRow, trial_table
 from autotune.report.tables import confirmation_rows
 
@@ -89,7 +89,8 @@ def _scatter(data: ReportData, x_metric: str) -> go.Figure:
             line={"dash": "dot", "color": "#2ca02c"}, name="Pareto front", hoverinfo="skip"))
     failed = len(data.failed)
     title = f"{data.metric} against {axis_title(x_metric)}" + (
-        f" ({failed} failed trial(s) have no figures: see the table below)" if failed else "")
+        f" ({plural(failed, 'failed trial')} {'has' if failed == 1 else 'have'} no figures: "
+        "see the table below)" if failed else "")
     fig.update_layout(title=title, xaxis_title=axis_title(x_metric),
                       yaxis_title=axis_title(data.metric), height=450)
     return fig

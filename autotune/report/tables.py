@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from autotune.core.stats import Estimate
-from autotune.core.units import axis_title, est, ratio, scale, scaled
+from autotune.core.units import axis_title, est, plural, ratio, scale, scaled
 
 
 def _fmt(v: Any, digits: int = 1) -> str:
@@ -103,8 +103,8 @@ def front_rows(study: Any) -> tuple[list[str], list[list[str]]]:
 
 def front_text(study: Any, choose: str) -> str:
     header, rows = front_rows(study)
-    return (f"Pareto front: {len(rows)} point(s) no other feasible trial beats on every goal "
-            f"(search figures, one server start each; ranked by the {choose} rule)\n"
+    return (f"Pareto front: {plural(len(rows), 'point')} no other feasible trial beats on "
+            f"every goal (search figures, one server start each; ranked by the {choose} rule)\n"
             + table(rows, header))
 
 

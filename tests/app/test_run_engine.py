@@ -273,7 +273,7 @@ def test_the_report_of_the_real_study_renders_offline_in_a_real_browser(
     profile = read_profile(work / PROFILE)
     assert profile.meta.hardware["key"] in header and profile.meta.vllm_version in header
     assert profile.deploy_command(PROFILE) in header
-    assert "Not computed: 2 measured trial(s); ranking settings takes at least 8" in body
+    assert "Not computed: 2 measured trials; ranking settings takes at least 8" in body
 
 
 def test_optuna_dashboard_reads_the_study(confirmed: tuple[Path, Profile, str]) -> None:

@@ -81,7 +81,7 @@ def test_a_kept_profile_records_the_new_confirmation_beside_the_first_and_shows_
     head = text.split(META_BEGIN)[0]
     assert ("output_throughput 3303 [3100, 3500] (3 starts), confirmed 2027-01-10 over 3 "
             "interleaved rounds") in head
-    assert ("Kept by 1 later run(s) that measured it again; first written with "
+    assert ("Kept by 1 later run that measured it again; first written with "
             "output_throughput 2292 [1967, 2618] (6 starts), confirmed 2026-01-01") in head
     assert "keeping vLLM defaults" in head and "vLLM defaults failed 1 of 3 rounds" in head
     # profiles show and list: the latest
@@ -157,3 +157,17 @@ def test_a_profile_of_search_figures_says_so_everywhere(tmp_path: Path) -> None:
     assert "figures (the search's: one server start, not confirmed side by side" in shown
     _, rows = list_rows([Entry(p, read_profile(p))])
     assert rows[0][4] == "search figures of 2026-01-01"
+
+
+def test_a_nightly_keep_adds_a_record_but_the_file_keeps_only_the_latest_ten(
+        tmp_path: Path) -> None:
+    from autotune.profiles.profile import KEEP_RECONFIRMED
+
+    p = tmp_path / "cpu-x" / "m.yaml"
+    write_profile(defaults_profile(), p)
+    for night in range(KEEP_RECONFIRMED + 3):
+        record_confirmation(p, this_run(date=f"2027-02-{night + 1:02d}T03:00:00+00:00"))
+    back = read_profile(p)
+    assert len(back.meta.reconfirmed) == KEEP_RECONFIRMED == 10
+    assert back.meta.reconfirmed[-1].date.startswith("2027-02-13")
+    assert back.meta.created == "2026-01-01T00:00:00+00:00"  # the first record stays

@@ -266,7 +266,7 @@ def test_importance_needs_enough_measured_trials_and_says_why() -> None:
     for i in range(MIN_TRIALS_FOR_IMPORTANCE - 1):
         add_trial(few, {"dtype": "float16" if i % 2 else "bfloat16"}, 1000.0 * (1 + i % 2))
     assert importances(few, "output_throughput", maximize=True) == (
-        "7 measured trial(s); ranking settings takes at least 8")
+        "7 measured trials; ranking settings takes at least 8")
     same = recorded_study("sqlite://", "same")
     for i in range(10):
         add_trial(same, {"dtype": "bfloat16", "max-num-seqs": 128}, 1000.0 + i)
