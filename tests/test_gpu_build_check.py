@@ -5,6 +5,8 @@ wheels: docs/gpu-build.md.)"""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -36,14 +38,17 @@ def wheel(tmp: Path, files: dict[str, str]) -> Path:
     return tmp
 
 
-def test_the_parser_import_is_one_import_with_two_places(script: ModuleType) -> None:
-    found = [(mods, name) for mods, name, _ in script.vllm_imports()
-             if name == "make_arg_parser"]
+def test_the_parser_import_is_one_import_with_three_places(script: ModuleType) -> None:
+    """autotune.engine.vllm_args.PARSER_MODULES is read as one import, newest first, and its
+    strings are not taken for `-m` launches (each of which every release would have to
+    have)."""
+    found = [(mods, name) for mods, name, _ in script.vllm_imports() if "cli_args" in str(mods)]
     assert found == [(("vllm.entrypoints.common.cli_args",
-                       "vllm.entrypoints.launchers.cli_args"), "make_arg_parser")]
+                       "vllm.entrypoints.launchers.cli_args",
+                       "vllm.entrypoints.openai.cli_args"), "make_arg_parser")]
 
 
-@pytest.mark.parametrize("place", ["common", "launchers", None])
+@pytest.mark.parametrize("place", ["common", "launchers", "openai", None])
 def test_a_wheel_with_either_place_passes_and_one_with_neither_names_both(
         script: ModuleType, tmp_path: Path, place: str | None,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -61,5 +66,24 @@ def test_a_wheel_with_either_place_passes_and_one_with_neither_names_both(
         assert f"vllm/entrypoints/{place}/cli_args.py" in capsys.readouterr().out
     else:
         (drift,) = report.drift
-        assert "vllm.entrypoints.common.cli_args or vllm.entrypoints.launchers.cli_args" in drift
+        assert ("vllm.entrypoints.common.cli_args or vllm.entrypoints.launchers.cli_args or "
+                "vllm.entrypoints.openai.cli_args") in drift
         assert "make_arg_parser is now in vllm.entrypoints.serve.args" in drift
+
+
+@pytest.mark.usefixtures("script")  # the repository on sys.path
+def test_the_children_see_one_platform_plugin_that_names_the_wheels_cpu_platform(
+        tmp_path: Path) -> None:
+    """vLLM 0.24 to 0.27 take a platform from the `vllm.platform_plugins` entry points (they
+    ignore VLLM_TARGET_DEVICE): a child Python on the check's PYTHONPATH finds exactly one,
+    ours, and it names the wheel's own CPU platform class."""
+    from scripts.gpu_build.wheel import child_env
+
+    env = child_env(tmp_path)
+    code = ("import importlib.metadata as m\n"
+            "eps = list(m.entry_points(group='vllm.platform_plugins'))\n"
+            "print([e.name for e in eps], eps[0].load()() if eps else None)")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == "['autotune_check_cpu'] vllm.platforms.cpu.CpuPlatform"
+    assert env["VLLM_TARGET_DEVICE"] == "cpu"  # 0.28 and later: their own switch

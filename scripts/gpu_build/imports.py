@@ -43,7 +43,11 @@ def _alternatives(tree: ast.AST) -> dict[tuple[int, str], tuple[str, ...]]:
 def vllm_imports() -> list[tuple[tuple[str, ...], str | None, str]]:
     """(modules, name or None, where) for every vLLM module autotune's source imports or names
     as a string (a `-m` launch): the internals it relies on. An import tried from several
-    modules in turn (one per vLLM release) lists them all, once."""
+    modules in turn (one per vLLM release) lists them all, once: a `try`/`except ImportError`
+    pair, or the places autotune.engine.vllm_args looks for the serve parser in
+    (`PARSER_MODULES`, the list itself: its strings are not `-m` launches)."""
+    from autotune.engine.vllm_args import PARSER_MODULES
+
     out: list[tuple[tuple[str, ...], str | None, str]] = []
     for path in sorted((REPO / "autotune").rglob("*.py")):
         tree = ast.parse(path.read_text())
@@ -51,6 +55,10 @@ def vllm_imports() -> list[tuple[tuple[str, ...], str | None, str]]:
         seen: set[tuple[tuple[str, ...], str]] = set()
         for node in ast.walk(tree):
             at = f"{rel(path)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == "PARSER_MODULES" for t in node.targets):
+                out.append((PARSER_MODULES, "make_arg_parser", at))
+                continue
             if isinstance(node, ast.ImportFrom) and node.level == 0 and _is_vllm(node.module):
                 for a in node.names:
                     modules = alternatives.get((id(node), a.name), (str(node.module),))
@@ -60,7 +68,8 @@ def vllm_imports() -> list[tuple[tuple[str, ...], str | None, str]]:
             elif isinstance(node, ast.Import):
                 out += [((a.name,), None, at) for a in node.names if _is_vllm(a.name)]
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                    and re.fullmatch(r"vllm(?:\.\w+)+", node.value):
+                    and re.fullmatch(r"vllm(?:\.\w+)+", node.value) \
+                    and node.value not in PARSER_MODULES:
                 out.append(((node.value,), None, at))
     return out
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     pass
 
+from scripts.gpu_build import cpu_platform
 from scripts.gpu_build.common import CHILD_ENV, REPO
 
 
@@ -111,8 +112,10 @@ def side_deps(root: Path, install: bool = True) -> tuple[list[str], list[str], l
 
 def child_env(root: Path) -> dict[str, str]:
     """PYTHONPATH for a child Python that sees the wheel: the wheel, what was installed
-    beside it, this checkout (autotune), then whatever was there."""
-    path = [str(root), str(root / "_deps"), str(REPO), os.environ.get("PYTHONPATH", "")]
+    beside it, the plugin that selects its CPU platform (scripts/gpu_build/cpu_platform.py),
+    this checkout (autotune), then whatever was there."""
+    path = [str(root), str(root / "_deps"), str(cpu_platform.install(root / "_platform")),
+            str(REPO), os.environ.get("PYTHONPATH", "")]
     return {**CHILD_ENV, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
 
 

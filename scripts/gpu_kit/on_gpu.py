@@ -161,8 +161,8 @@ def run_all(setup: Setup) -> int:
     runs = setup.out / "run"
     extra = list(setup.run_extra)
     if setup.launcher == "" and not _parser_module(st):
-        # vLLM 0.24-0.26 keep make_arg_parser in vllm.entrypoints.openai.cli_args, where
-        # autotune.engine.vllm_args does not look yet: the run checks no options rather than stop
+        # a vLLM that keeps make_arg_parser where autotune.engine.vllm_args does not look: the
+        # run checks no options rather than stop (and summary.json says so)
         extra.append("--no-verify-options")
         st.record("run", verify_options="off: autotune cannot build this vLLM's parser")
     argv = [setup.python, "-m", "autotune.cli", "run", "--gpu", setup.gpu, "--model", MODEL,
@@ -181,9 +181,9 @@ def run_all(setup: Setup) -> int:
 
 
 def _parser_module(st: Stages) -> bool:
-    # the two places autotune.engine.vllm_args looks for vLLM's parser
-    code = ("try:\n from vllm.entrypoints.common.cli_args import make_arg_parser\n"
-            "except ImportError:\n from vllm.entrypoints.launchers.cli_args import make_arg_parser")
+    # autotune's own lookup of vLLM's parser (its PARSER_MODULES), never a copy of the list
+    code = ("import sys\nfrom autotune.engine.vllm_args import parser_module\n"
+            "sys.exit(parser_module() is None)")
     return subprocess.run([st.s.python, "-c", code], env=st.env(), capture_output=True,
                           timeout=max(1.0, min(120.0, st.left()))).returncode == 0
 
