@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "output: every point's settings and figures (docs/json.md)")
 
     v = sub.add_parser("validate", help="check search spaces, workloads and profiles")
-    v.add_argument("files", nargs="+", type=Path)
+    v.add_argument("files", nargs="+", type=Path,
+                   help="search-space, workload or profile files (YAML)")
     v.add_argument("--no-verify-options", action="store_true",
                    help="skip checking options against vLLM's own parser")
     v.add_argument("--json", action="store_true", help="a JSON list on standard output: "

@@ -28,15 +28,16 @@ def add_profile_commands(sub: Any) -> None:
     show.add_argument("profile", help="a path, or HARDWARE/MODEL under --profiles-dir")
     common(show)
     diff = ps.add_parser("diff", help="two profiles' settings and figures side by side")
-    diff.add_argument("a")
-    diff.add_argument("b")
+    diff.add_argument("a", help="a profile: a path, or HARDWARE/MODEL")
+    diff.add_argument("b", help="the profile to set beside it")
     common(diff)
 
     s = sub.add_parser("serve", help="start vLLM with a profile (--print: only print the "
                        "command, environment included); vLLM options after --, e.g. "
                        "-- --port 8001")
-    s.add_argument("profile")
-    s.add_argument("--print", action="store_true", dest="print_only")
+    s.add_argument("profile", help="a path, or HARDWARE/MODEL under --profiles-dir")
+    s.add_argument("--print", action="store_true", dest="print_only",
+                   help="only print the command and its environment; start nothing")
     s.add_argument("--launcher", type=parse_launcher, help="command that starts the server, "
                    "before its options (default: as for run)")
     s.add_argument("--no-verify-options", action="store_true",
@@ -46,7 +47,7 @@ def add_profile_commands(sub: Any) -> None:
     c = sub.add_parser("check", help="start a profile, hold its load for --soak, report "
                        "latency drift and memory growth against its thresholds (exit 3 "
                        "when one breaks)")
-    c.add_argument("profile")
+    c.add_argument("profile", help="a path, or HARDWARE/MODEL under --profiles-dir")
     c.add_argument("--soak", type=parse_duration, default=300.0,
                    help="how long to hold the load, e.g. 30m (default 5m)")
     c.add_argument("--window", type=parse_duration, help="length of one window of figures "

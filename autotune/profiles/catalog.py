@@ -130,12 +130,13 @@ def show_text(path: Path, p: Profile) -> str:
     m = p.meta
     hw = m.hardware
     last = latest(m)
+    which = "vLLM's defaults" if m.trial is None else f"trial {m.trial}"
     lines = [*headline(m), "",
              f"measured on: {hw.get('key', m.target)} ({hw.get('cpu')}, "
              f"{hw.get('cpu_count')} cores"
              + "".join(f", GPU {g['index']}: {g['name']}" for g in hw.get("gpus") or [])
              + f"), {last.vllm_version}, model revision {m.model_revision}",
-             f"study: {last.study}, trial {'vLLM defaults' if m.trial is None else m.trial}, "
+             f"study: {last.study}, {which}, "
              f"space {m.space}, autotune {m.autotune_version}, created {m.created}", ""]
     if last.source == "search":
         lines.append("figures (the search's: one server start, not confirmed side by side; "
