@@ -54,6 +54,9 @@ class Verdict(BaseModel):
     broken: str | None = None  # the current profile failed most rounds: declared broken
     choice: str = ""  # several arms beat the reference: how the winner was chosen
     stopped: list[str] = []  # challengers stopped as unsettleable
+    # challengers that failed a round the reference served: they cannot win, and are not
+    # compared
+    out: list[str] = []
 
 
 @dataclass(frozen=True)

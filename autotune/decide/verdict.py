@@ -78,6 +78,7 @@ def judge(arms: Sequence[ArmFigures], goals: Sequence[Goal], min_gain: float = 0
     level = two_sided(win)
     primary = goals[0][0]
     comparisons = []
+    out = []
     for a in arms:
         if a is reference:
             continue
@@ -87,7 +88,8 @@ def judge(arms: Sequence[ArmFigures], goals: Sequence[Goal], min_gain: float = 0
             continue
         p = compare(a, reference, goals, win, fut, min_gain, rule.detect, loss)
         if p.ours_failed:
-            continue  # it failed a round the reference served: it cannot win
+            out.append(a.name)  # it failed a round the reference served: it cannot win
+            continue
         settled = p.beats or p.futile
         o = outlook(p, goals, rule, rounds, k, min_gain, loss, settled)
         stop = (not settled and rounds < rule.max_rounds
@@ -122,14 +124,15 @@ def judge(arms: Sequence[ArmFigures], goals: Sequence[Goal], min_gain: float = 0
                        summary=summary, settled=settled_all,
                        detectable=max(found) if found else None,
                        more_rounds=max(more) if more else None, broken=st.broken,
-                       stopped=stopped)
+                       stopped=stopped, out=out)
     by_name = {a.name: a for a in arms}
     pick = choose(beaters, by_name, goals, win, fut, max_loss)
     best = next(c for c in comparisons if c.challenger == pick.winner)
     summary = wording.won(st, reference, best, goals, max_loss, len(arms) - 1, pick.why)
     return Verdict(reference=reference.name, winner=pick.winner, rounds=rounds, level=level,
                    min_gain=min_gain, comparisons=comparisons, summary=summary,
-                   settled=settled_all, broken=st.broken, choice=pick.why, stopped=stopped)
+                   settled=settled_all, broken=st.broken, choice=pick.why, stopped=stopped,
+                   out=out)
 
 
 def decide(arms: Sequence[ArmFigures], direction: Direction, min_gain: float = 0.0,

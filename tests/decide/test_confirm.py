@@ -343,3 +343,25 @@ def test_arms_that_cannot_win_are_measured_no_further_and_ties_go_to_fewer_chang
     assert "trial 1, trial 2 cannot be told apart" in conf.verdict.choice
     # the slow one was ruled out at the first look and every arm settled there
     assert conf.rounds == 3 and len(calls) == 12
+
+
+def test_a_finalist_that_failed_a_round_is_not_measured_after_the_look_that_saw_it() -> None:
+    calls: list[str] = []
+
+    def runner(params: TrialParams, where: str) -> TrialResult:
+        calls.append(where)
+        k = int(where.split("-")[1])
+        if params.args.get("flaky") and k == 2:
+            return result(None)
+        if params.args.get("noisy"):
+            return result(100.0 * [1.3, 0.75, 1.2, 0.8][k % 4])  # keeps the rounds going
+        return result(100.0)
+
+    arms = [Arm("vLLM defaults", "baseline", TrialParams()),
+            Arm("trial 1", "finalist", TrialParams(args={"flaky": True}), 1),
+            Arm("trial 2", "finalist", TrialParams(args={"noisy": True}), 2)]
+    conf = confirm(arms, Rule(max_rounds=6, stop_below=0.0), Objective(), runner)
+    assert conf.rounds == 6 and conf.verdict.out == ["trial 1"]
+    assert sum("trial-1" in c for c in calls) == 3  # rounds 1-3, then out
+    assert sum("trial-2" in c for c in calls) == 6
+    assert conf.verdict.winner == "vLLM defaults"
