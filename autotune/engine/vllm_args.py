@@ -35,7 +35,7 @@ from autotune.core.errors import ConfigError
 # The vLLM release whose internals (the parser below, the server module, its log lines and
 # /metrics names) autotune was checked against (scripts/check_gpu_build.py); pyproject.toml
 # ranges the engine to them.
-CHECKED_VLLM = "0.32 to 0.34"
+CHECKED_VLLM = "0.24 to 0.34"
 MISSING = 3  # the child's exit status when vLLM is absent or lacks what autotune uses
 
 

