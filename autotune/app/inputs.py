@@ -226,7 +226,8 @@ def prepare(cfg: RunConfig, probe: Probe) -> Inputs:
     space_path, space = run_space(cfg)
     check_space(space, str(space_path), str(cfg.workload_path) if cfg.workload_path else None)
     if cfg.verify_options and (why := check_env_names(space, str(space_path))):
-        log.warning(why)
+        # only where vLLM is not here to ask (a --launcher elsewhere): nothing to refuse on
+        log.info(why)
     hardware = detect_hardware(cfg.target, probe, cfg.devices, cfg.mismatch_ok)
     model = resolve_model(cfg.model)
     check_weights(model, space.args.get("load-format"))

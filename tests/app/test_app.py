@@ -222,7 +222,7 @@ def test_a_multi_objective_run_confirms_on_every_goal_and_writes_its_front(
             assert "peak_memory_bytes" not in c["better_on"]
     assert "Pareto front:" in out
     front_table = out.split("Pareto front:")[1].split("\n\n")[0]
-    assert " GiB" in front_table and "e+0" not in front_table  # memory in GiB, not bytes
+    assert "(GiB)" in front_table and "e+0" not in front_table  # memory in GiB, not bytes
     front = next((in_tmp / "autotune-runs").glob("*/front.json"))
     points = json.loads(front.read_text())["points"]
     assert any(pt["args"].get("fake-tpot-ms") == 0.25 and "fake-resident-mib" not in pt["args"]

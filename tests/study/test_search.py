@@ -371,4 +371,4 @@ def test_screens_beyond_the_budget_stay_queued_and_out_of_the_table(tmp_path: Pa
     assert [t.state.name for t in study.trials].count("WAITING") == 3
     _, rows = summary_rows(study, "output_throughput")
     assert [r[0] for r in rows] == ["0", "1"]
-    assert rows[0][-1] == "vLLM defaults" and "=" in rows[1][-1]
+    assert rows[0][-1] == "vLLM's defaults" and "=" in rows[1][-1]
