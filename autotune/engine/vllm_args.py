@@ -173,7 +173,7 @@ def _ask(payload: str, python: str, timeout_s: float, note: Note | None = None
 
 
 def check_options(options: Mapping[str, Sequence[Any]], source: str,
-                  python: str = sys.executable, timeout_s: float = 120.0,
+                  python: str = sys.executable, timeout_s: float = 300.0,
                   prefix: str = "args.") -> None:
     """Raise ConfigError naming `source` and the option (`prefix` + its name: `args.` in a
     space, nothing in a profile) for the first bad option."""
@@ -186,7 +186,7 @@ OptionSet = tuple[Mapping[str, Sequence[Any]], str, str]  # options, source, fie
 
 
 def option_errors(sets: Sequence[OptionSet], python: str = sys.executable,
-                  timeout_s: float = 120.0, note: Note | None = None
+                  timeout_s: float = 300.0, note: Note | None = None
                   ) -> list[ConfigError | None]:
     """For each set (a file's options), its first bad option as a ConfigError naming the
     file, or None; one child for all, so vLLM is imported once. Where the parser cannot be
@@ -206,7 +206,7 @@ class Answers:
 
 
 def engine_answers(sets: Sequence[OptionSet], combos: Sequence[Mapping[str, Any]],
-                   python: str = sys.executable, timeout_s: float = 120.0,
+                   python: str = sys.executable, timeout_s: float = 300.0,
                    note: Note | None = None) -> Answers:
     """The parser's verdict on each option set and the scheduler config's on each combination,
     from one child (vLLM is imported once: a cold `validate` waits for one import, not two)."""
@@ -236,7 +236,7 @@ def engine_answers(sets: Sequence[OptionSet], combos: Sequence[Mapping[str, Any]
     return Answers(out, list(answer.get("combinations", [])))
 
 
-def engine_problem(python: str = sys.executable, timeout_s: float = 120.0) -> str | None:
+def engine_problem(python: str = sys.executable, timeout_s: float = 300.0) -> str | None:
     """Why `python` cannot run the engine autotune drives, or None when it can."""
     try:
         check_options({}, "vLLM", python, timeout_s)
@@ -340,7 +340,7 @@ def _message(text: str) -> str:
 
 
 def combination_problems(combos: Sequence[Mapping[str, Any]], python: str = sys.executable,
-                         timeout_s: float = 120.0, note: Note | None = None
+                         timeout_s: float = 300.0, note: Note | None = None
                          ) -> list[str | None]:
     """vLLM's verdict on each combination, from one child process (its parser's imports)."""
     return engine_answers([], combos, python, timeout_s, note).combinations

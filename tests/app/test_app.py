@@ -215,7 +215,10 @@ def test_a_multi_objective_run_confirms_on_every_goal_and_writes_its_front(
     assert p.meta.objective["pareto"] == [{"metric": "peak_memory_bytes",
                                            "direction": "minimize"}]
     assert "beyond noise on output_throughput" in p.meta.verdict
-    assert "loses at most 25% on peak_memory_bytes" in p.meta.verdict
+    # memory held within 25%, or (the stand-in's 400 MiB measured alike to a part in a
+    # thousand) better beyond noise too: never worse
+    assert ("loses at most 25% on peak_memory_bytes" in p.meta.verdict
+            or "peak_memory_bytes x0.9" in p.meta.verdict), p.meta.verdict
     # a confirmed candidate that holds 300 MiB more never wins on memory grounds
     for c in p.meta.confirmation["comparisons"]:
         if c["challenger"] != "trial 1":

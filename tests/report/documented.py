@@ -20,10 +20,26 @@ def documented() -> dict[str, Any]:
         r"<!-- schema: (\w+) -->\s*```json\n(.*?)\n```", text, flags=re.S)}
 
 
+def shape(node: Any) -> Any:
+    """What a schema says of the data (keys, types, which are required), without what pydantic
+    releases word differently (titles, descriptions, the order of `required`, an
+    `additionalProperties: true` that is the default anyway)."""
+    if isinstance(node, list):
+        return [shape(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: shape(v) for k, v in node.items()
+           if k not in ("title", "description", "default", "required", "examples")
+           and not (k == "additionalProperties" and v is True)}  # JSON Schema's default
+    if "required" in node:
+        out["required"] = sorted(node["required"])
+    return out
+
+
 def check_documented(command: str, doc: object) -> None:
     """`doc` is what the page documents for `command`: the page's schema is the code's, and
     the code's model reads `doc` with no key unknown or missing, every figure a number."""
-    assert documented()[command] == SCHEMAS[command].model_json_schema(), (
+    assert shape(documented()[command]) == shape(SCHEMAS[command].model_json_schema()), (
         f"docs/json.md's schema of {command} is not the code's: regenerate it "
         "(python -m autotune.app.schema)")
     SCHEMAS[command].model_validate_json(json.dumps(doc), strict=True)
