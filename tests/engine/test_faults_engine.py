@@ -52,24 +52,24 @@ def setup(tiny_model: Path, tmp_path: Path, **workload: object) -> TrialSetup:
 
 
 def test_bad_flag_fails_as_invalid_args(tiny_model: Path, tmp_path: Path) -> None:
-    t0 = time.monotonic()
     r = run_trial(TrialParams(args={"max-num-seqz": 4}), setup(tiny_model, tmp_path),
                   tmp_path / "t")
     assert r.status == "failed" and r.reason is FailureReason.INVALID_ARGS
     assert "unrecognized arguments: --max-num-seqz" in r.log_tail
-    assert time.monotonic() - t0 < 150  # the parser's refusal, not the 300 s start-up deadline
+    # the parser's refusal ended it, not the start-up deadline (asked of the path, not a clock)
+    assert "not healthy after" not in r.detail
     assert vllm_descendants() == []
 
 
 def test_memory_the_machine_cannot_give_fails_like_an_oom(tiny_model: Path, tmp_path: Path
                                                           ) -> None:
     # On CPU this fraction of the NUMA node's memory cannot be reserved, like a GPU OOM.
-    t0 = time.monotonic()
     r = run_trial(TrialParams(args={"gpu-memory-utilization": 0.99}),
                   setup(tiny_model, tmp_path), tmp_path / "t")
     assert r.status == "failed" and r.reason is FailureReason.OOM_AT_STARTUP, r.detail
     assert "memory" in r.log_tail
-    assert time.monotonic() - t0 < 200  # vLLM's refusal, not the 300 s start-up deadline
+    # vLLM's refusal ended it, not the start-up deadline (asked of the path, not a clock)
+    assert "not healthy after" not in r.detail
     assert vllm_descendants() == []
 
 
