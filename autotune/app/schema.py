@@ -177,6 +177,7 @@ class RunDoc(_Doc):
     chosen: Chosen | None
     search_best_trial: int | None  # the search's best on its own figures (one start each)
     trials: list[TrialDoc]
+    queued: int  # candidates left queued, unmeasured: a run with a larger --trials takes them
     confirmation: ConfirmationDoc | None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from optuna.trial import TrialState
+
 from autotune.app.run import RunOutcome
 from autotune.app.schema import Chosen, ConfirmationDoc, RunDoc, TrialDoc, arm_id
 from autotune.profiles.profile import read_profile
@@ -42,6 +44,7 @@ def run_doc(outcome: RunOutcome) -> RunDoc:
         # queued candidates not yet run and candidates handed back are not trials of it
         trials=[TrialDoc.of(t, objective) for t in outcome.study.get_trials(deepcopy=False)
                 if shown(t)],
+        queued=len(outcome.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))),
         confirmation=None if conf is None else ConfirmationDoc.of(conf))
 
 

@@ -33,6 +33,7 @@ from autotune.report.tables import (
     summary_rows,
     table,
 )
+from autotune.study.trials import queued_note
 from autotune.study.tuner import TrialReport
 
 RUN_FAILED = 1
@@ -163,6 +164,9 @@ def report(outcome: RunOutcome, out: TextIO) -> None:
         n = sum(1 for r in outcome.results.values() if r.status == "pruned")
         say(f"pruning stopped {plural(n, 'hopeless candidate')} early: about "
             f"{outcome.saved_s:.0f} s of measuring saved (estimated)")
+    left = queued_note(outcome.study)
+    if left:
+        say(left)
     refused = [t for t in outcome.study.trials if t.user_attrs.get("no_start")]
     if refused:
         kinds = sorted({str(t.user_attrs.get("reason")) for t in refused})

@@ -27,7 +27,7 @@ from autotune.report.tables import cell, confirmation_rows
 from autotune.space.goals import Objective
 from autotune.study.standing import INFEASIBLE, Miss, standing, study_objective_or_none
 from autotune.study.storage import redact_url
-from autotune.study.trials import COUNTED, is_baseline, metrics_of, shown
+from autotune.study.trials import COUNTED, is_baseline, metrics_of, queued_note, shown
 
 LATENCY = "p95_ttft_ms"
 MEMORY = "peak_memory_bytes"
@@ -76,6 +76,7 @@ class ReportData:
     vllm_version: str = "unknown"
     profile_path: str | None = None  # the profile reported (None: a study named by --study)
     deploy: str | None = None  # the profile's deploy command
+    queued: str | None = None  # candidates left queued by the budget, and how they get measured
 
     def header(self) -> list[tuple[str, str]]:
         """What was measured on what, and how to deploy it: the top of the page."""
@@ -184,7 +185,8 @@ def gather(storage: str | optuna.storages.BaseStorage, study_name: str, runs_dir
     maximize = direction == "maximize"
     data = ReportData(study=study_name, metric=metric, maximize=maximize, trials=trials,
                       importances=importances(study, metric, maximize),
-                      confirmation=conf, chosen=chosen, verdict=verdict, note=note)
+                      confirmation=conf, chosen=chosen, verdict=verdict, note=note,
+                      queued=queued_note(study))
     _provenance(data, study.user_attrs, profile, profile_path)
     arms = {BASELINE_NAME: baseline}
     if chosen is not None and chosen != baseline:
@@ -257,7 +259,7 @@ def markdown(data: ReportData) -> str:
                 f"decision's own intervals are at {c.verdict.level:.1%}.", "",
                 md(*confirmation_rows(c)), ""]
     out += ["## Search", "", "One server start per trial; intervals over its rounds (95%).", "",
-            md(*trial_table(data)), ""]
+            md(*trial_table(data)), "", *([data.queued + ".", ""] if data.queued else [])]
     if data.failed:
         out += ["## Failed trials", ""]
         for t in data.failed:

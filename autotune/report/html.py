@@ -231,6 +231,8 @@ def page(data: ReportData) -> str:
                                  div_id=f"plot-{i}", config=CONFIG))
     parts += ["<h2>Trials</h2>", "<p class=note>One server start per trial; intervals over "
               "its rounds (95%).</p>", _table(*trial_table(data))]
+    if data.queued:
+        parts.append(f"<p class=note>{html.escape(data.queued)}.</p>")
     parts.append("<h2>Failed trials</h2>")
     if not data.failed:
         parts.append("<p class=note>none</p>")

@@ -169,6 +169,18 @@ def shown(t: FrozenTrial) -> bool:
     return t.state is not TrialState.WAITING and not t.user_attrs.get(SURPLUS)
 
 
+def queued_note(study: optuna.Study) -> str | None:
+    """What a finished run left queued and unmeasured (start-up screens or profiles of other
+    hardware beyond the budget, say), and how they get measured; None when nothing is."""
+    n = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    if n == 0:
+        return None
+    them = "it" if n == 1 else "them"
+    return (f"{n} queued candidate{'' if n == 1 else 's'} not measured: the budget was spent "
+            f"before {them}; `autotune run` on this study with a larger --trials measures "
+            f"{them} first")
+
+
 NO_START_ATTR = "no_start"  # user attr: refused before any start (a rule, the memory check)
 def counted_trials(study: optuna.Study) -> int:
     """Trials that used the budget: measured ones; not repeats answered from the study nor

@@ -372,3 +372,27 @@ def test_screens_beyond_the_budget_stay_queued_and_out_of_the_table(tmp_path: Pa
     _, rows = summary_rows(study, "output_throughput")
     assert [r[0] for r in rows] == ["0", "1"]
     assert rows[0][-1] == "vLLM's defaults" and "=" in rows[1][-1]
+
+
+def test_a_run_says_what_it_left_queued_and_a_larger_budget_measures_it_first(
+        tmp_path: Path) -> None:
+    from autotune.app.run import RunOutcome
+    from autotune.app.summary import run_summary
+    from autotune.report.gather import gather, markdown
+    from autotune.study.screening import SCREEN
+    from autotune.study.trials import queued_note
+
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    study = tune(screened_space(), StudyConfig(db, "s", 2), additive, {})  # type: ignore[arg-type]
+    note = queued_note(study)
+    assert note is not None and note.startswith("3 queued candidates not measured")
+    assert "larger --trials" in note
+    assert run_summary(RunOutcome(study=study, best=None, confirmation=None, decided=False,
+                                  profile_written=False, note="-"))["queued"] == 3
+    assert note in markdown(gather(db, "s", tmp_path / "runs"))
+    # the same study with a budget of 5: the three screens, queued first, are what it measures
+    study = tune(screened_space(), StudyConfig(db, "s", 5), additive, {})  # type: ignore[arg-type]
+    assert [t.user_attrs.get("role") for t in study.trials[2:5]] == [SCREEN] * 3
+    assert all(t.state.name == "COMPLETE" for t in study.trials[:5])
+    # the combination of the screens that helped is queued next, and said so
+    assert (queued_note(study) or "").startswith("1 queued candidate not measured")
