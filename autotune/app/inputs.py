@@ -13,7 +13,7 @@ from autotune.core.config import parse_model
 from autotune.core.errors import ConfigError
 from autotune.engine.hardware import HardwareInfo, detect_hardware
 from autotune.engine.probes import Probe
-from autotune.engine.vllm_args import VLLM_ENV_PREFIX, EnvNames
+from autotune.engine.vllm_env import VLLM_ENV_PREFIX, EnvNames
 from autotune.measure.plan import Plan
 from autotune.measure.workload import load_workload
 from autotune.model.resolve import ResolvedModel, check_weights, resolve_model
@@ -131,7 +131,7 @@ def check_env_names(space: SearchSpace, source: str, known: EnvNames | None = No
     """Refuse a VLLM_ variable in `env:` that the installed vLLM does not read (it would be
     set, ignored, and tuned for nothing); other names are other libraries'. Returns what to
     tell the user when vLLM's list cannot be read (nothing is refused then)."""
-    from autotune.engine.vllm_args import env_names, env_problems
+    from autotune.engine.vllm_env import env_names, env_problems
 
     ours = [name for name in space.env if name.upper().startswith(VLLM_ENV_PREFIX)]
     if not ours:

@@ -115,7 +115,7 @@ def _env_errors(paths: Sequence[Path], read: dict[int, _Read], note: Note | None
     """The spaces' VLLM_ variables that the installed vLLM does not read, by file (its list
     is read once); where the list cannot be read, `note` says so and nothing is refused."""
     from autotune.app.inputs import check_env_names
-    from autotune.engine.vllm_args import env_names
+    from autotune.engine.vllm_env import env_names
 
     spaces = {i: s for i in sorted(read) if (s := read[i].space) is not None and s.env}
     known = env_names() if spaces else None

@@ -14,7 +14,7 @@ import yaml
 from autotune.app.inputs import RunConfig, check_env_names, prepare
 from autotune.cli.main import main
 from autotune.core.errors import ConfigError
-from autotune.engine.vllm_args import EnvNames, env_names
+from autotune.engine.vllm_env import EnvNames, env_names
 from autotune.space.search import parse_space
 from autotune.testing.fake_probe import FakeProbe
 

@@ -198,13 +198,13 @@ def test_the_parsers_answers_are_cached_per_question_python_and_path(
 
 @pytest.mark.engine  # the installed vLLM's envs.py, read as text (vLLM is not imported)
 def test_the_installed_vllms_variable_names_are_its_own_list() -> None:
-    from autotune.engine.vllm_args import env_names, env_problems
+    from autotune.engine.vllm_env import env_names, env_problems
 
     names = env_names().names
     assert names is not None
     # read as text: a fresh interpreter that asks for them has not imported vLLM (this one may
     # have, for another test's parser)
-    probe = ("import sys; from autotune.engine.vllm_args import env_names; "
+    probe = ("import sys; from autotune.engine.vllm_env import env_names; "
              "n = env_names().names; print(len(n or ()), 'vllm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, timeout=120).stdout.split()
