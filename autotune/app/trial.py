@@ -215,7 +215,7 @@ def run_trial(params: TrialParams, setup: TrialSetup, trial_dir: Path,
                 raise TrialFailure(FailureReason.LOAD_ERROR, "the load generator failed: "
                                    f"{type(exc).__name__}: {exc}"[:500],
                                    server.log_tail()) from None
-            mem.sample_quietly()  # once more at the end of the load, whatever the interval
+            mem.sample_quietly(full=True)  # PSS too at the end of the load, whatever the rate
             outputs = _greedy(setup, server.base_url) if runs is not None else []
             any_failed = runs is not None and any(not s.ok for r in runs for s in r.samples)
             if runs is None or not server.alive() or (any_failed and not server.healthy()):

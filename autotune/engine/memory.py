@@ -8,8 +8,14 @@ and its workers share (torch, the model's mapped weights) once per process.
 GPU memory is the server's own processes as NVML reports them; the whole card's "used" figure,
 roughly `gpu-memory-utilization` times its size, is kept too but under its own name.
 
-Reading PSS makes the kernel walk a process's page tables (about 10 ms for each of vLLM's CPU
-processes, measured): once a second keeps that near 4% of one core beside the server.
+Reading PSS makes the kernel walk a process's page tables: about 100 ms of system time for
+vLLM's four CPU processes on a 2-core host, each time (issue 33), where RSS (`/proc/PID/statm`)
+costs under a millisecond. So the sampler reads RSS every second and PSS/USS only when they can
+have moved: at the first sample, when the tree gains or loses a process, when its RSS has risen
+past the last full reading's by `RISE` (at most once in `FULL_GAP_S`), every `FULL_EVERY_S`
+whatever happens, and once at the end of the load (`sample(full=True)`). PSS cannot rise
+without RSS rising, or the tree's pages being unshared within it (slow drift the periodic read
+finds); while the load runs, the cost is a full reading every half minute.
 """
 
 from __future__ import annotations
@@ -19,12 +25,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import psutil
 
-from autotune.engine.probes import Probe
+from autotune.engine.probes import Probe, TreeMemory
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,7 @@ class MemoryPeaks:
     gpu_device_used_bytes: int = 0  # the watched cards' whole "used", whoever uses it
     per_gpu_device_used: dict[int, int] = field(default_factory=dict)
     samples: int = 0
+    full_samples: int = 0  # of which PSS and USS were read too
 
 
 def memory_metrics(peaks: MemoryPeaks, on_gpu: bool) -> dict[str, float]:
@@ -62,31 +69,55 @@ def memory_metrics(peaks: MemoryPeaks, on_gpu: bool) -> dict[str, float]:
     return out
 
 
+RISE = 0.01  # RSS above the last full reading's by this share (and RISE_BYTES) reads PSS again
+RISE_BYTES = 16 * 2**20
+FULL_GAP_S = 5.0  # at most one full reading in this long on a rise
+FULL_EVERY_S = 30.0  # a full reading at least this often, whatever RSS does
+
+
 class MemorySampler:
     """Samples a server's memory on a thread from `watch(pid)` (or entering with a pid) until
     the `with` block ends; keeps the peaks."""
 
     def __init__(self, probe: Probe, pid: int | None = None, gpu_indices: Sequence[int] = (),
-                 interval_s: float = 1.0) -> None:
+                 interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.probe = probe
         self.pid = pid
         self.gpu_indices = tuple(gpu_indices)
         self.interval_s = interval_s
+        self.clock = clock
         self.peaks = MemoryPeaks()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._full: TreeMemory | None = None  # the last full reading
+        self._full_at = 0.0
 
-    def sample(self) -> None:
+    def _wants_full(self, cheap: TreeMemory, now: float) -> bool:
+        last = self._full
+        if last is None or set(cheap.pids) != set(last.pids):
+            return True
+        if now - self._full_at >= FULL_EVERY_S:
+            return True
+        rose = cheap.rss > last.rss * (1 + RISE) and cheap.rss - last.rss > RISE_BYTES
+        return rose and now - self._full_at >= FULL_GAP_S
+
+    def sample(self, full: bool = False) -> None:
+        """RSS (and the GPUs) now; PSS and USS too where `full` or they may have moved."""
         if self.pid is None:
             return
-        tree = self.probe.process_tree_memory(self.pid)
+        now = self.clock()
+        tree = self.probe.process_tree_rss(self.pid)
+        if full or self._wants_full(tree, now):
+            tree = self.probe.process_tree_memory(self.pid)
+            self._full, self._full_at = tree, now
+            self.peaks.full_samples += 1
         each = {i: self.probe.gpu_memory_used([i]) for i in self.gpu_indices}
         own = (self.probe.gpu_process_memory(tree.pids, self.gpu_indices)
                if self.gpu_indices and tree.pids else None)
         p = self.peaks
         for i, used in each.items():
             p.per_gpu_device_used[i] = max(p.per_gpu_device_used.get(i, 0), used)
-        p.host_pss_bytes = max(p.host_pss_bytes, tree.pss)
+        p.host_pss_bytes = max(p.host_pss_bytes, tree.pss)  # (0 on a cheap reading)
         p.host_uss_bytes = max(p.host_uss_bytes, tree.uss)
         p.host_rss_bytes = max(p.host_rss_bytes, tree.rss)
         p.gpu_device_used_bytes = max(p.gpu_device_used_bytes, sum(each.values()))
@@ -94,10 +125,10 @@ class MemorySampler:
             p.gpu_process_bytes = max(p.gpu_process_bytes or 0, own)
         p.samples += 1
 
-    def sample_quietly(self) -> None:
+    def sample_quietly(self, full: bool = False) -> None:
         """A sample now; a probe error is logged, never raised (the measurement goes on)."""
         try:
-            self.sample()
+            self.sample(full)
         except Exception as exc:
             log.debug("memory sample failed: %s", exc)
 
@@ -105,6 +136,7 @@ class MemorySampler:
         """Sample `pid` from now on (call right after the server is spawned; again if it is
         started anew)."""
         self.pid = pid
+        self._full = None
         self.sample_quietly()  # a probe error must not fail the start
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="memory-sampler",

@@ -45,6 +45,23 @@ def process_tree_memory(pid: int) -> TreeMemory:
     return TreeMemory(pss, uss, rss, tuple(pids))
 
 
+def process_tree_rss(pid: int) -> TreeMemory:
+    """RSS alone summed over the tree (pss and uss 0): `/proc/PID/statm`, well under a
+    millisecond a process, where PSS and USS make the kernel walk its page tables."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return TreeMemory()
+    rss = 0
+    pids = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            rss += p.memory_info().rss
+            pids.append(p.pid)
+    return TreeMemory(rss=rss, pids=tuple(pids))
+
+
 @dataclass(frozen=True)
 class DeviceInfo:
     index: int
@@ -66,6 +83,7 @@ class Probe(Protocol):
     def gpu_memory_used(self, indices: Sequence[int]) -> int: ...
     def gpu_process_memory(self, pids: Sequence[int], indices: Sequence[int]) -> int | None: ...
     def process_tree_memory(self, pid: int) -> TreeMemory: ...
+    def process_tree_rss(self, pid: int) -> TreeMemory: ...
     def host_memory_available(self) -> int: ...
     def host_memory_total(self) -> int: ...
     def cpu(self) -> CpuInfo: ...
@@ -157,6 +175,9 @@ class SystemProbe:
 
     def process_tree_memory(self, pid: int) -> TreeMemory:
         return process_tree_memory(pid)
+
+    def process_tree_rss(self, pid: int) -> TreeMemory:
+        return process_tree_rss(pid)
 
     def host_memory_available(self) -> int:
         return int(psutil.virtual_memory().available)

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from autotune.engine.probes import CpuInfo, DeviceInfo, TreeMemory, host_cpu, process_tree_memory
+from autotune.engine.probes import (
+    CpuInfo,
+    DeviceInfo,
+    TreeMemory,
+    host_cpu,
+    process_tree_memory,
+    process_tree_rss,
+)
 
 
 @dataclass
@@ -20,6 +27,7 @@ class FakeProbe:
     gpu_process: Callable[[Sequence[int], Sequence[int]], int | None] = field(
         default=lambda pids, idx: None)
     tree: Callable[[int], TreeMemory] = field(default=process_tree_memory)
+    rss: Callable[[int], TreeMemory] = field(default=process_tree_rss)  # the cheap reading
     host_available: Callable[[], int] = field(default=lambda: 16 * 2**30)
     host_total: int = field(default_factory=lambda: int(psutil.virtual_memory().total))
     host: CpuInfo = field(default_factory=host_cpu)  # this machine's CPU unless scripted
@@ -36,6 +44,9 @@ class FakeProbe:
 
     def process_tree_memory(self, pid: int) -> TreeMemory:
         return self.tree(pid)
+
+    def process_tree_rss(self, pid: int) -> TreeMemory:
+        return self.rss(pid)
 
     def host_memory_available(self) -> int:
         return self.host_available()

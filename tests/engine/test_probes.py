@@ -13,8 +13,20 @@ import pytest
 
 from autotune.core.errors import UserError
 from autotune.engine.hardware import detect_hardware
-from autotune.engine.memory import MemorySampler, memory_metrics
-from autotune.engine.probes import DeviceInfo, SystemProbe, TreeMemory, process_tree_memory
+from autotune.engine.memory import (
+    FULL_EVERY_S,
+    FULL_GAP_S,
+    RISE_BYTES,
+    MemorySampler,
+    memory_metrics,
+)
+from autotune.engine.probes import (
+    DeviceInfo,
+    SystemProbe,
+    TreeMemory,
+    process_tree_memory,
+    process_tree_rss,
+)
 from autotune.testing.fake_probe import FakeProbe
 
 A10G = DeviceInfo(0, "NVIDIA A10G", 24 * 2**30)
@@ -90,12 +102,58 @@ def test_process_tree_memory_counts_children_and_shared_pages_once(tmp_path: Pat
         assert tree.rss >= 4 * 100 * 2**20
         assert 100 * 2**20 <= tree.pss < 1.5 * 100 * 2**20
         assert tree.uss < 100 * 2**20
+        cheap = process_tree_rss(parent.pid)  # the per-second reading: RSS alone, same tree
+        assert cheap.pids == tree.pids and cheap.pss == cheap.uss == 0
+        assert cheap.rss >= 4 * 100 * 2**20
     finally:
         for pid in process_tree_memory(parent.pid).pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         parent.wait()
-    assert process_tree_memory(parent.pid) == TreeMemory()
+    assert process_tree_memory(parent.pid) == TreeMemory() == process_tree_rss(parent.pid)
+
+
+def test_pss_is_read_only_when_it_can_have_moved_and_its_peak_is_kept() -> None:
+    """RSS every sample; PSS/USS (a page-table walk of every process) at the first sample, when
+    the tree changes, when RSS rises past the last full reading (not more often than
+    FULL_GAP_S), every FULL_EVERY_S, and when asked."""
+    now = [0.0]
+    rss = [TreeMemory(rss=1000 * 2**20, pids=(7, 8))]
+    full: list[float] = []
+
+    def reading(pid: int) -> TreeMemory:
+        full.append(now[0])
+        r = rss[0]
+        return TreeMemory(pss=r.rss // 2, uss=r.rss // 4, rss=r.rss, pids=r.pids)
+
+    m = MemorySampler(FakeProbe(tree=reading, rss=lambda pid: rss[0]), 1, clock=lambda: now[0])
+    for t in range(0, 20):  # steady: the first sample only
+        now[0] = float(t)
+        m.sample()
+    assert full == [0.0] and m.peaks.samples == 20 and m.peaks.full_samples == 1
+    now[0] = 20.0
+    rss[0] = TreeMemory(rss=rss[0].rss + RISE_BYTES // 2, pids=(7, 8))  # a rise within noise
+    m.sample()
+    assert full == [0.0]
+    rss[0] = TreeMemory(rss=1100 * 2**20, pids=(7, 8))  # a real rise: its PSS is read
+    now[0] = 21.0
+    m.sample()
+    now[0] = 21.0 + FULL_GAP_S / 2  # rising on: not again before FULL_GAP_S
+    rss[0] = TreeMemory(rss=1200 * 2**20, pids=(7, 8))
+    m.sample()
+    assert full == [0.0, 21.0]
+    now[0] = 21.0 + FULL_GAP_S
+    m.sample()
+    assert full == [0.0, 21.0, 21.0 + FULL_GAP_S]
+    assert m.peaks.host_pss_bytes == 600 * 2**20 and m.peaks.host_uss_bytes == 300 * 2**20
+    rss[0] = TreeMemory(rss=1200 * 2**20, pids=(7, 8, 9))  # a new process: read at once
+    now[0] += 1
+    m.sample()
+    now[0] += FULL_EVERY_S  # nothing moved for half a minute: read anyway
+    m.sample()
+    m.sample(full=True)  # the end of the load
+    assert len(full) == 6 and m.peaks.full_samples == 6
+    assert m.peaks.host_rss_bytes == 1200 * 2**20
 
 
 def test_sampler_keeps_peaks() -> None:
@@ -103,12 +161,13 @@ def test_sampler_keeps_peaks() -> None:
                      TreeMemory(3, 2, 4, (7,))] + [TreeMemory()] * 1000)
     probe = FakeProbe(gpu_used=lambda idx: sum(10 * (i + 1) for i in idx),
                       gpu_process=lambda pids, idx: 3 * len(pids),
-                      tree=lambda pid: next(readings))
+                      tree=lambda pid: next(readings), rss=lambda pid: TreeMemory(rss=2))
     with MemorySampler(probe, os.getpid(), gpu_indices=(0, 1), interval_s=0.01) as m:
         deadline = time.monotonic() + 30
         while m.peaks.samples < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
     p = m.peaks
+    # each cheap reading's tree (none) differs from the last full one's: all are full here
     assert (p.host_pss_bytes, p.host_uss_bytes, p.host_rss_bytes) == (5, 4, 9)
     assert p.gpu_device_used_bytes == 30
     assert p.per_gpu_device_used == {0: 10, 1: 20}
