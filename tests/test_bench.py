@@ -50,6 +50,15 @@ def test_fidelity_bench_compares_both_clients_on_the_stand_in() -> None:
 
 
 @pytest.mark.engine  # vLLM's own client
+def test_sampler_cost_bench_compares_every_condition_to_the_bare_rounds() -> None:
+    out = run_bench("bench.sampler_cost", "--server", "stand-in", "--blocks", "3")
+    assert out.count("block ") == 3
+    assert "PSS and USS (memory_full_info)" in out and "RSS (memory_info)" in out
+    for c in ("pss-every-1s", "sampler", "metrics", "trial"):
+        # each condition: a ratio and its interval for throughput and p95 TTFT
+        assert re.search(rf"^{c} +x[\d.]+ \[[\d.]+, [\d.]+\] +x[\d.]+ \[", out, re.M), out
+
+
 def test_capacity_bench_reports_both_rates() -> None:
     out = run_bench("bench.capacity", "--rounds", "1", "--requests", "200")
     rates = re.findall(r"^(vllm bench|autotune) client:\s+(\d+) req/s", out, re.M)
