@@ -156,8 +156,11 @@ def goal_test(ours: Sequence[float | None], theirs: Sequence[float | None],
     g_fut = [sign * x for x in fut_logs]
     mean = math.fsum(g_win) / len(g_win)
     sd = math.sqrt(math.fsum((x - mean) ** 2 for x in g_win) / (len(g_win) - 1))
-    lo, high_win = _bounds(g_win, win)
+    lo, _ = _bounds(g_win, win)
     _, hi = _bounds(g_fut, fut)
+    # worse beyond noise on the best case (ours at its bracket's top, theirs at its bottom):
+    # two capacity brackets alike are not worse than each other
+    _, high_win = _bounds(g_fut, win)
     m = mean_interval(win_logs, basis="starts", level=two_sided(win), floor=False)
     assert m.low is not None and m.high is not None
     decision = Estimate(value=math.exp(m.value), low=math.exp(m.low), high=math.exp(m.high),
@@ -208,8 +211,10 @@ def compare(ours: ArmFigures, theirs: ArmFigures, goals: Sequence[Goal], win: fl
             worse.append(metric)
         else:
             unproven.append(metric)
-    # with one goal, "held" is not enough to win; worse is any loss beyond noise
+    # with one goal, "held" is not enough to win; worse is any loss beyond noise, which takes
+    # two rounds both served to be shown or ruled out
     on_failures = (theirs_failed > 0 and not ours_failed
+                   and all(t.n >= 2 for t in tests.values())
                    and not any(t.worse for t in tests.values()))
     return Pair(tests, ours_failed, theirs_failed, both, better, worse, unproven,
                 on_failures)

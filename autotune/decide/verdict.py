@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from autotune.core.stats import mean_interval
+from autotune.core.stats import mean_interval, paired_ratio, served
 from autotune.decide import wording
 from autotune.decide.choose import choose
 from autotune.decide.findings import Comparison, Seat, Verdict
 from autotune.decide.outlook import outlook
-from autotune.decide.pairs import ArmFigures, Direction, Goal, Role, compare
+from autotune.decide.pairs import ArmFigures, Direction, Goal, Role, compare, series
 from autotune.decide.sequential import ALPHA, Rule, two_sided
 
 __all__ = ["ArmFigures", "Comparison", "Direction", "Role", "Verdict", "decide", "judge"]
@@ -52,6 +52,13 @@ def final(frozen: Mapping[str, Comparison] | None, name: str, reference: str
     decision stands (a sequential test ends at the first boundary it crosses)."""
     c = (frozen or {}).get(name)
     return c if c is not None and c.reference == reference else None
+
+
+def failed_where_served(ours: ArmFigures, theirs: ArmFigures) -> bool:
+    """Whether `ours` failed a round that `theirs` served."""
+    n = min(ours.measured, theirs.measured)
+    return any(not served(a) and served(b)
+               for a, b in zip(ours.values[:n], theirs.values[:n], strict=True))
 
 
 def judge(arms: Sequence[ArmFigures], goals: Sequence[Goal], min_gain: float = 0.0,
@@ -83,6 +90,9 @@ def judge(arms: Sequence[ArmFigures], goals: Sequence[Goal], min_gain: float = 0
         if a is reference:
             continue
         done = final(frozen, a.name, reference.name)
+        if done is not None and done.beats and failed_where_served(a, reference):
+            out.append(a.name)  # a winner measured on failed a round the reference served
+            continue
         if done is not None:
             comparisons.append(done)
             continue
@@ -112,7 +122,11 @@ def judge(arms: Sequence[ArmFigures], goals: Sequence[Goal], min_gain: float = 0
             settle_chance=None if settled else o.settle_chance, stopped=stop))
     done_all = all(c.settled or c.stopped for c in comparisons)
     settled_all = done_all or rounds >= rule.max_rounds
-    beaters = {c.challenger: c.ratio.value for c in comparisons if c.beats}
+    by_name = {a.name: a for a in arms}
+    # ranked on every round measured so far, not on the figures of the look each one won at
+    beaters = {c.challenger: paired_ratio(series(by_name[c.challenger], 0),
+                                          series(reference, 0)).value
+               for c in comparisons if c.beats}
     found = [c.detectable for c in comparisons if c.detectable is not None]
     more = [c.more_rounds for c in comparisons if c.more_rounds is not None]
     stopped = [c.challenger for c in comparisons if c.stopped]
@@ -125,8 +139,7 @@ def judge(arms: Sequence[ArmFigures], goals: Sequence[Goal], min_gain: float = 0
                        detectable=max(found) if found else None,
                        more_rounds=max(more) if more else None, broken=st.broken,
                        stopped=stopped, out=out)
-    by_name = {a.name: a for a in arms}
-    pick = choose(beaters, by_name, goals, win, fut, max_loss)
+    pick = choose(beaters, by_name, goals, win, fut, loss)
     best = next(c for c in comparisons if c.challenger == pick.winner)
     summary = wording.won(st, reference, best, goals, max_loss, len(arms) - 1, pick.why)
     return Verdict(reference=reference.name, winner=pick.winner, rounds=rounds, level=level,

@@ -52,7 +52,8 @@ def open_note(comparisons: Sequence[Comparison], rule: Rule, rounds: int) -> str
         if not c.stopped:
             continue
         more = ("" if c.more_rounds is None else
-                f"; about {c.more_rounds} more rounds would tell a gain of +{rule.detect:.0%}")
+                f"; about {plural(c.more_rounds, 'more round')} would tell a gain of "
+                f"+{rule.detect:.0%}")
         out.append(f"; {c.challenger} stopped after {c.look} rounds: it could not be settled "
                    f"in the {plural(rule.max_rounds - c.look, 'round')} left (a win "
                    f"{c.win_chance or 0:.0%} likely, ruling one out {c.settle_chance or 0:.0%}, "
@@ -63,8 +64,9 @@ def open_note(comparisons: Sequence[Comparison], rule: Rule, rounds: int) -> str
         head = (f"; {plural(len(open_), 'challenger')} still unsettled at the budget's end "
                 f"({rounds} rounds): ")
         if all(m is not None for m in needs):
-            out.append(head + f"the noise seen implies about {max(m or 0 for m in needs)} more "
-                       f"rounds to tell a gain of +{rule.detect:.0%}")
+            out.append(head + f"the noise seen implies about "
+                       f"{plural(max(m or 0 for m in needs), 'more round')} to tell a gain "
+                       f"of +{rule.detect:.0%}")
         else:
             out.append(head + f"no number of rounds would tell a gain of +{rule.detect:.0%} "
                        "at the noise and resolution seen")

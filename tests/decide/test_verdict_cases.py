@@ -102,6 +102,42 @@ def test_failures_count_round_by_round_for_either_side() -> None:
     assert v.winner == "vLLM defaults" and not v.comparisons[0].beats
 
 
+def test_a_winner_that_fails_a_later_round_the_reference_served_cannot_be_kept() -> None:
+    # trial 1 wins at the first look and is measured on while trial 2 is still open; it then
+    # fails round 5 where vLLM's defaults served: its win does not stand
+    rule = Rule(max_rounds=6, min_rounds=3, detect=0.10)
+    base = ArmFigures("vLLM defaults", "baseline", (100, 101, 99, 100, 100, 100))
+    fast = ArmFigures("trial 1", "finalist", (300, 303, 297, 300, None, 300),
+                      failure="oom_under_load")
+    open_ = ArmFigures("trial 2", "finalist", (100, 106, 95, 103, 98, 101))
+    first = decide([ArmFigures(a.name, a.role, a.values[:3]) for a in (base, fast, open_)],
+                   "maximize", rule=rule)
+    assert {c.challenger: c.beats for c in first.comparisons}["trial 1"]
+    frozen = {c.challenger: c for c in first.comparisons if c.settled or c.stopped}
+    v = decide([base, fast, open_], "maximize", rule=rule, frozen=frozen)
+    assert v.winner == "vLLM defaults" and v.out == ["trial 1"], v.summary
+    # served in every round, the same win stands
+    kept = ArmFigures("trial 1", "finalist", (300, 303, 297, 300, 299, 300))
+    assert decide([base, kept, open_], "maximize", rule=rule, frozen=frozen).winner == "trial 1"
+
+
+def test_capacity_brackets_alike_are_not_worse_and_the_references_failure_counts() -> None:
+    # the same bracket in every round both served; vLLM's defaults broke the SLO in round 2
+    base = ArmFigures("vLLM defaults", "baseline", (8, None, 8, 8), highs=(9, None, 9, 9))
+    same = ArmFigures("trial 1", "finalist", (8, 8, 8, 8), highs=(9, 9, 9, 9))
+    v = decide([base, same], "maximize")
+    (c,) = v.comparisons
+    assert c.reference_failed == 1 and c.on_failures and c.beats and v.winner == "trial 1"
+
+
+def test_a_reference_failure_wins_nothing_until_two_rounds_were_served_by_both() -> None:
+    # one round both served: "not worse beyond noise" cannot be shown, half as fast or not
+    base = ArmFigures("vLLM defaults", "baseline", (100, None))
+    half = ArmFigures("trial 1", "finalist", (50, 50))
+    v = decide([base, half], "maximize")
+    assert v.winner == "vLLM defaults" and not v.comparisons[0].beats
+
+
 # -- true statements ------------------------------------------------------------------------
 
 def test_the_power_sentence_with_two_goals_covers_the_goal_that_must_hold() -> None:
