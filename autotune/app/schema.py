@@ -116,6 +116,10 @@ class ComparisonDoc(_Doc):
     settled: bool
     detectable: float | None
     more_rounds: int | None
+    stopped: bool  # could no longer be settled in the rounds left: measured no further
+    reference_failed: int  # rounds the reference failed and the challenger served
+    both_failed: int  # rounds both failed (they tell nothing between them)
+    on_failures: bool  # the win rests on the reference's failed rounds
 
 
 class ConfirmationDoc(_Doc):
@@ -132,6 +136,7 @@ class ConfirmationDoc(_Doc):
     winner: str | None  # arm id
     choice: str
     stopped: list[str]  # arm ids
+    out: list[str]  # arm ids: failed a round the reference served, so cannot win
     arms: dict[str, ArmDoc]  # by arm id
     comparisons: list[ComparisonDoc]
 
@@ -145,6 +150,7 @@ class ConfirmationDoc(_Doc):
             detectable=v.detectable, more_rounds=v.more_rounds, broken=v.broken,
             summary=v.summary, winner=None if v.winner is None else ids.get(v.winner, v.winner),
             choice=v.choice, stopped=[ids.get(n, n) for n in v.stopped],
+            out=[ids.get(n, n) for n in v.out],
             arms={ids[a.name]: ArmDoc(name=a.name, role=a.role, trial=a.trial,
                                       failure=a.failure, figures=figures(a.figures),
                                       vs_baseline=figures(a.vs_baseline)) for a in conf.arms},
@@ -153,7 +159,9 @@ class ConfirmationDoc(_Doc):
                 reference=ids.get(c.reference, c.reference), ratio=Figure.of(c.ratio),
                 decision_interval=Figure.of(c.decision_interval), level=c.level,
                 beats=c.beats, settled=c.settled, detectable=c.detectable,
-                more_rounds=c.more_rounds) for c in v.comparisons])
+                more_rounds=c.more_rounds, stopped=c.stopped,
+                reference_failed=c.reference_failed, both_failed=c.both_failed,
+                on_failures=c.on_failures) for c in v.comparisons])
 
 
 class Chosen(_Doc):
