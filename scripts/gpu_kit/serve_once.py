@@ -29,7 +29,7 @@ KEY = "gpu-kit"
 
 def serve_once(out: Path, launcher: tuple[str, ...], probe: Probe, model: str,
                startup_timeout_s: float = 300.0) -> dict[str, Any]:
-    from autotune.engine.argv import ServerSpec
+    from autotune.engine.argv import ServerSpec, redact
     from autotune.engine.logs import kv_cache_bytes, kv_cache_tokens
     from autotune.engine.memory import MemorySampler
     from autotune.engine.server import VllmServer, free_port
@@ -51,7 +51,7 @@ def serve_once(out: Path, launcher: tuple[str, ...], probe: Probe, model: str,
     with MemorySampler(probe, gpu_indices=gpus, interval_s=0.5) as mem, \
             VllmServer(spec, out / "server.log", startup_timeout_s=startup_timeout_s,
                        on_start=mem.watch) as server:
-        result["argv"] = shlex.join(server.argv)
+        result["argv"] = shlex.join(redact(server.argv))
         result["startup_s"] = round(server.startup_s or time.monotonic() - t0, 1)
         log = server.log_head()
         result["kv_cache_tokens"] = kv_cache_tokens(log)
