@@ -244,10 +244,11 @@ def power_table(rec: Recording, sims: int, budgets: Sequence[int]) -> None:
             for c, w in zip(cells, (10, 12, 12, 12), strict=True)))
 
 
-def stop_table(rec: Recording, sims: int) -> None:
-    print("\nstopping challengers that can no longer be settled: mean starts without and "
-          "with it, budget 6 and 12, and the share of the same confirmations (the same "
-          "starts drawn) whose verdict it changes")
+def stop_table(rec: Recording, sims: int, below: float | None = None) -> None:
+    below = Rule(max_rounds=3).stop_below if below is None else below
+    print(f"\nstopping challengers that can no longer be settled (both chances under "
+          f"{below:.0%}): mean starts without and with it, budget 6 and 12, and the share of "
+          "the same confirmations (the same starts drawn) whose verdict it changes")
     header = f"{'case':34} {'budget':>6} {'starts without':>15} {'with':>6} {'changed':>8}"
     print(header + "\n" + "-" * len(header))
     cases = [("A/A, 1 challenger", Case()), ("+10%, 1 challenger", Case(effect=1.1)),
@@ -256,7 +257,7 @@ def stop_table(rec: Recording, sims: int) -> None:
              ("x0.35 memory, 2 challengers, 2 goals", Case(2, 2, memory=0.35)),
              ("A/A, 1 challenger, current profile", Case(incumbent=True))]
     for b in (6, 12):
-        rule = Rule(max_rounds=b, min_rounds=3, detect=DETECT)
+        rule = Rule(max_rounds=b, min_rounds=3, detect=DETECT, stop_below=below)
         for i, (name, case) in enumerate(cases):
             off = simulate(rec, MEASURE, case, dataclasses.replace(rule, stop_below=0.0),
                            sims, 31 * b + i)
@@ -310,11 +311,20 @@ def main() -> None:
     ap.add_argument("--gpu", type=int, nargs="*", metavar="BUDGET",
                     help="only the GPU spaces' table at synthetic noise, for these budgets "
                          "(default 6 10 12 16 20)")
+    ap.add_argument("--stop", type=float, nargs="+", metavar="BELOW",
+                    help="only the stopping table, the rule stopping a challenger whose "
+                         "chances are both under each of these (the shipped: 0.10)")
     ap.add_argument("--live", type=int, default=0, metavar="R",
                     help="also run an A/A confirmation of R rounds on the real engine")
     ns = ap.parse_args()
     if ns.gpu is not None:
         gpu_table(ns.sims, ns.gpu or [6, 10, 12, 16, 20])
+        return
+    if ns.stop:
+        for path in ns.data:
+            print(f"data: {path.name}")
+            for below in ns.stop:
+                stop_table(Recording(path), ns.sims, below)
         return
     ok = True
     for path in ns.data:
