@@ -16,7 +16,8 @@ from autotune.cli.main import build_parser
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
-SUBCOMMANDS = ("run", "retune", "report", "profiles", "serve", "check", "pareto", "validate")
+SUBCOMMANDS = ("run", "retune", "report", "profiles", "serve", "check", "pareto", "validate",
+               "plan")
 
 
 def blocks(lang: str) -> list[tuple[str, str]]:

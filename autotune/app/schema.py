@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from autotune.core.stats import Estimate
 from autotune.decide.confirm import Confirmation
+from autotune.fleet.plan import Row
 from autotune.space.goals import Objective
 from autotune.study.standing import Miss, standing
 from autotune.study.trials import is_baseline, metrics_of
@@ -231,7 +232,55 @@ class FrontDoc(_Doc):
     points: list[PointDoc]
 
 
-SCHEMAS: dict[str, type[BaseModel]] = {"run": RunDoc, "report": ReportDoc, "pareto": FrontDoc}
+class Span(_Doc):
+    """A figure a plan derives from a card, with the range the card's interval gives it."""
+
+    value: float
+    low: float
+    high: float
+
+
+class PlanRowDoc(_Doc):
+    hardware: str  # the profile's hardware key
+    profile: str  # its path
+    usable: bool  # its card answers the asked load and SLO
+    note: str  # why not, or how it answers (measured at a stricter SLO)
+    capacity: Figure | None  # the card's, over its rounds
+    counted: float | None  # what the plan counts on: the capacity's low end
+    replicas: Span | None
+    price_per_h: float | None  # from --prices: its hardware key's, else its target's
+    cost_per_h: Span | None
+    cost_per_m_output_tokens: Span | None  # a rate load only
+
+    @classmethod
+    def of(cls, r: Row) -> PlanRowDoc:
+        def span(v: float | None, rng: tuple[float, float] | None) -> Span | None:
+            return None if v is None or rng is None else Span(value=v, low=rng[0], high=rng[1])
+        return cls(hardware=r.hardware, profile=r.path, usable=r.usable, note=r.note,
+                   capacity=None if r.held is None else Figure.of(r.held), counted=r.counted,
+                   replicas=span(r.replicas, r.replicas_range), price_per_h=r.price_per_h,
+                   cost_per_h=span(r.cost_per_h, r.cost_per_h_range),
+                   cost_per_m_output_tokens=span(r.cost_per_m_tokens,
+                                                 r.cost_per_m_tokens_range))
+
+
+class LoadDoc(_Doc):
+    over: Literal["rate", "concurrency"]
+    value: float  # per second for a rate, in flight for a concurrency
+    text: str  # as given
+
+
+class PlanDoc(_Doc):
+    """`autotune plan --json`: cheapest first, then the profiles whose card does not answer."""
+
+    model: str
+    load: LoadDoc
+    slo: dict[str, float]
+    rows: list[PlanRowDoc]
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {"run": RunDoc, "report": ReportDoc, "pareto": FrontDoc,
+                                       "plan": PlanDoc}
 
 
 def schema_blocks() -> str:
@@ -246,5 +295,5 @@ def schema_blocks() -> str:
 if __name__ == "__main__":
     print(schema_blocks())
 
-__all__ = ["SCHEMAS", "ConfirmationDoc", "Figure", "FrontDoc", "ReportDoc", "RunDoc",
+__all__ = ["SCHEMAS", "ConfirmationDoc", "Figure", "FrontDoc", "PlanDoc", "ReportDoc", "RunDoc",
            "TrialDoc", "arm_id"]

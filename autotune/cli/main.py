@@ -26,6 +26,7 @@ from autotune.cli.flags import (
     with_debug,
 )
 from autotune.cli.interrupts import EXIT_INTERRUPTED, INTERRUPTED, delivered, handled, settle
+from autotune.cli.plan import add_plan_command
 from autotune.cli.profiles import add_profile_commands
 from autotune.cli.report import add_report_command
 from autotune.core.errors import AutotuneError, UserError
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "when vLLM, the hardware or the model changed since the profile)")
     add_profile_commands(sub)
     add_report_command(sub)
+    add_plan_command(sub)
 
     f = sub.add_parser("pareto", help="list a multi-objective study's Pareto front, or "
                        "export its points as profiles")
@@ -219,6 +221,10 @@ def dispatch(ns: argparse.Namespace) -> int:
             return run_profile_command(ns)
         if ns.command == "pareto":
             return cmd_pareto(ns)
+        if ns.command == "plan":
+            from autotune.cli.plan import cmd_plan
+
+            return cmd_plan(ns)
         if ns.command == "report":
             from autotune.cli.report import cmd_report
 

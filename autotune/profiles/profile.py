@@ -22,6 +22,7 @@ from autotune.core.errors import ConfigError
 from autotune.core.stats import Estimate
 from autotune.core.units import plural
 from autotune.measure.records import atomic_write
+from autotune.profiles.card import Card
 from autotune.profiles.confirmed import Breaks, Confirmed, Source, breaks_text, describe_when
 
 # `autotune check` thresholds (soak.py says what each means)
@@ -70,6 +71,8 @@ class ProfileMeta(BaseModel):
     serve: str = ""
     # `autotune check` thresholds for this profile: written with every profile, to be edited
     check: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_CHECK))
+    # the baseline card: P99, memory, capacity at an SLO, memory growth (card.py)
+    card: Card | None = None
 
     @field_validator("metrics", mode="before")
     @classmethod

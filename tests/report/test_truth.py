@@ -189,7 +189,7 @@ def test_pareto_json_and_its_table_say_units_and_single_readings(
 
 
 def test_the_documented_schemas_are_the_codes() -> None:
-    assert sorted(documented()) == sorted(SCHEMAS) == ["pareto", "report", "run"]
+    assert sorted(documented()) == sorted(SCHEMAS) == ["pareto", "plan", "report", "run"]
     for name, model in SCHEMAS.items():
         assert shape(documented()[name]) == shape(model.model_json_schema()), name
 

@@ -1,0 +1,1 @@
+"""Fleet plans: profiles, with their cards and the user's prices, into servers and cost."""
