@@ -19,7 +19,7 @@ from autotune.decide.confirm import Confirmation
 from autotune.fleet.plan import Row
 from autotune.space.goals import Objective
 from autotune.study.standing import Miss, standing
-from autotune.study.trials import is_baseline, metrics_of
+from autotune.study.trials import STALLS, is_baseline, metrics_of
 
 
 class _Doc(BaseModel):
@@ -77,6 +77,7 @@ class TrialDoc(_Doc):
     reason: str | None
     missed: list[Missed]
     metrics: dict[str, Figure]
+    stalls: str | None  # how many of its rounds had a first-token stall, and how long
 
     @classmethod
     def of(cls, t: FrozenTrial, objective: Objective | None) -> TrialDoc:
@@ -86,7 +87,7 @@ class TrialDoc(_Doc):
             "ok", "infeasible", "failed", "pruned", "running") else "failed"
         return cls(number=t.number, vllm_defaults=is_baseline(t), params=dict(t.params),
                    status=status, reason=s.reason, missed=[Missed.of(m) for m in s.missed],
-                   metrics=figures(metrics))
+                   metrics=figures(metrics), stalls=t.user_attrs.get(STALLS))
 
 
 def arm_id(role: str, trial: int | None) -> str:

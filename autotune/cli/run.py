@@ -75,9 +75,11 @@ def parallel(ns: argparse.Namespace) -> int:
 def measured(r: TrialResult) -> str:
     w = r.metrics.get(r.watched)
     u = unit(r.watched)
+    stalls = r.stalls()
     return (f"{r.watched} {cell(r.watched, w)}{' ' + u if u and w else ''} "
             f"({w.n if w else 0} rounds, {r.measure_s:.0f} s), "
-            f"p95 TTFT {est(r.metrics.get('p95_ttft_ms'))} ms")
+            f"p95 TTFT {est(r.metrics.get('p95_ttft_ms'))} ms"
+            + (f"; {stalls}" if stalls else ""))
 
 
 class Callbacks(TypedDict):

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from autotune.core.stats import Estimate, mean_interval
+from autotune.measure.stalls import first_token_stall
 
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 LATENCIES: tuple[str, ...] = ("ttft", "tpot", "itl", "e2el")
@@ -104,6 +105,8 @@ class LoadMetrics(BaseModel):
     itl_ms: LatencyStats
     e2el_ms: LatencyStats
     errors: dict[str, int]
+    # the round's longest first-token stall (stalls.py), seconds; None: none
+    ttft_stall_s: float | None = None
 
     def flat(self) -> dict[str, float]:
         """vLLM-bench-style flat names: mean_ttft_ms, median_tpot_ms, p99_e2el_ms, ..."""
@@ -158,6 +161,7 @@ def summarize(samples: Sequence[RequestSample], slo: Mapping[str, float] | None 
         itl_ms=LatencyStats.of_seconds([x for s in ok for x in s.itl]),
         e2el_ms=LatencyStats.of_seconds([s.e2el for s in ok]),
         errors=errors,
+        ttft_stall_s=first_token_stall(samples),
     )
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from autotune.core.errors import FailureReason
 from autotune.core.stats import Estimate
 from autotune.measure.metrics import ROUND_METRICS, LevelResult
+from autotune.measure.stalls import stall_note
 
 
 class TrialResult(BaseModel):
@@ -33,6 +34,11 @@ class TrialResult(BaseModel):
     quality_outputs: list[list[int]] = []  # greedy token ids on the quality guard's prompts
     slot: str = ""  # the share of the machine its server had (trials side by side)
     cores: list[int] = []  # the cores its server's processes were allowed, as the OS said
+
+    def stalls(self) -> str | None:
+        """How many of its rounds (every level's) had a first-token stall, and how long."""
+        rounds = [r for lv in self.levels for r in lv.rounds]
+        return stall_note([r.ttft_stall_s for r in rounds]) if rounds else None
 
     def value(self, name: str) -> float | None:
         """A metric's point estimate (None when not measured)."""

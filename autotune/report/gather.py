@@ -27,7 +27,14 @@ from autotune.report.tables import cell, confirmation_rows
 from autotune.space.goals import Objective
 from autotune.study.standing import INFEASIBLE, Miss, standing, study_objective_or_none
 from autotune.study.storage import redact_url
-from autotune.study.trials import COUNTED, is_baseline, metrics_of, queued_note, shown
+from autotune.study.trials import (
+    COUNTED,
+    STALLS,
+    is_baseline,
+    metrics_of,
+    queued_note,
+    shown,
+)
 
 LATENCY = "p95_ttft_ms"
 MEMORY = "peak_memory_bytes"
@@ -44,6 +51,7 @@ class TrialRow:
     detail: str = ""
     log_tail: str = ""
     missed: list[Miss] = field(default_factory=list)
+    stalls: str = ""  # how many rounds had a first-token stall (measure/stalls.py)
 
     @property
     def feasible(self) -> bool:
@@ -100,7 +108,8 @@ def _row(t: FrozenTrial, objective: Objective | None) -> TrialRow:
     return TrialRow(number=t.number, status=s.status, baseline=is_baseline(t),
                     params=dict(t.params), metrics=metrics, reason=s.reason or "",
                     detail=str(t.user_attrs.get("detail") or ""),
-                    log_tail=str(t.user_attrs.get("log_tail") or ""), missed=s.missed)
+                    log_tail=str(t.user_attrs.get("log_tail") or ""), missed=s.missed,
+                    stalls=str(t.user_attrs.get(STALLS) or ""))
 
 
 # Below this many measured trials an importance is noise: the evaluator compares the best tenth
@@ -230,6 +239,8 @@ def trial_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     for t in data.trials:
         why = (f"misses {t.reason}" if t.missed else
                f"{t.reason}: {t.detail}" if t.status == "failed" else "")
+        if t.stalls:
+            why = f"{why}; {t.stalls}" if why else t.stalls
         rows.append([t.label, t.status, cell(data.metric, t.metrics.get(data.metric)),
                      cell(LATENCY, t.metrics.get(LATENCY)),
                      cell(MEMORY, t.metrics.get(MEMORY), 3),

@@ -49,7 +49,7 @@ def summary_rows(study: Any, metric: str) -> tuple[list[str], list[list[str]]]:
     """The search's trials: each one's standing (ok, infeasible with the constraint it
     missed, failed with its reason, pruned), figures and settings."""
     from autotune.study.standing import standing, study_objective_or_none
-    from autotune.study.trials import metrics_of, shown
+    from autotune.study.trials import STALLS, metrics_of, shown
 
     objective = study_objective_or_none(study.user_attrs)
     header = ["trial", "status", f"{axis_title(metric)} [95%]", "rounds", "p95 TTFT (ms)",
@@ -63,6 +63,8 @@ def summary_rows(study: Any, metric: str) -> tuple[list[str], list[list[str]]]:
         obj = m.get(metric)
         why = f"{s.reason}: {t.user_attrs.get('detail', '')}" if s.status == "failed" \
             else f"{settings_text(t)}; misses {s.reason}" if s.missed else settings_text(t)
+        if t.user_attrs.get(STALLS):
+            why += f"; {t.user_attrs[STALLS]}"
         rows.append([
             str(t.number), s.status, cell(metric, obj), str(obj.n) if obj else "-",
             cell("p95_ttft_ms", m.get("p95_ttft_ms")),

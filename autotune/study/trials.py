@@ -118,6 +118,9 @@ def measured_twin(study: optuna.Study, space: SearchSpace, params: TrialParams,
     return None
 
 
+STALLS = "stalls"  # user attr: how many rounds had a first-token stall (measure/stalls.py)
+
+
 def record(trial: optuna.Trial, result: TrialResult, constraints: dict[str, float]) -> None:
     trial.set_user_attr("status", result.status)
     trial.set_user_attr("reason", result.reason.value if result.reason else None)
@@ -143,6 +146,9 @@ def record(trial: optuna.Trial, result: TrialResult, constraints: dict[str, floa
         trial.set_user_attr("cores", result.cores)
     if result.quality_outputs:
         trial.set_user_attr("quality_outputs", result.quality_outputs)
+    stalls = result.stalls()
+    if stalls:
+        trial.set_user_attr(STALLS, stalls)
     for key, value in constraints.items():
         trial.set_constraint(key, value)
 
