@@ -29,7 +29,13 @@ from autotune.measure.result import TrialResult
 from autotune.profiles.changelog import log_replacement
 from autotune.profiles.confirmed import Breaks, Confirmed
 from autotune.profiles.incumbent import Incumbent
-from autotune.profiles.profile import Profile, ProfileMeta, record_confirmation, write_profile
+from autotune.profiles.profile import (
+    Profile,
+    ProfileMeta,
+    record_confirmation,
+    served_as_measured,
+    write_profile,
+)
 from autotune.space.goals import Objective
 from autotune.space.search import SearchSpace, baseline_params
 from autotune.study.trials import is_baseline, metrics_of
@@ -99,7 +105,8 @@ def conclude(path: Path, study: optuna.Study, cfg: RunConfig, inp: Inputs,
                       else {})},
         metrics=figures, gain=gain, verdict=summary, confirmation=confirmation, breaks=breaks,
         env=dict(winner.params.env), serve=serve_prefix(default_launcher()))
-    settings = {"model": model.path, **model.args, **winner.params.args}
+    settings = served_as_measured({"model": model.path, **model.args, **winner.params.args},
+                                  meta.workload)
     new = Profile(settings=settings, meta=meta)
     kept = write_profile(new, path)
     if kept is not None:

@@ -32,7 +32,7 @@ from autotune.engine.probes import Probe, SystemProbe
 from autotune.model.resolve import resolve_model
 from autotune.profiles.identity import driver_changes, hardware_key, model_revision, same_hardware
 from autotune.profiles.incumbent import find_incumbent
-from autotune.profiles.profile import Profile, read_profile
+from autotune.profiles.profile import Profile, read_profile, served_as_measured
 from autotune.space.params import ENV_PREFIX, CategoricalParam, FloatParam, IntParam, TrialParams
 from autotune.space.search import SearchSpace
 from autotune.study.storage import NoDatabase, open_existing
@@ -203,8 +203,9 @@ def retune(cfg: RunConfig, budget: int, probe: Probe | None = None,
     if on_plan:
         on_plan(plan)
     # the profile the alarm judges is the one in place before the run: the run may replace it
-    before = (find_incumbent(plan.path, hardware.describe(), resolve_model(cfg.model).args)
-              if plan.current else None)
+    before = (find_incumbent(plan.path, hardware.describe(), served_as_measured(
+        dict(resolve_model(cfg.model).args), run_space(cfg)[1].workload.model_dump(
+            mode="json"))) if plan.current else None)
     outcome = run(dataclasses.replace(cfg, trials=plan.trials, more_trials=True,
                                       seeds=plan.seeds), probe, on_trial, on_ready,
                   on_confirm, on_round)

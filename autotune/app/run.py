@@ -47,7 +47,7 @@ from autotune.model.tokens import context_length
 from autotune.profiles import warm
 from autotune.profiles.identity import identity_digest, study_identity
 from autotune.profiles.incumbent import Incumbent, find_incumbent
-from autotune.profiles.profile import model_slug
+from autotune.profiles.profile import model_slug, served_as_measured
 from autotune.scale.lease import Held, take
 from autotune.scale.lock import profile_lock
 from autotune.space.combos import scheduler_check
@@ -203,7 +203,9 @@ def _confirm_and_conclude(outcome: RunOutcome, cfg: RunConfig, inp: Inputs, path
                           on_round: RoundCallback) -> None:
     space, model = inp.space, inp.model
     run_dir = cfg.runs_dir / name
-    incumbent = find_incumbent(path, inp.hardware.describe(), model.args)
+    # what the run adds to every profile it writes is not a setting the incumbent changed
+    incumbent = find_incumbent(path, inp.hardware.describe(), served_as_measured(
+        dict(model.args), space.workload.model_dump(mode="json")))
     # the confirmation measures one server at a time, on the whole machine (its GPUs shared
     # out as in the search)
     pool = Pool.for_run(cfg.runs_dir / ".slots", gpus, 1)

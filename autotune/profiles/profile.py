@@ -8,6 +8,7 @@ confirmations that measured the settings) sits in a comment block, which vLLM ig
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -217,15 +218,42 @@ def context_cap(settings: dict[str, Any]) -> str | None:
             "sequence of that length fits its KV cache")
 
 
+CHAT_DEFAULTS = "default-chat-template-kwargs"  # vLLM's option (0.24 on), a JSON object
+
+
+def served_as_measured(settings: dict[str, Any], workload: dict[str, Any]) -> dict[str, Any]:
+    """The settings, with the chat template arguments the workload sent with every request
+    as the server's defaults (`default-chat-template-kwargs`): a client that does not send
+    them (Qwen3's `enable_thinking: false`, say) is then answered as the load was measured.
+    Settings that set the option themselves keep theirs."""
+    kwargs = (workload.get("extra_body") or {}).get("chat_template_kwargs")
+    if (workload.get("endpoint") == "chat" and isinstance(kwargs, dict) and kwargs
+            and CHAT_DEFAULTS not in settings):
+        return {**settings, CHAT_DEFAULTS: dict(kwargs)}
+    return settings
+
+
+def chat_defaults_note(settings: dict[str, Any]) -> str | None:
+    """What a profile that renders chat requests with default template arguments says."""
+    kwargs = settings.get(CHAT_DEFAULTS)
+    if not isinstance(kwargs, dict) or not kwargs:
+        return None
+    shown = ", ".join(f"{k}: {json.dumps(v)}" for k, v in kwargs.items())
+    return (f"Chat requests that send no chat_template_kwargs are rendered with {{{shown}}} "
+            f"({CHAT_DEFAULTS}), as every request of the measured load was")
+
+
 def header(profile: Profile, path: Path) -> str:
     """The comment block above the settings: what they do, how to deploy them, the metadata."""
     meta_yaml = yaml.safe_dump(_tidy(profile.meta.model_dump(mode="json", exclude_none=True)),
                                sort_keys=False, default_flow_style=None, width=100)
     cap = context_cap(profile.settings)
+    chat = chat_defaults_note(profile.settings)
     lines = [
         "# autotune profile: vLLM settings, usable as is as vLLM's --config file (below: how).",
         *(f"# {line}" for line in headline(profile.meta)),
         *([f"# {cap}"] if cap else []),
+        *([f"# {chat}"] if chat else []),
         "# Deploy:",
         f"#   {profile.deploy_command(path)}",
         "#",

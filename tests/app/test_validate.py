@@ -85,8 +85,10 @@ def test_json_gives_one_object_per_file(tmp_path: Path,
 @pytest.mark.engine  # vLLM's argument parser
 def test_a_profiles_options_are_put_to_vllms_parser_by_validate_and_serve(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    typo = a_profile(tmp_path / "typo.yaml", {"model": "/m", "max-num-seqs": 8,
-                                               "dtyp": "float32"})
+    # (the chat template defaults a chat workload writes are an option vLLM takes)
+    typo = a_profile(tmp_path / "typo.yaml", {
+        "model": "/m", "max-num-seqs": 8, "dtyp": "float32",
+        "default-chat-template-kwargs": {"enable_thinking": False}})
     said = f"{typo}: dtyp: unknown vLLM option (did you mean 'dtype'?)"
     good = write(tmp_path / "wl.yaml", SPACE["workload"])
     assert main(["validate", str(typo), str(good)]) == 2

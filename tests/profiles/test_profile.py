@@ -141,3 +141,29 @@ def test_read_rejects_profile_without_metadata(tmp_path: Path) -> None:
     p.write_text("max-num-seqs: 8\n")
     with pytest.raises(ConfigError, match="no autotune metadata"):
         read_profile(p)
+
+
+def test_a_chat_loads_template_arguments_are_the_profiles_defaults(tmp_path: Path) -> None:
+    from autotune.profiles.incumbent import find_incumbent
+    from autotune.profiles.profile import CHAT_DEFAULTS, served_as_measured
+
+    chat = {"endpoint": "chat", "extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}
+    settings = served_as_measured({"model": "/m", "max-num-seqs": 8}, chat)
+    assert settings[CHAT_DEFAULTS] == {"enable_thinking": False}
+    # completions send no chat template; a profile that sets the option keeps its own
+    assert CHAT_DEFAULTS not in served_as_measured({"model": "/m"}, {**chat, "endpoint":
+                                                                     "completions"})
+    own = {"model": "/m", CHAT_DEFAULTS: {"enable_thinking": True}}
+    assert served_as_measured(own, chat) == own
+    p = Profile(settings=settings, meta=meta(workload=chat, hardware={"cpu": "x"}))
+    path = tmp_path / "p.yaml"
+    write_profile(p, path)
+    text = path.read_text()
+    assert ("# Chat requests that send no chat_template_kwargs are rendered with "
+            "{enable_thinking: false} (default-chat-template-kwargs)") in text
+    assert yaml.safe_load(text)[CHAT_DEFAULTS] == {"enable_thinking": False}  # as vLLM reads
+    assert read_profile(path).settings == settings
+    # a later run of the same load: the default is not a setting the profile changed
+    inc = find_incumbent(path, {"cpu": "x"}, served_as_measured({}, chat))
+    assert inc is not None and inc.params is not None
+    assert dict(inc.params.args) == {"max-num-seqs": 8}
