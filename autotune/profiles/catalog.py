@@ -298,10 +298,35 @@ def argv_options(argv: Sequence[str]) -> dict[str, list[Any]]:
     return out
 
 
+def local_model(p: Profile) -> str | None:
+    """A built-in model's folder on this machine where the profile names another machine's
+    (the shipped catalog's profiles were written elsewhere): made here if need be; None when
+    the profile's own `model` serves as it is."""
+    from autotune.model.builtin import (
+        BUILTIN_PREFIX,
+        builtin_model_dir,
+        ensure_builtin_model,
+        is_builtin,
+    )
+
+    if not is_builtin(p.meta.model):
+        return None
+    name = p.meta.model[len(BUILTIN_PREFIX):]
+    named = Path(str(p.settings.get("model", "")))
+    # the same built-in model's folder, in another machine's cache
+    if named.is_dir() or named.name != builtin_model_dir(name).name:
+        return None
+    return str(ensure_builtin_model(name))
+
+
 def serve_command(path: Path, p: Profile, launcher: tuple[str, ...]
                   ) -> tuple[list[str], dict[str, str]]:
-    """The command that starts vLLM with this profile, and the environment it adds."""
-    return [*launcher, "--config", str(path)], dict(p.meta.env)
+    """The command that starts vLLM with this profile, and the environment it adds (a
+    built-in model made on another machine is served from this one's: `--model`, which
+    vLLM takes over the file's)."""
+    here = local_model(p)
+    return ([*launcher, "--config", str(path), *(["--model", here] if here else [])],
+            dict(p.meta.env))
 
 
 def serve_command_text(path: Path, p: Profile, launcher: tuple[str, ...] | None = None

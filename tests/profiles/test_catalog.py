@@ -139,6 +139,24 @@ def test_serve_prints_the_exact_command_with_its_environment(
         f"VLLM_CPU_KVCACHE_SPACE=2 vllm serve --config {p} --port 8001")
 
 
+def test_serve_makes_a_built_in_model_here_that_a_profile_names_by_another_machines_cache(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from autotune.model.builtin import TINY_QWEN3, ensure_builtin_model
+
+    here = ensure_builtin_model(TINY_QWEN3)
+    elsewhere = f"/home/someone/.cache/autotune/models/{here.name}"
+    p = keep(tmp_path, "cpu-x", "tiny", {"model": elsewhere}, model="builtin:tiny-qwen3")
+    assert main(["serve", str(p), "--print", "--launcher", "vllm serve",
+                 "--no-verify-options"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"VLLM_CPU_KVCACHE_SPACE=2 vllm serve --config {p} --model {here}")
+    # a folder that is here, or another model's, is served as the profile names it
+    mine = keep(tmp_path, "cpu-y", "tiny", {"model": str(here)}, model="builtin:tiny-qwen3")
+    assert main(["serve", str(mine), "--print", "--launcher", "vllm serve",
+                 "--no-verify-options"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"--config {mine}")
+
+
 def test_serve_starts_the_server_with_the_profile_and_its_environment(tmp_path: Path) -> None:
     import shlex
     import subprocess
