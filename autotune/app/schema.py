@@ -122,6 +122,8 @@ class ComparisonDoc(_Doc):
     reference_failed: int  # rounds the reference failed and the challenger served
     both_failed: int  # rounds both failed (they tell nothing between them)
     on_failures: bool  # the win rests on the reference's failed rounds
+    outranked_by: str | None  # stopped: this winner (arm id) is better beyond noise on the
+    # primary goal, so the challenger cannot change the outcome
 
 
 class ConfirmationDoc(_Doc):
@@ -163,7 +165,10 @@ class ConfirmationDoc(_Doc):
                 beats=c.beats, settled=c.settled, detectable=c.detectable,
                 more_rounds=c.more_rounds, stopped=c.stopped,
                 reference_failed=c.reference_failed, both_failed=c.both_failed,
-                on_failures=c.on_failures) for c in v.comparisons])
+                on_failures=c.on_failures,
+                outranked_by=None if c.outranked_by is None else ids.get(c.outranked_by,
+                                                                          c.outranked_by))
+                for c in v.comparisons])
 
 
 class Chosen(_Doc):

@@ -58,6 +58,16 @@ def add_profile_commands(sub: Any) -> None:
                    help="where the server log goes")
     c.add_argument("--devices", type=parse_devices, default=(),
                    help="GPU indices whose memory NVML reads for the server, e.g. 0,1")
+    c.add_argument("--card", action="store_true",
+                   help="measure the profile's baseline card (P99 of one request at a time, "
+                   "memory, capacity at the SLO, memory growth over --soak): recorded in a "
+                   "profile without one, else compared with the recorded one (exit 3 on a "
+                   "line worse beyond noise)")
+    c.add_argument("--slo", nargs="+", metavar="METRIC=BOUND",
+                   help="with --card: the capacity's SLO (default: the recorded card's, else "
+                   "the workload's latency bounds, else p95_e2el_ms=1500)")
+    c.add_argument("--record", action="store_true",
+                   help="with --card: record the new card in place of the profile's own")
     common(c)
 
 
@@ -65,7 +75,7 @@ def run_profile_command(ns: argparse.Namespace) -> int:
     if ns.command == "serve":
         return cmd_serve(ns)
     if ns.command == "check":
-        return cmd_check(ns)
+        return cmd_card(ns) if ns.card else cmd_check(ns)
     return {"list": cmd_list, "show": cmd_show, "diff": cmd_diff}[ns.action](ns)
 
 
@@ -191,8 +201,64 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 CHECK_BROKEN = 3  # the profile broke one of its thresholds
 
 
+def cmd_card(ns: argparse.Namespace) -> int:
+    """`check --card`: measure the card; record it where the profile has none (or with
+    --record), else compare it line by line with the recorded one."""
+    import datetime as dt
+
+    from autotune.app.card import CardRun, measure_card
+    from autotune.engine.argv import default_launcher
+    from autotune.engine.probes import SystemProbe
+    from autotune.fleet.plan import parse_slo
+    from autotune.profiles.card import CardSpec, card_text, regressions
+    from autotune.profiles.catalog import locate
+    from autotune.profiles.profile import read_profile, record_card
+
+    path = locate(ns.profile, ns.profiles_dir)
+    prof = read_profile(path)
+    old = prof.meta.card
+    # the recorded card's thresholds (edited in the profile's metadata, or the defaults it
+    # was judged by) and its SLO, unless --slo says otherwise
+    given: dict[str, Any] = {"soak_s": ns.soak}
+    if old is not None:
+        given["thresholds"] = {k: cl.threshold for k, cl in old.lines.items()
+                               if cl.threshold is not None}
+        if old.capacity is not None:
+            given.update(slo=old.capacity.slo, over=old.capacity.over)
+    if ns.slo:
+        given["slo"] = parse_slo(ns.slo)
+    spec = CardSpec.model_validate(given)
+    launcher = tuple(shlex.split(ns.launcher)) if ns.launcher else default_launcher()
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    log = ns.runs_dir / "card" / f"{path.stem}.{stamp}" / "server.log"
+    out = sys.stderr if ns.json else sys.stdout
+    print(f"measuring the card of {path} on one fresh server (log: {log})", file=out,
+          flush=True)
+    card = measure_card(path, prof, CardRun(spec, launcher, SystemProbe(), log, ns.devices,
+                                            on_note=lambda line: print(
+                                                f"  {line}", file=out, flush=True)))
+    worse = [] if old is None else regressions(old, card)
+    recorded = old is None or ns.record
+    if recorded:
+        record_card(path, card)
+    if ns.json:
+        _dump({"profile": str(path), "card": card.model_dump(mode="json"),
+               "recorded": recorded, "regressions": worse, "ok": not worse})
+    else:
+        print("\n".join(card_text(card)))
+        print(f"recorded in {path}" if recorded else "compared with the recorded card "
+              f"(measured {old.measured[:10] if old else '-'}): " + (
+                  "; ".join(worse) if worse else "no line worse beyond noise"))
+    return CHECK_BROKEN if worse else 0
+
+
 def cmd_check(ns: argparse.Namespace) -> int:
     import datetime as dt
+
+    from autotune.core.errors import UserError
+
+    if ns.slo or ns.record:
+        raise UserError(f"{'--slo' if ns.slo else '--record'}: only with --card")
 
     from autotune.engine.argv import default_launcher
     from autotune.engine.probes import SystemProbe

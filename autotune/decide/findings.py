@@ -36,6 +36,9 @@ class Comparison(BaseModel):
     win_chance: float | None = None  # open: the chance a later look finds a win
     settle_chance: float | None = None  # open: the chance a later look rules one out
     stopped: bool = False  # open, and could not be settled in the rounds left: not measured
+    # open, and stopped because this winner is better beyond noise on the primary goal: it
+    # cannot become the one chosen (choose.py), so it cannot change the outcome
+    outranked_by: str | None = None
 
 
 class Verdict(BaseModel):

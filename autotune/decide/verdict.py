@@ -120,6 +120,7 @@ def judge(arms: Sequence[ArmFigures], goals: Sequence[Goal], min_gain: float = 0
                 bool(p.better_on) and not p.worse_on and not p.unproven_on),
             win_chance=None if settled else o.win_chance,
             settle_chance=None if settled else o.settle_chance, stopped=stop))
+    comparisons = _outranked(comparisons, {a.name: a for a in arms}, goals, win, fut, loss)
     done_all = all(c.settled or c.stopped for c in comparisons)
     settled_all = done_all or rounds >= rule.max_rounds
     by_name = {a.name: a for a in arms}
@@ -141,11 +142,35 @@ def judge(arms: Sequence[ArmFigures], goals: Sequence[Goal], min_gain: float = 0
                        stopped=stopped, out=out)
     pick = choose(beaters, by_name, goals, win, fut, loss)
     best = next(c for c in comparisons if c.challenger == pick.winner)
-    summary = wording.won(st, reference, best, goals, max_loss, len(arms) - 1, pick.why)
+    summary = (wording.won(st, reference, best, goals, max_loss, len(arms) - 1, pick.why)
+               + wording.outranked_note(comparisons))
     return Verdict(reference=reference.name, winner=pick.winner, rounds=rounds, level=level,
                    min_gain=min_gain, comparisons=comparisons, summary=summary,
                    settled=settled_all, broken=st.broken, choice=pick.why, stopped=stopped,
                    out=out)
+
+
+def _outranked(comparisons: list[Comparison], arms: Mapping[str, ArmFigures],
+               goals: Sequence[Goal], win: float, fut: float, loss: float
+               ) -> list[Comparison]:
+    """Open challengers that a winner is better than beyond noise on the primary goal are
+    stopped: were they to beat the reference later, the choice among winners (choose.py)
+    would still rank that winner above them, so they cannot change the outcome."""
+    winners = [c.challenger for c in comparisons if c.beats]
+    primary = goals[0][0]
+
+    def above(w: str, x: str) -> bool:
+        return compare(arms[w], arms[x], goals[:1], win, fut, 0.0, 0.0, 0.0).tests[
+            primary].better
+
+    out = []
+    for c in comparisons:
+        if not c.settled and not c.stopped and winners:
+            by = next((w for w in winners if above(w, c.challenger)), None)
+            if by is not None:
+                c = c.model_copy(update={"stopped": True, "outranked_by": by})
+        out.append(c)
+    return out
 
 
 def decide(arms: Sequence[ArmFigures], direction: Direction, min_gain: float = 0.0,

@@ -121,6 +121,13 @@ def best_try(comparisons: Sequence[Comparison], goals: Sequence[Goal]) -> str:
     return f"; the best measured: {c.challenger}, " + ", ".join(parts) + f" ({why})"
 
 
+def outranked_note(comparisons: Sequence[Comparison]) -> str:
+    """Challengers stopped because a winner beats them beyond noise."""
+    return "".join(f"; {c.challenger} stopped after {c.look} rounds: {c.outranked_by} is "
+                   "better beyond noise on the primary goal, so it cannot change the outcome"
+                   for c in comparisons if c.outranked_by)
+
+
 def won(st: Seat, reference: ArmFigures, best: Comparison, goals: Sequence[Goal],
         max_loss: float, challengers: int, why: str) -> str:
     prefix = f"{st.broken}; " if st.broken else ""

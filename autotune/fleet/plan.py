@@ -133,7 +133,7 @@ def plan_row(src: Source, load: Load, slo: dict[str, float], prices: dict[str, f
     row = Row(hardware=src.hardware, path=src.path)
     card = src.card
     if card is None or card.capacity is None:
-        row.note = "no card: this profile carries no capacity measured at an SLO"
+        row.note = "no card: `autotune check PROFILE --card` measures one"
         return row
     cap = card.capacity
     if cap.over != load.over:

@@ -137,5 +137,56 @@ def card_lines(figures: dict[str, Estimate | None], spec: CardSpec) -> dict[str,
     return out
 
 
+
+
+UNITS = {"p99_e2e_ms": " ms", "peak_memory_gib": " GiB", "growth_mib_per_h": " MiB/h"}
+TITLES = {"p99_e2e_ms": "P99 latency of one request at a time",
+          "peak_memory_gib": "memory of the server",
+          "capacity": "capacity", "growth_mib_per_h": "memory growth"}
+
+
+def line_text(card: Card, line: str) -> str:
+    """'P99 latency of one request at a time: 850 [800, 900] ms (3 rounds): healthy'."""
+    cl = card.lines.get(line)
+    fig = None if cl is None else cl.figure
+    title = TITLES[line]
+    if line == "capacity" and card.capacity is not None:
+        unit = "/s" if card.capacity.over == "rate" else " in flight"
+        slo = ", ".join(f"{k} <= {v:g}" for k, v in card.capacity.slo.items())
+        title = f"capacity at {slo}"
+        shown = "-" if fig is None else fig.describe(3, unit)
+    else:
+        shown = "not measured" if fig is None else fig.describe(3, UNITS.get(line, ""))
+    judged = "" if cl is None or cl.judged == "unjudged" else f": {cl.judged}"
+    return f"{title}: {shown}{judged}"
+
+
+def card_text(card: Card) -> list[str]:
+    """The card's lines, then how and when it was measured."""
+    return [*(line_text(card, line) for line in LINES),
+            f"(measured {card.measured[:10]}: {card.how})"]
+
+
+def regressions(recorded: Card, now: Card) -> list[str]:
+    """Lines measured worse beyond noise than the recorded card: their intervals apart (a
+    single reading, the peak memory, more than 10% above the recorded one)."""
+    out = []
+    for line in LINES:
+        a = recorded.lines.get(line)
+        b = now.lines.get(line)
+        if a is None or b is None or a.figure is None or b.figure is None:
+            continue
+        old, new = a.figure, b.figure
+        lower = LOWER_IS_BETTER[line]
+        if old.low is None or old.high is None or new.low is None or new.high is None:
+            worse = new.value > old.value * 1.1 if lower else new.value < old.value / 1.1
+        else:
+            worse = new.low > old.high if lower else new.high < old.low
+        if worse:
+            out.append(f"{TITLES[line]}: {new.describe(3)} now against {old.describe(3)} "
+                       "recorded")
+    return out
+
+
 __all__ = ["DEFAULT_THRESHOLDS", "LINES", "Card", "CardCapacity", "CardLine", "CardSpec",
-           "Threshold", "card_lines", "judge"]
+           "Threshold", "card_lines", "card_text", "judge", "line_text", "regressions"]

@@ -20,6 +20,7 @@ from autotune.core.errors import UserError
 from autotune.core.stats import Estimate
 from autotune.core.units import describe, figure, ratio
 from autotune.profiles.arms import arms_text, chosen_arm
+from autotune.profiles.card import card_text
 from autotune.profiles.confirmed import describe_when
 from autotune.profiles.identity import hardware_key, same_hardware
 from autotune.profiles.profile import Profile, headline, latest, read_profile, written_when
@@ -151,6 +152,11 @@ def show_text(path: Path, p: Profile) -> str:
     if last.gain:
         lines += ["", "vs vLLM's defaults (paired ratio, same run and machine):"]
         lines += [f"  {k}: x{v.describe(3)}" for k, v in last.gain.items()]
+    if m.card is not None:
+        lines += ["", "baseline card (autotune check PROFILE --card measures it again):"]
+        lines += [f"  {line}" for line in card_text(m.card)]
+    else:
+        lines += ["", "no baseline card yet: autotune check PROFILE --card measures one"]
     chosen = m.reconfirmed[-1].arm if m.reconfirmed else chosen_arm(last.confirmation, m.trial)
     arms = arms_text(last.confirmation, primary(p), chosen)
     if arms:

@@ -23,7 +23,7 @@ from autotune.core.errors import ConfigError
 from autotune.core.stats import Estimate
 from autotune.core.units import plural
 from autotune.measure.records import atomic_write
-from autotune.profiles.card import Card
+from autotune.profiles.card import Card, card_text
 from autotune.profiles.confirmed import Breaks, Confirmed, Source, breaks_text, describe_when
 
 # `autotune check` thresholds (soak.py says what each means)
@@ -254,6 +254,8 @@ def header(profile: Profile, path: Path) -> str:
         *(f"# {line}" for line in headline(profile.meta)),
         *([f"# {cap}"] if cap else []),
         *([f"# {chat}"] if chat else []),
+        *([f"# Card: {line}" for line in card_text(profile.meta.card)]
+          if profile.meta.card is not None else []),
         "# Deploy:",
         f"#   {profile.deploy_command(path)}",
         "#",
@@ -292,6 +294,17 @@ def record_confirmation(path: Path, confirmed: Confirmed) -> Profile:
     latest = [*old.meta.reconfirmed, confirmed][-KEEP_RECONFIRMED:]
     new = old.model_copy(update={"meta": old.meta.model_copy(
         update={"reconfirmed": latest})})
+    settings = text.split(META_END, 1)[1].partition("\n")[2]
+    atomic_write(path, (header(new, path) + settings).encode())
+    return new
+
+
+def record_card(path: Path, card: Card) -> Profile:
+    """Write `card` into the profile at `path` (in place of one it had); as
+    `record_confirmation`, only the comment block is written anew, atomically."""
+    text = read_text(path)
+    old = read_profile(path)
+    new = old.model_copy(update={"meta": old.meta.model_copy(update={"card": card})})
     settings = text.split(META_END, 1)[1].partition("\n")[2]
     atomic_write(path, (header(new, path) + settings).encode())
     return new

@@ -166,39 +166,49 @@ def soak(path: Path, profile: Profile, duration_s: float, launcher: tuple[str, .
     """Start the profile's server (its file as `--config`, its environment) and hold its
     workload for `duration_s`, in rounds back to back, summed up in windows of `window_s`
     (default: a twentieth of the soak, 5 to 60 s), and on until there are MIN_WINDOWS."""
-    window_s = window_s if window_s is not None else min(max(duration_s / 20, 5.0), 60.0)
     workload = Workload.model_validate(profile.meta.workload)
     plan = Plan(workload, load_tokenizer(str(profile.settings["model"])))
     spec = ServerSpec(model=None, args={"config": str(path)}, env=dict(profile.meta.env),
                       port=free_port(), launcher=launcher)
-    windows: list[Window] = []
     with VllmServer(spec, log_path, startup_timeout_s=startup_timeout_s) as server:
-        start = time.monotonic()
-        pending: list[RequestSample] = []
+        return hold(server, plan, duration_s, probe, gpu_indices, on_window, window_s)
 
-        def after(run: LevelRun) -> Next:
-            pending.extend(run.samples)
-            now = time.monotonic() - start
-            done = now >= duration_s and len(windows) + 1 >= MIN_WINDOWS
-            if now < (windows[-1].t_s if windows else 0.0) + window_s and not done:
-                return "continue"  # rounds until the window is long enough
-            m = summarize(pending, {str(k): v for k, v in workload.slo.items()})
-            pending.clear()
-            pid = server.pid
-            mem = 0
-            if gpu_indices and pid is not None:
-                mem = probe.gpu_process_memory([pid], gpu_indices) or 0
-            if not mem and pid is not None:
-                mem = probe.process_tree_memory(pid).pss
-            w = Window(t_s=now, p99_ttft_ms=m.ttft_ms.p99, p99_e2el_ms=m.e2el_ms.p99,
-                       request_throughput=m.request_throughput,
-                       request_goodput=m.request_goodput,
-                       output_throughput=m.output_throughput, memory_bytes=int(mem),
-                       errors=m.failed)
-            windows.append(w)
-            if on_window is not None:
-                on_window(w)
-            return "stop" if done else "continue"
 
-        run_workload(Target(server.base_url), plan, None, server.alive, after)
+def hold(server: VllmServer, plan: Plan, duration_s: float, probe: Probe,
+         gpu_indices: Sequence[int] = (), on_window: Any = None,
+         window_s: float | None = None) -> list[Window]:
+    """Hold the plan's load on a running server for `duration_s`, in rounds back to back,
+    summed up in windows of `window_s` (default: a twentieth of the soak, 5 to 60 s), and on
+    until there are MIN_WINDOWS; the server's memory read at the end of each window."""
+    window_s = window_s if window_s is not None else min(max(duration_s / 20, 5.0), 60.0)
+    workload = plan.workload
+    windows: list[Window] = []
+    start = time.monotonic()
+    pending: list[RequestSample] = []
+
+    def after(run: LevelRun) -> Next:
+        pending.extend(run.samples)
+        now = time.monotonic() - start
+        done = now >= duration_s and len(windows) + 1 >= MIN_WINDOWS
+        if now < (windows[-1].t_s if windows else 0.0) + window_s and not done:
+            return "continue"  # rounds until the window is long enough
+        m = summarize(pending, {str(k): v for k, v in workload.slo.items()})
+        pending.clear()
+        pid = server.pid
+        mem = 0
+        if gpu_indices and pid is not None:
+            mem = probe.gpu_process_memory([pid], gpu_indices) or 0
+        if not mem and pid is not None:
+            mem = probe.process_tree_memory(pid).pss
+        w = Window(t_s=now, p99_ttft_ms=m.ttft_ms.p99, p99_e2el_ms=m.e2el_ms.p99,
+                   request_throughput=m.request_throughput,
+                   request_goodput=m.request_goodput,
+                   output_throughput=m.output_throughput, memory_bytes=int(mem),
+                   errors=m.failed)
+        windows.append(w)
+        if on_window is not None:
+            on_window(w)
+        return "stop" if done else "continue"
+
+    run_workload(Target(server.base_url), plan, None, server.alive, after)
     return windows

@@ -21,6 +21,7 @@ from autotune.core.stats import Estimate
 from autotune.core.units import axis_title, plural
 from autotune.decide.confirm import BASELINE_NAME, Confirmation
 from autotune.measure.records import read_samples
+from autotune.profiles.card import card_text
 from autotune.profiles.profile import Profile
 from autotune.report.records import pick, records
 from autotune.report.tables import cell, confirmation_rows
@@ -85,6 +86,7 @@ class ReportData:
     profile_path: str | None = None  # the profile reported (None: a study named by --study)
     deploy: str | None = None  # the profile's deploy command
     queued: str | None = None  # candidates left queued by the budget, and how they get measured
+    card: list[str] = field(default_factory=list)  # the reported profile's baseline card
 
     def header(self) -> list[tuple[str, str]]:
         """What was measured on what, and how to deploy it: the top of the page."""
@@ -217,6 +219,8 @@ def _provenance(data: ReportData, attrs: dict[str, Any], profile: Profile | None
     if profile is not None and profile_path is not None:
         data.profile_path = str(profile_path)
         data.deploy = profile.deploy_command(profile_path)
+    if profile is not None and profile.meta.card is not None:
+        data.card = card_text(profile.meta.card)
 
 
 def _chosen(trials: list[TrialRow], metric: str, maximize: bool, conf: Confirmation | None,
@@ -261,7 +265,9 @@ def markdown(data: ReportData) -> str:
            *(f"- **{k}:** " + (f"`{v}`" if k == "deploy" and data.deploy else v)
              for k, v in data.header()),
            "", f"**Verdict:** {data.verdict}", "",
-           *([f"**Note:** {data.note}", ""] if data.note else [])]
+           *([f"**Note:** {data.note}", ""] if data.note else []),
+           *(["## Baseline card", "", *(f"- {line}" for line in data.card), ""]
+             if data.card else [])]
     if data.confirmation is not None:
         c = data.confirmation
         budget = f" (budget {c.max_rounds})" if c.max_rounds else ""

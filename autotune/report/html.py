@@ -218,6 +218,9 @@ def page(data: ReportData) -> str:
              f"<p><b>Verdict:</b> {html.escape(data.verdict)}</p>"]
     if data.note:
         parts.append(f"<p id=note><b>Note:</b> {html.escape(data.note)}</p>")
+    if data.card:
+        parts += ["<h2>Baseline card</h2>", "<ul id=card>", *(
+            f"<li>{html.escape(line)}</li>" for line in data.card), "</ul>"]
     if data.confirmation is not None:
         parts += [f"<p class=note>Confirmation: {data.confirmation.rounds} interleaved rounds, "
                   "a fresh server each; figures are means over starts, ratios paired by "

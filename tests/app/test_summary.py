@@ -51,5 +51,5 @@ def test_the_chosen_settings_are_not_the_searchs_best_when_the_defaults_are_kept
     assert doc["confirmation"]["arms"]["trial-8"]["name"] == "trial 8"
     (c,) = doc["confirmation"]["comparisons"]
     assert (c["challenger"], c["reference"], c["beats"]) == ("trial-8", "vllm-defaults", False)
-    assert (c["stopped"], c["reference_failed"], c["both_failed"], c["on_failures"]) == (
-        False, 0, 0, False)
+    assert (c["stopped"], c["reference_failed"], c["both_failed"], c["on_failures"],
+            c["outranked_by"]) == (False, 0, 0, False, None)

@@ -138,6 +138,32 @@ def test_a_reference_failure_wins_nothing_until_two_rounds_were_served_by_both()
     assert v.winner == "vLLM defaults" and not v.comparisons[0].beats
 
 
+def test_an_open_challenger_a_winner_outranks_on_the_primary_goal_is_stopped() -> None:
+    # the README's run on an AVX2 machine: float32 2-3x vLLM's defaults at the first look,
+    # a smaller KV cache alike in speed with a third of the memory, still open on memory.
+    # Were it to win later, the choice among winners would still take float32 (better beyond
+    # noise on the primary goal): it cannot change the outcome, and is measured no further
+    rule = Rule(max_rounds=6, min_rounds=3, detect=0.10)
+
+    def arm(name: str, role: str, tput: tuple[float, ...], mem: float) -> ArmFigures:
+        m = tuple(mem * (1 + 0.0003 * i) for i in range(len(tput)))
+        return ArmFigures(name, role, tput, goal_values=(tput, m))  # type: ignore[arg-type]
+
+    base = arm("vLLM defaults", "baseline", (281, 302, 309), 7.96e9)
+    fast = arm("trial 1", "finalist", (726, 916, 1055), 7.97e9)
+    small = arm("trial 2", "finalist", (269, 300, 311), 2.81e9)
+    v = decide_pareto([base, fast, small], GOALS, max_loss=0.10, rule=rule)
+    assert v.winner == "trial 1" and v.settled and v.stopped == ["trial 2"], v.summary
+    (c,) = [c for c in v.comparisons if c.challenger == "trial 2"]
+    assert c.outranked_by == "trial 1" and not c.beats and c.look == 3
+    assert ("trial 2 stopped after 3 rounds: trial 1 is better beyond noise on the primary "
+            "goal, so it cannot change the outcome") in v.summary
+    # a winner it could tie with on the primary goal leaves it open
+    close = arm("trial 3", "finalist", (700, 930, 1040), 2.81e9)
+    v = decide_pareto([base, fast, close], GOALS, max_loss=0.10, rule=rule)
+    assert all(c.outranked_by is None for c in v.comparisons)
+
+
 # -- true statements ------------------------------------------------------------------------
 
 def test_the_power_sentence_with_two_goals_covers_the_goal_that_must_hold() -> None:
