@@ -7,9 +7,10 @@ On the server `--config PROFILE` starts, one after the other:
    workload, its P99 end-to-end latency per round (the card's figure: their mean, with its
    interval over rounds);
 2. capacity at the SLO: `ROUNDS` capacity searches (measure/capacity.py: doubling the load
-   from half the one-at-a-time rate while the SLO holds, then halving the bracket), one round
-   of `CAPACITY_REQUESTS` requests a level; the card holds the level that held and the one
-   that broke, each a mean over the searches with its interval;
+   from half the one-at-a-time rate while the SLO holds, then halving the bracket), each level
+   `LEVEL_S` seconds of arrivals at its rate (a queue forms only under a sustained load); the
+   card holds the level that held and the one that broke, each a mean over the searches with
+   its interval;
 3. memory growth: the workload's own load held for the soak (profiles/soak.py's windows), the
    least-squares slope of the server's memory after the first window, in MiB per hour.
 
@@ -20,6 +21,7 @@ tree's PSS on the CPU engine), one reading of the peak.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ from autotune.measure.client import LevelRun, Next, run_workload
 from autotune.measure.metrics import summarize
 from autotune.measure.plan import Plan
 from autotune.measure.server_api import Target
-from autotune.measure.workload import Level, Workload, capacity_level
+from autotune.measure.workload import Workload, capacity_level
 from autotune.model.tokens import Tokenizer, load_tokenizer
 from autotune.profiles.card import Card, CardCapacity, CardSpec, card_lines
 from autotune.profiles.catalog import local_model
@@ -44,7 +46,9 @@ from autotune.profiles.soak import hold, slope
 
 ROUNDS = 3
 SINGLE_REQUESTS = 16
-CAPACITY_REQUESTS = 16
+LEVEL_S = 10.0  # seconds of arrivals at one rate level of a capacity search
+WAVES = 4  # waves of sessions at one concurrency level
+MIN_REQUESTS = 8
 MAX_LEVELS = 12
 
 Note = Callable[[str], None]
@@ -81,24 +85,25 @@ def _rounds(n: int) -> Callable[[LevelRun], Next]:
     return after
 
 
+def level_requests(over: str, level: float) -> int:
+    """Requests one level of a capacity search sends: `LEVEL_S` seconds of arrivals at a rate
+    (a queue has time to form only under a sustained load), or `WAVES` waves of sessions in
+    flight; never fewer than `MIN_REQUESTS`."""
+    n = level * LEVEL_S if over == "rate" else level * WAVES
+    return max(MIN_REQUESTS, math.ceil(n))
+
+
 def _search(target: Target, server: VllmServer, w: Workload, tok: Tokenizer, cap: Capacity
             ) -> CapacitySearch:
     search = CapacitySearch(cap)
-    plan = Plan(w.model_copy(update={"capacity": cap, "levels": [],
-                                     "num_requests": CAPACITY_REQUESTS,
-                                     "warmup_requests": 0}), tok).fresh()
-
-    def after(run: LevelRun) -> Next:
-        level: Level = plan.levels[run.plan.index]
-        search.record(float(level.concurrency or level.rate or 0),
-                      summarize(run.samples).flat())
-        nxt = search.next()
-        if nxt is None:
-            return "stop"
-        plan.add_level(capacity_level(cap.over, nxt))
-        return "next"
-
-    run_workload(target, plan, None, server.alive, after)
+    level: float | None = search.first()
+    while level is not None:
+        lw = w.model_copy(update={"capacity": None, "levels": [capacity_level(cap.over, level)],
+                                  "num_requests": level_requests(cap.over, level),
+                                  "warmup_requests": 0, "duration_s": None})
+        (run,) = run_workload(target, Plan(lw, tok), None, server.alive)
+        search.record(level, summarize(run.samples).flat())
+        level = search.next()
     return search
 
 
@@ -154,9 +159,10 @@ def measure_card(path: Path, profile: Profile, run: CardRun) -> Card:
         "peak_memory_gib": Estimate.single(peak / 2**30) if peak > 0 else None,
         "capacity": capacity.held, "growth_mib_per_h": growth}
     levels = sum(len(s.probes) for s in searches)
+    each = (f"{LEVEL_S:g} s of arrivals" if cap.over == "rate" else f"{WAVES} waves")
     how = (f"one fresh server: P99 end-to-end over {ROUNDS} rounds of {SINGLE_REQUESTS} "
            f"requests one at a time; capacity at {_slo_text(slo)} in {ROUNDS} searches "
-           f"({levels} levels in all, {CAPACITY_REQUESTS} requests a level); memory growth "
+           f"({levels} levels in all, {each} a level); memory growth "
            f"over a {windows[-1].t_s if windows else 0:.0f} s soak in {len(windows)} windows; "
            "intervals 95% over rounds, searches and windows")
     return Card(measured=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
