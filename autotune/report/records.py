@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,10 +83,17 @@ def made(profile: Profile, conf: Confirmation) -> bool:
     for a, rec in zip(arms, conf.arms, strict=True):
         fig = rec.figures.get(conf.metric)
         theirs = a.get(conf.metric) or {}
-        if (fig is None) != (not theirs) or (fig is not None and theirs.get("value")
-                                             != fig.model_dump(mode="json")["value"]):
+        # the profile keeps each figure to 6 significant digits
+        if (fig is None) != (not theirs) or (fig is not None and not _same(
+                theirs.get("value"), fig.model_dump(mode="json")["value"])):
             return False
     return True
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-9)
+    return a == b
 
 
 def pick(found: list[Record], profile: Profile | None) -> tuple[Record | None, str | None]:

@@ -199,3 +199,39 @@ def test_the_pages_header_has_no_markdown_in_it(work: Path) -> None:
     header = report_html._header(data)
     assert "none named (autotune report PROFILE reports a profile&#x27;s study)" in header
     assert "`" not in header
+
+
+def test_a_profile_is_made_by_its_confirmation_though_it_keeps_six_digits() -> None:
+    """The profile's confirmation block keeps each figure to 6 significant digits (the
+    README's run on an AVX2 machine: 761.974 written, 761.9739016942016 measured); its own
+    report must still find it its own, not call it another run's."""
+    from autotune.decide.confirm import BASELINE_NAME, Confirmation
+    from autotune.profiles.profile import Profile
+    from autotune.report.records import made
+    from tests.profiles.test_profile import meta
+
+    def fig(v: float) -> dict[str, object]:
+        return {"value": v, "low": v * 0.9, "high": v * 1.1, "n": 4, "basis": "starts"}
+
+    conf = Confirmation.model_validate({
+        "metric": "output_throughput", "direction": "maximize", "rounds": 4, "max_rounds": 6,
+        "arms": [{"name": BASELINE_NAME, "role": "baseline", "trial": None, "args": {},
+                  "env": {}, "objective": [294.9] * 4,
+                  "figures": {"output_throughput": fig(294.907436341725)}},
+                 {"name": "trial 1", "role": "finalist", "trial": 1, "args": {}, "env": {},
+                  "objective": [762.0] * 4,
+                  "figures": {"output_throughput": fig(761.9739016942016)}}],
+        "verdict": {"reference": BASELINE_NAME, "winner": "trial 1", "rounds": 4,
+                    "level": 0.99, "min_gain": 0.0, "comparisons": [],
+                    "summary": "trial 1 beats vLLM defaults beyond noise"}})
+    summary = {"rounds": 4, "arms": [
+        {"name": BASELINE_NAME, "trial": None, "output_throughput": {"value": 294.907}},
+        {"name": "trial 1", "trial": 1, "output_throughput": {"value": 761.974}}]}
+    p = Profile(settings={"model": "/m"}, meta=meta(
+        confirmation=summary, verdict="trial 1 beats vLLM defaults beyond noise"))
+    assert made(p, conf)
+    other = {**summary, "arms": [summary["arms"][0],  # type: ignore[index]
+                                 {"name": "trial 1", "trial": 1,
+                                  "output_throughput": {"value": 700.0}}]}
+    assert not made(Profile(settings={"model": "/m"}, meta=meta(
+        confirmation=other, verdict="trial 1 beats vLLM defaults beyond noise")), conf)
