@@ -49,7 +49,6 @@ def test_fidelity_bench_compares_both_clients_on_the_stand_in() -> None:
     assert int(load[5]) > 0 and load[5] == load[6]
 
 
-@pytest.mark.engine  # vLLM's own client
 def test_sampler_cost_bench_compares_every_condition_to_the_bare_rounds() -> None:
     out = run_bench("bench.sampler_cost", "--server", "stand-in", "--blocks", "3")
     assert out.count("block ") == 3
@@ -59,6 +58,7 @@ def test_sampler_cost_bench_compares_every_condition_to_the_bare_rounds() -> Non
         assert re.search(rf"^{c} +x[\d.]+ \[[\d.]+, [\d.]+\] +x[\d.]+ \[", out, re.M), out
 
 
+@pytest.mark.engine  # vLLM's own client
 def test_capacity_bench_reports_both_rates() -> None:
     out = run_bench("bench.capacity", "--rounds", "1", "--requests", "200")
     rates = re.findall(r"^(vllm bench|autotune) client:\s+(\d+) req/s", out, re.M)

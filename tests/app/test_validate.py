@@ -103,7 +103,10 @@ def test_a_profiles_options_are_put_to_vllms_parser_by_validate_and_serve(
     out, err = capsys.readouterr()
     assert out == "" and err == f"autotune: error: {said}\n"
     assert main(["serve", str(EXAMPLE_PROFILE), "--print", "--launcher", "vllm serve"]) == 0
-    assert capsys.readouterr().out == f"vllm serve --config {EXAMPLE_PROFILE}\n"
+    # (the example names the built-in model by a shortened cache path: this machine's is served)
+    from autotune.model.builtin import TINY_QWEN3, ensure_builtin_model
+    here = ensure_builtin_model(TINY_QWEN3)
+    assert capsys.readouterr().out == f"vllm serve --config {EXAMPLE_PROFILE} --model {here}\n"
 
 
 def test_serve_without_the_engine_says_so_unless_told_not_to_ask(
